@@ -1,0 +1,86 @@
+"""What flows between the hub and an agent: desired state down, status and heartbeats up."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from edgefleet.model.objects import Resources, Workload, _Base
+
+
+class AppAssignment(_Base):
+    """One app's share at one site: what the agent must run."""
+
+    tenant: str = Field(description="Tenant of the app.")
+    app: str = Field(description="App name.")
+    generation: int = Field(description="App spec generation this assignment was made from.")
+    replicas: int = Field(ge=0, description="Replicas to run at this site.")
+    workload: Workload = Field(description="What a replica runs.")
+    resources: Resources = Field(default_factory=Resources, description="Per replica.")
+
+    @property
+    def key(self) -> str:
+        """``tenant/app``."""
+        return f"{self.tenant}/{self.app}"
+
+
+class DesiredState(_Base):
+    """Everything one site must run; replaced whole on every change (level-based)."""
+
+    site: str = Field(description="Site name.")
+    revision: int = Field(
+        description="Grows with every change of this site's desired state; watch from it."
+    )
+    apps: list[AppAssignment] = Field(default_factory=list, description="Assignments.")
+
+
+class ReplicaState(_Base):
+    """One replica as the agent sees it."""
+
+    id: str = Field(description="Replica id, unique at the site (tenant-app-index).")
+    index: int = Field(description="Index among the app's replicas at the site.")
+    port: int | None = Field(default=None, description="Port the replica listens on.")
+    pid: int | None = Field(default=None, description="OS process id (process driver).")
+    state: str = Field(description="starting | running | crashed | backoff | stopped")
+    ready: bool = Field(default=False, description="Health check passed.")
+    restarts: int = Field(default=0, description="Restarts since the replica was created.")
+    started_at: datetime | None = Field(default=None, description="Start of the current run.")
+    generation: int = Field(default=0, description="App generation the replica runs.")
+
+
+class AppReport(_Base):
+    """An app's replicas at the reporting site."""
+
+    tenant: str
+    app: str
+    replicas: list[ReplicaState] = Field(default_factory=list)
+
+
+class StatusReport(_Base):
+    """What an agent reports about its site; sent when it changes, small."""
+
+    site: str = Field(description="Reporting site.")
+    agent_version: str = Field(description="Agent version.")
+    agent_endpoint: str | None = Field(default=None, description="Agent's local API URL.")
+    observed_revision: int = Field(description="Desired-state revision the agent has applied.")
+    apps: list[AppReport] = Field(default_factory=list, description="Replicas per app.")
+
+
+class Heartbeat(_Base):
+    """I am alive; tiny and frequent."""
+
+    site: str
+    observed_revision: int = 0
+
+
+class Event(_Base):
+    """Something that happened to an object, for `describe`."""
+
+    time: datetime
+    kind: str = Field(description="Site or App.")
+    tenant: str | None = None
+    name: str
+    reason: str = Field(description="CamelCase reason, e.g. Placed, Unreachable.")
+    message: str
+    type: str = Field(default="Normal", description="Normal or Warning.")
