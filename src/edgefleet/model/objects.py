@@ -26,7 +26,9 @@ from pydantic.alias_generators import to_camel
 API_VERSION = "edgefleet.io/v1alpha1"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
@@ -94,7 +96,9 @@ def parse_cpu(value: object) -> float:
     elif isinstance(value, str) and (match := _CPU.match(value.strip())):
         cores = float(match.group(1)) / (1000 if match.group(3) else 1)
     else:
-        raise ValueError(f"cpu {value!r} is not a quantity: write cores (2, 0.5) or millicores ('500m')")
+        raise ValueError(
+            f"cpu {value!r} is not a quantity: write cores (2, 0.5) or millicores ('500m')"
+        )
     if cores < 0:
         raise ValueError("cpu must not be negative")
     return cores
@@ -224,7 +228,7 @@ class SiteStatus(_Base):
 class Site(_Base):
     """One edge micro data center: one cluster."""
 
-    api_version: Literal["edgefleet.io/v1alpha1"] = Field(default=API_VERSION)
+    api_version: Literal["edgefleet.io/v1alpha1"] = Field(default="edgefleet.io/v1alpha1")
     kind: Literal["Site"] = Field(default="Site")
     metadata: ObjectMeta
     spec: SiteSpec
@@ -391,7 +395,7 @@ class AppStatus(_Base):
 class App(_Base):
     """An application a tenant runs on the fleet."""
 
-    api_version: Literal["edgefleet.io/v1alpha1"] = Field(default=API_VERSION)
+    api_version: Literal["edgefleet.io/v1alpha1"] = Field(default="edgefleet.io/v1alpha1")
     kind: Literal["App"] = Field(default="App")
     metadata: ObjectMeta
     spec: AppSpec

@@ -1,0 +1,33 @@
+# The two commands: `make demo` and `make test`. Everything they need is installed here.
+.PHONY: demo demo-check test check unit integration venv postgres clean
+
+VENV := .venv/bin
+export EDGEFLEET_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:55432/edgefleet_test
+
+venv:
+	@tools/venv.sh
+
+demo: venv
+	$(VENV)/edgefleet demo --workdir .cache/demo $(DEMO_ARGS)
+
+demo-check: venv
+	$(VENV)/edgefleet demo --workdir .cache/demo --check
+
+postgres:
+	@tools/postgres.sh start >/dev/null
+
+check: venv
+	$(VENV)/ruff check src tests bench
+	$(VENV)/ruff format --check src tests bench
+	$(VENV)/mypy
+	$(VENV)/lint-imports
+
+test: venv postgres check
+	$(VENV)/pytest -q $(PYTEST_ARGS)
+
+unit: venv
+	$(VENV)/pytest -q tests/unit
+
+clean:
+	-tools/postgres.sh stop
+	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,307 @@
+"""The agent at a site: watch the hub, converge the driver, report, keep working without the hub.
+
+Every connection is opened by the agent (long-poll watch, status, heartbeat), so a site behind NAT
+works and the hub never dials ten thousand sites. The desired state is cached on disk before it is
+applied; after a restart the agent converges from the cache before the hub answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Query
+from fastapi.responses import PlainTextResponse
+
+from edgefleet._version import __version__
+from edgefleet.agent.backoff import Backoff
+from edgefleet.agent.cache import DesiredStateCache
+from edgefleet.agent.drivers.base import Driver
+from edgefleet.model import AppReport, DesiredState, Heartbeat, ReplicaState, StatusReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How an agent runs. Every field has the documented default."""
+
+    site: str
+    """Name of the site this agent serves (a Site object on the hub)."""
+    hub: str = "http://127.0.0.1:7700"
+    """Hub URL."""
+    state_dir: Path = Path("edgefleet-agent")
+    """Where the cache, replica records and logs live."""
+    address: str = "127.0.0.1"
+    """Site address: replicas and the agent's local API bind it."""
+    api_port: int = 8080
+    """Port of the agent's local API (``/_edgefleet/...``), the site's ingress port."""
+    token: str | None = None
+    """Bearer token for the hub."""
+    heartbeat_interval: float = 2.0
+    """Seconds between heartbeats."""
+    watch_timeout: float = 30.0
+    """Seconds a long-poll waits at the hub."""
+    report_resync: float = 60.0
+    """Seconds between full status reports when nothing changed."""
+    stop_replicas_on_exit: bool = False
+    """Stop every replica when the agent exits (default: leave them for the next agent)."""
+
+
+@dataclass
+class _Progress:
+    revision: int = -1
+    """Desired-state revision applied."""
+    report_dirty: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def local_api(driver: Driver, site: str) -> FastAPI:
+    """The agent's own HTTP API on the site address: health, replicas and logs."""
+    api = FastAPI(title=f"edgefleet agent {site}", version=__version__)
+
+    @api.get("/_edgefleet/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "site": site}
+
+    @api.get("/_edgefleet/replicas")
+    def replicas() -> dict[str, list[ReplicaState]]:
+        return driver.observe()
+
+    @api.get("/_edgefleet/logs/{tenant}/{app}", response_class=PlainTextResponse)
+    def logs(
+        tenant: str,
+        app: str,
+        tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        replica: str | None = None,
+    ) -> str:
+        return driver.logs(tenant, app, replica=replica, tail=tail)
+
+    return api
+
+
+class Agent:
+    """One site's agent."""
+
+    def __init__(self, config: AgentConfig, driver: Driver) -> None:
+        self.config = config
+        self.driver = driver
+        self.cache = DesiredStateCache(config.state_dir / "desired-state.json")
+        self.progress = _Progress()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        self._http = httpx.AsyncClient(
+            base_url=config.hub.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(10.0, read=config.watch_timeout + 10.0),
+        )
+        self._api_server: uvicorn.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """URL of the local API, as reported to the hub."""
+        return f"http://{self.config.address}:{self.config.api_port}/_edgefleet"
+
+    # -- driver side -----------------------------------------------------------------------------
+
+    def _replicas_changed(self) -> None:
+        # Called from the driver's thread.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.progress.report_dirty.set)
+
+    async def _apply(self, state: DesiredState) -> None:
+        await asyncio.to_thread(self.driver.converge, state.apps)
+        self.progress.revision = state.revision
+        self.progress.report_dirty.set()
+
+    def resume(self) -> DesiredState | None:
+        """Adopt what runs and converge from the cached state, before any hub call."""
+        self.driver.start(self._replicas_changed)
+        cached = self.cache.load()
+        if cached is not None:
+            log.info(
+                "resuming from cached revision %d (%d apps)", cached.revision, len(cached.apps)
+            )
+            self.driver.converge(cached.apps)
+            self.progress.revision = cached.revision
+        return cached
+
+    # -- hub side --------------------------------------------------------------------------------
+
+    async def watch_once(self) -> bool:
+        """One long-poll; True when a new desired state was applied."""
+        reply = await self._http.get(
+            f"/api/v1/agent/sites/{self.config.site}/desired-state",
+            params={"since": self.progress.revision, "timeout": self.config.watch_timeout},
+        )
+        if reply.status_code == 204:
+            return False
+        reply.raise_for_status()
+        state = DesiredState.model_validate(reply.json())
+        # Cache first: a crash between the two leaves a state we can resume from.
+        await asyncio.to_thread(self.cache.save, state)
+        await self._apply(state)
+        log.info(
+            "applied revision %d: %s",
+            state.revision,
+            ", ".join(f"{a.key}={a.replicas}" for a in state.apps) or "nothing",
+        )
+        return True
+
+    async def _watch_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.watch_once()
+                backoff.reset()
+            except (httpx.HTTPError, ValueError) as exc:
+                delay = backoff.next()
+                log.warning("hub watch failed (%s); retrying in %.1fs", _reason(exc), delay)
+                await asyncio.sleep(delay)
+
+    def status_report(self) -> StatusReport:
+        """What runs here now."""
+        observed = self.driver.observe()
+        apps = []
+        for key, replicas in sorted(observed.items()):
+            tenant, _, app = key.partition("/")
+            apps.append(AppReport(tenant=tenant, app=app, replicas=replicas))
+        return StatusReport(
+            site=self.config.site,
+            agent_version=__version__,
+            agent_endpoint=self.endpoint,
+            observed_revision=self.progress.revision,
+            apps=apps,
+        )
+
+    async def _report_loop(self) -> None:
+        backoff = Backoff()
+        dirty = self.progress.report_dirty
+        dirty.set()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dirty.wait(), self.config.report_resync)
+            await asyncio.sleep(0.1)  # let a burst of replica changes settle into one report
+            dirty.clear()
+            report = await asyncio.to_thread(self.status_report)
+            try:
+                reply = await self._http.post(
+                    f"/api/v1/agent/sites/{self.config.site}/status",
+                    content=report.model_dump_json(by_alias=True),
+                    headers={"Content-Type": "application/json"},
+                )
+                reply.raise_for_status()
+                backoff.reset()
+            except httpx.HTTPError as exc:
+                dirty.set()  # unsent: try again after the backoff
+                delay = backoff.next()
+                log.warning("status report failed (%s); retrying in %.1fs", _reason(exc), delay)
+                await asyncio.sleep(delay)
+
+    async def _heartbeat_loop(self) -> None:
+        failing = False
+        while True:
+            beat = Heartbeat(site=self.config.site, observed_revision=self.progress.revision)
+            try:
+                reply = await self._http.post(
+                    f"/api/v1/agent/sites/{self.config.site}/heartbeat",
+                    content=beat.model_dump_json(by_alias=True),
+                    headers={"Content-Type": "application/json"},
+                )
+                reply.raise_for_status()
+                if failing:
+                    log.info("hub reachable again")
+                    # The hub may have lost what we told it: report everything again.
+                    self.progress.report_dirty.set()
+                failing = False
+            except httpx.HTTPError as exc:
+                if not failing:
+                    log.warning("heartbeat failed (%s); running autonomously", _reason(exc))
+                failing = True
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    # -- process ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled or signalled."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.resume)
+        self._api_server = _EmbeddedServer(
+            uvicorn.Config(
+                local_api(self.driver, self.config.site),
+                host=self.config.address,
+                port=self.config.api_port,
+                log_level="warning",
+                access_log=False,
+            )
+        )
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.add_signal_handler(sig, stop.set)
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self._api_server.serve()),
+            asyncio.create_task(self._watch_loop()),
+            asyncio.create_task(self._report_loop()),
+            asyncio.create_task(self._heartbeat_loop()),
+        ]
+        log.info("agent for site %s started (hub %s)", self.config.site, self.config.hub)
+        stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = task.exception()
+                if task is not stopper and error is not None:
+                    raise error
+        finally:
+            await self.shutdown([*tasks, stopper])
+
+    async def shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Stop loops and the local API; stop replicas only when configured to."""
+        if self._api_server is not None:
+            self._api_server.should_exit = True
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._http.aclose()
+        if self.config.stop_replicas_on_exit:
+            await asyncio.to_thread(self.driver.stop_all)
+        else:
+            await asyncio.to_thread(self.driver.close)
+        log.info("agent for site %s stopped", self.config.site)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the agent's loop: the agent, not uvicorn, owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        try:
+            detail = exc.response.json().get("detail")
+        except ValueError:
+            detail = exc.response.text[:200]
+        return f"HTTP {exc.response.status_code}: {detail}"
+    return str(exc) or type(exc).__name__
+
+
+def make_driver(name: str, config: AgentConfig) -> Driver:
+    """The driver called ``name`` for this agent."""
+    if name == "process":
+        from edgefleet.agent.drivers.process import ProcessDriver
+
+        return ProcessDriver(config.site, config.state_dir / "process", config.address)
+    raise ValueError(f"driver {name!r} is not available here: use 'process'")

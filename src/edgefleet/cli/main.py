@@ -1,0 +1,321 @@
+"""The ``edgefleet`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from edgefleet._version import __version__
+from edgefleet.cli.output import (
+    OutputFormat,
+    apps_table,
+    dump,
+    events_table,
+    replicas_table,
+    sites_table,
+    wire,
+)
+from edgefleet.client import Client, HubError
+from edgefleet.model import App
+from edgefleet.model.manifests import ManifestError, load_paths
+
+app = typer.Typer(
+    name="edgefleet",
+    help="Run applications across thousands of edge sites.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+class Kind(StrEnum):
+    """Object kinds on the command line (plural forms accepted)."""
+
+    SITE = "site"
+    SITES = "sites"
+    APP = "app"
+    APPS = "apps"
+
+    @property
+    def singular(self) -> str:
+        return self.value.removesuffix("s")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error and exit."""
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _client() -> Client:
+    try:
+        return Client()
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _find_app(client: Client, name: str, tenant: str | None) -> App:
+    if tenant:
+        return client.get_app(tenant, name)
+    matches = [a for a in client.list_apps() if a.metadata.name == name]
+    if not matches:
+        fail(f"app {name!r} not found in any tenant")
+    if len(matches) > 1:
+        tenants = ", ".join(sorted(a.metadata.tenant or "" for a in matches))
+        fail(f"app {name!r} exists in several tenants ({tenants}): give --tenant")
+    return matches[0]
+
+
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", "-t", help="Tenant of the app (default: any).")
+]
+
+
+@app.command()
+def apply(
+    files: Annotated[
+        list[str], typer.Option("--filename", "-f", help="File, directory or '-' for stdin.")
+    ],
+) -> None:
+    """Create or update objects from manifests. Every document is validated before any is sent."""
+    try:
+        manifests = load_paths(files)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error:[/] {problem}")
+        err.print("nothing was applied")
+        raise typer.Exit(1) from None
+    with _client() as client:
+        for manifest in manifests:
+            obj = manifest.obj
+            try:
+                stored, created = client.apply(obj)
+            except HubError as exc:
+                fail(f"{manifest.source}, document {manifest.document}: {exc.message}")
+            before = obj.metadata.resource_version
+            verb = (
+                "created"
+                if created
+                else ("configured" if stored.metadata.resource_version != before else "unchanged")
+            )
+            label = obj.kind.lower()
+            scope = f" in tenant {obj.metadata.tenant}" if obj.metadata.tenant else ""
+            out.print(f"{label}/{obj.metadata.name}{scope} {verb}")
+
+
+@app.command()
+def get(
+    kind: Annotated[Kind, typer.Argument(help="sites or apps")],
+    name: Annotated[str | None, typer.Argument(help="One object by name.")] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="table, wide, json or yaml.")
+    ] = OutputFormat.TABLE,
+    tenant: TenantOption = None,
+) -> None:
+    """List objects, or show one."""
+    try:
+        with _client() as client:
+            if kind.singular == "site":
+                sites = [client.get_site(name)] if name else client.list_sites()
+                if output in (OutputFormat.JSON, OutputFormat.YAML):
+                    out.print(dump(wire(sites, name is not None), output), markup=False)
+                else:
+                    out.print(sites_table(sites, wide=output == OutputFormat.WIDE))
+            else:
+                apps = [_find_app(client, name, tenant)] if name else client.list_apps(tenant)
+                if output in (OutputFormat.JSON, OutputFormat.YAML):
+                    out.print(dump(wire(apps, name is not None), output), markup=False)
+                else:
+                    out.print(apps_table(apps, wide=output == OutputFormat.WIDE))
+    except HubError as exc:
+        fail(exc.message)
+
+
+@app.command()
+def describe(
+    kind: Annotated[Kind, typer.Argument(help="site or app")],
+    name: Annotated[str, typer.Argument(help="Object name.")],
+    tenant: TenantOption = None,
+) -> None:
+    """Show one object in full, with its replicas and recent events."""
+    try:
+        with _client() as client:
+            if kind.singular == "site":
+                site = client.get_site(name)
+                out.print(dump(wire([site], True), OutputFormat.YAML), markup=False)
+                out.print("[bold]Replicas:[/]")
+                out.print(replicas_table(client.site_replicas(name)))
+                events = client.events(kind="Site", name=name, limit=20)
+            else:
+                found = _find_app(client, name, tenant)
+                out.print(dump(wire([found], True), OutputFormat.YAML), markup=False)
+                events = client.events(
+                    kind="App", tenant=found.metadata.tenant, name=name, limit=20
+                )
+            out.print("[bold]Events:[/]")
+            out.print(events_table(events) if events else "  <none>")
+    except HubError as exc:
+        fail(exc.message)
+
+
+@app.command()
+def delete(
+    kind: Annotated[Kind, typer.Argument(help="app or site")],
+    name: Annotated[str, typer.Argument(help="Object name.")],
+    tenant: TenantOption = None,
+) -> None:
+    """Delete an app (its replicas stop everywhere) or a site."""
+    try:
+        with _client() as client:
+            if kind.singular == "site":
+                client.delete_site(name)
+                out.print(f"site/{name} deleted")
+            else:
+                found = _find_app(client, name, tenant)
+                client.delete_app(found.metadata.tenant or "", name)
+                out.print(f"app/{name} in tenant {found.metadata.tenant} deleted")
+    except HubError as exc:
+        fail(exc.message)
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="App name.")],
+    site: Annotated[str | None, typer.Option("--site", "-s", help="Only this site.")] = None,
+    tail: Annotated[int, typer.Option("--tail", help="Lines per replica.", min=1)] = 100,
+    tenant: TenantOption = None,
+) -> None:
+    """Print an app's replica logs, fetched through the hub from the sites' agents."""
+    try:
+        with _client() as client:
+            found = _find_app(client, name, tenant)
+            text = client.logs(found.metadata.tenant or "", name, site=site, tail=tail)
+    except HubError as exc:
+        fail(exc.message)
+    sys.stdout.write(text)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        fail(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:7700")
+    return host.strip("[]"), int(port)
+
+
+@app.command()
+def hub(
+    db: Annotated[
+        str, typer.Option(help="sqlite:///PATH (default) or postgresql://USER@HOST:PORT/DB.")
+    ] = "sqlite:///edgefleet-hub.db",
+    listen: Annotated[str, typer.Option(help="HOST:PORT of the API.")] = "127.0.0.1:7700",
+    heartbeat_grace: Annotated[
+        float, typer.Option(help="Seconds without heartbeat before a site is Unreachable.")
+    ] = 6.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
+) -> None:
+    """Run the hub: API, store, placement and site health."""
+    from edgefleet.hub.runtime import HubConfig
+    from edgefleet.hub.server import serve
+
+    _setup_logging(log_level)
+    host, port = _split_listen(listen)
+    if host not in {"127.0.0.1", "localhost", "::1"} and not host.startswith("127."):
+        err.print(
+            f"[yellow]warning:[/] serving plain HTTP on {host}: anyone who can reach it "
+            "can change the fleet"
+        )
+    serve(
+        HubConfig(db=db, host=host, port=port, heartbeat_grace=heartbeat_grace), log_level=log_level
+    )
+
+
+@app.command()
+def agent(
+    site: Annotated[str, typer.Option(help="Name of this site (a Site on the hub).")],
+    hub: Annotated[str, typer.Option(help="Hub URL.")] = "http://127.0.0.1:7700",
+    address: Annotated[str, typer.Option(help="Site address for replicas and the API.")] = (
+        "127.0.0.1"
+    ),
+    api_port: Annotated[int, typer.Option(help="Port of the agent's local API.")] = 8080,
+    state_dir: Annotated[Path, typer.Option(help="Cache, replica records and logs.")] = Path(
+        "edgefleet-agent"
+    ),
+    driver: Annotated[str, typer.Option(help="Replica driver.")] = "process",
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 2.0,
+    stop_replicas_on_exit: Annotated[
+        bool, typer.Option(help="Stop replicas when the agent exits (default: keep them).")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
+) -> None:
+    """Run a site's agent: watch the hub, run replicas, report status."""
+    import os
+
+    from edgefleet.agent.service import Agent, AgentConfig, make_driver
+
+    _setup_logging(log_level)
+    config = AgentConfig(
+        site=site,
+        hub=hub,
+        state_dir=state_dir,
+        address=address,
+        api_port=api_port,
+        token=os.environ.get("EDGEFLEET_TOKEN"),
+        heartbeat_interval=heartbeat_interval,
+        stop_replicas_on_exit=stop_replicas_on_exit,
+    )
+    try:
+        instance = Agent(config, make_driver(driver, config))
+    except ValueError as exc:
+        fail(str(exc))
+    asyncio.run(instance.run())
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Verify every serving site answers HTTP, then exit.")
+    ] = False,
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps state and logs.")] = Path(
+        ".edgefleet-demo"
+    ),
+    hub_port: Annotated[int, typer.Option(help="Hub API port.")] = 7700,
+) -> None:
+    """A hub and six sites in three regions on this machine, running the sample app."""
+    from edgefleet.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(workdir=workdir, duration=duration, check=check, hub_port=hub_port))
+
+
+@app.command()
+def version() -> None:
+    """Print the CLI's version (and the hub's, if one answers)."""
+    out.print(f"client: {__version__}")
+    try:
+        with _client() as client:
+            out.print(f"hub:    {client.version()} at {client.hub}")
+    except HubError as exc:
+        out.print(f"hub:    unreachable ({exc.message})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

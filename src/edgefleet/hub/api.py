@@ -1,0 +1,58 @@
+"""The hub's HTTP API: a FastAPI app over the store and the control loops."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from edgefleet._version import __version__
+from edgefleet.hub.routes import agent, apps, events, sites
+from edgefleet.hub.runtime import Hub, HubConfig, lifespan
+from edgefleet.hub.store import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> FastAPI:
+    """The ASGI app of a hub; its lifespan runs the hub's loops."""
+    hub = hub or Hub.build(config or HubConfig())
+    app = FastAPI(
+        title="edgefleet hub",
+        version=__version__,
+        description="Run applications across thousands of edge sites.",
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    for router in (sites.router, apps.router, events.router, agent.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        """Liveness of the hub process."""
+        return {"status": "ok"}
+
+    @app.get("/api/v1/version", tags=["meta"])
+    def version() -> dict[str, str]:
+        """The hub's version."""
+        return {"version": __version__}
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The hub must outlive any request: log it and answer 500.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error: {type(exc).__name__}"},
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+    return app

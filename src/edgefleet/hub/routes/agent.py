@@ -1,0 +1,68 @@
+"""/api/v1/agent: the calls agents make. Every connection is opened by the agent."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+
+from edgefleet.hub.runtime import Hub, get_hub
+from edgefleet.model import DesiredState, Heartbeat, StatusReport
+
+router = APIRouter(prefix="/api/v1/agent/sites/{site}", tags=["agent"])
+HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+async def _known(hub: Hub, site: str) -> None:
+    await asyncio.to_thread(hub.store.get_site, site)
+
+
+@router.get(
+    "/desired-state",
+    response_model=DesiredState,
+    responses={204: {"description": "Nothing changed before the timeout."}},
+)
+async def watch_desired_state(
+    site: str,
+    hub: HubDep,
+    since: int = -1,
+    timeout: Annotated[float, Query(ge=0)] = 30.0,
+) -> DesiredState | Response:
+    """Long-poll: the site's desired state as soon as its revision differs from ``since``.
+
+    Answers at once when it already differs, else waits up to ``timeout`` seconds (capped by the
+    hub) and answers 204 if nothing changed. A waiting agent holds no thread.
+    """
+    await _known(hub, site)
+    changed = await hub.watch.wait(site, since, min(timeout, hub.config.max_watch_timeout))
+    if not changed:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return await asyncio.to_thread(hub.store.desired_state, site)
+
+
+@router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
+async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
+    """Replace the site's observed replicas with the agent's report."""
+    if report.site != site:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"report is for site {report.site!r}, URL names {site!r}",
+        )
+    await _known(hub, site)
+    await asyncio.to_thread(hub.store.save_report, report)
+    hub.heartbeats.beat(site, report.observed_revision)
+
+
+@router.post("/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
+async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
+    """I am alive. Buffered in memory and written in batches."""
+    if beat.site != site:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"heartbeat is for site {beat.site!r}, URL names {site!r}",
+        )
+    if site not in hub.known_sites:
+        await _known(hub, site)
+        hub.known_sites.add(site)
+    hub.heartbeats.beat(site, beat.observed_revision)

@@ -1,0 +1,125 @@
+"""/api/v1/tenants/{tenant}/apps and /api/v1/apps: what tenants run."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi.responses import PlainTextResponse
+
+from edgefleet.hub.routes.common import ObjectList, record_event
+from edgefleet.hub.runtime import Hub, get_hub
+from edgefleet.model import App
+
+router = APIRouter(prefix="/api/v1", tags=["apps"])
+HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+@router.get("/apps", response_model=ObjectList[App], response_model_exclude_none=True)
+def list_all_apps(hub: HubDep, tenant: str | None = None) -> dict[str, Any]:
+    """Apps of every tenant (or of ``tenant``)."""
+    return {"kind": "AppList", "items": hub.store.list_apps(tenant)}
+
+
+@router.get(
+    "/tenants/{tenant}/apps", response_model=ObjectList[App], response_model_exclude_none=True
+)
+def list_apps(tenant: str, hub: HubDep) -> dict[str, Any]:
+    """The apps of one tenant."""
+    return {"kind": "AppList", "items": hub.store.list_apps(tenant)}
+
+
+def _check_path(app: App, tenant: str, name: str | None = None) -> None:
+    if app.metadata.tenant != tenant:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"metadata.tenant {app.metadata.tenant!r} does not match the URL's {tenant!r}",
+        )
+    if name is not None and app.metadata.name != name:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"metadata.name {app.metadata.name!r} does not match the URL's {name!r}",
+        )
+
+
+@router.post(
+    "/tenants/{tenant}/apps",
+    response_model=App,
+    response_model_exclude_none=True,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "An app with this name exists."}},
+)
+def create_app(tenant: str, app: App, hub: HubDep) -> App:
+    """Create an app; 409 if the tenant has one of that name."""
+    _check_path(app, tenant)
+    stored, _ = hub.store.put(app, create_only=True)
+    record_event(hub, stored, "Created", f"generation {stored.metadata.generation}")
+    hub.placement.trigger()
+    assert isinstance(stored, App)
+    return stored
+
+
+@router.get("/tenants/{tenant}/apps/{name}", response_model=App, response_model_exclude_none=True)
+def get_app(tenant: str, name: str, hub: HubDep) -> App:
+    """One app with replicas per site."""
+    return hub.store.get_app(tenant, name)
+
+
+@router.put(
+    "/tenants/{tenant}/apps/{name}",
+    response_model=App,
+    response_model_exclude_none=True,
+    responses={201: {"description": "Created."}, 409: {"description": "Stale resourceVersion."}},
+)
+def apply_app(tenant: str, name: str, app: App, hub: HubDep, response: Response) -> App:
+    """Create or update an app (``apply``); a stale ``resourceVersion`` gets 409."""
+    _check_path(app, tenant, name)
+    before = app.metadata.resource_version
+    stored, created = hub.store.put(app)
+    if created or stored.metadata.resource_version != before:
+        reason = "Created" if created else "Updated"
+        record_event(hub, stored, reason, f"generation {stored.metadata.generation}")
+        hub.placement.trigger()
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    assert isinstance(stored, App)
+    return stored
+
+
+@router.delete("/tenants/{tenant}/apps/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_app(tenant: str, name: str, hub: HubDep) -> None:
+    """Delete an app; every site running it is told to stop its replicas."""
+    await asyncio.to_thread(hub.store.delete_app, tenant, name)
+    await hub.watch.refresh()
+    hub.placement.trigger()
+
+
+@router.get("/tenants/{tenant}/apps/{name}/logs", response_class=PlainTextResponse)
+async def app_logs(
+    tenant: str,
+    name: str,
+    hub: HubDep,
+    site: str | None = None,
+    tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> str:
+    """Replica logs, fetched from the agents of the sites running the app."""
+    app = await asyncio.to_thread(hub.store.get_app, tenant, name)
+    sites = [site] if site else [s.site for s in app.status.sites]
+    if not sites:
+        return ""
+    chunks = []
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        for site_name in sites:
+            endpoint = await asyncio.to_thread(hub.store.agent_endpoint, site_name)
+            if endpoint is None:
+                chunks.append(f"# site {site_name}: no agent endpoint reported\n")
+                continue
+            try:
+                reply = await client.get(f"{endpoint}/logs/{tenant}/{name}", params={"tail": tail})
+                reply.raise_for_status()
+                chunks.append(f"# site {site_name}\n{reply.text}")
+            except httpx.HTTPError as exc:
+                chunks.append(f"# site {site_name}: agent did not answer: {exc}\n")
+    return "".join(chunks)

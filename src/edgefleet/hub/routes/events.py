@@ -1,0 +1,24 @@
+"""/api/v1/events: what happened to sites and apps."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from edgefleet.hub.runtime import Hub, get_hub
+from edgefleet.model import Event
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+
+
+@router.get("", response_model=list[Event], response_model_exclude_none=True)
+def list_events(
+    hub: Annotated[Hub, Depends(get_hub)],
+    kind: str | None = None,
+    tenant: str | None = None,
+    name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[Event]:
+    """The newest events matching the filters, oldest first."""
+    return hub.store.list_events(kind=kind, tenant=tenant, name=name, limit=limit)

@@ -1,0 +1,83 @@
+"""/api/v1/sites: the fleet's sites."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+
+from edgefleet.hub.routes.common import ObjectList, record_event
+from edgefleet.hub.runtime import Hub, get_hub
+from edgefleet.model import ReplicaState, Site
+
+router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
+HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+@router.get("", response_model=ObjectList[Site], response_model_exclude_none=True)
+def list_sites(hub: HubDep) -> dict[str, Any]:
+    """Every site with its observed status."""
+    return {"kind": "SiteList", "items": hub.store.list_sites()}
+
+
+@router.post(
+    "",
+    response_model=Site,
+    response_model_exclude_none=True,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "A site with this name exists."}},
+)
+def create_site(site: Site, hub: HubDep) -> Site:
+    """Create a site; 409 if one of that name exists."""
+    stored, _ = hub.store.put(site, create_only=True)
+    record_event(hub, stored, "Created", "site created")
+    hub.placement.trigger()
+    assert isinstance(stored, Site)
+    return stored
+
+
+@router.get("/{name}", response_model=Site, response_model_exclude_none=True)
+def get_site(name: str, hub: HubDep) -> Site:
+    """One site."""
+    return hub.store.get_site(name)
+
+
+@router.put(
+    "/{name}",
+    response_model=Site,
+    response_model_exclude_none=True,
+    responses={201: {"description": "Created."}, 409: {"description": "Stale resourceVersion."}},
+)
+def apply_site(name: str, site: Site, hub: HubDep, response: Response) -> Site:
+    """Create or update a site (``apply``); a stale ``resourceVersion`` gets 409."""
+    if site.metadata.name != name:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"metadata.name {site.metadata.name!r} does not match the URL's {name!r}",
+        )
+    before = site.metadata.resource_version
+    stored, created = hub.store.put(site)
+    if created or stored.metadata.resource_version != before:
+        record_event(hub, stored, "Created" if created else "Updated", "site applied")
+        hub.placement.trigger()
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    assert isinstance(stored, Site)
+    return stored
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_site(name: str, hub: HubDep) -> None:
+    """Delete a site. Its agent is told to run nothing."""
+    await asyncio.to_thread(hub.store.delete_site, name)
+    hub.watch.forget(name)
+    hub.known_sites.discard(name)
+    hub.placement.trigger()
+
+
+@router.get("/{name}/replicas")
+def site_replicas(name: str, hub: HubDep) -> dict[str, list[ReplicaState]]:
+    """The replicas the site's agent last reported, per ``tenant/app``."""
+    hub.store.get_site(name)
+    return hub.store.site_replicas(name)

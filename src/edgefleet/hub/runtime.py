@@ -1,0 +1,113 @@
+"""The hub's running parts, built once per process and shared by the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+
+from edgefleet.hub.controllers import HealthMonitor, HeartbeatBuffer, PlacementController
+from edgefleet.hub.store import Store
+from edgefleet.hub.watch import SiteWatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """How a hub runs. Every field has the documented default."""
+
+    db: str = "sqlite:///edgefleet-hub.db"
+    """SQLAlchemy URL: ``sqlite:///PATH`` (embedded) or ``postgresql://USER@HOST/DB``."""
+    host: str = "127.0.0.1"
+    """Address the API binds."""
+    port: int = 7700
+    """Port the API binds."""
+    heartbeat_grace: float = 6.0
+    """Seconds without a heartbeat before a site is Unreachable."""
+    placement_resync: float = 10.0
+    """Seconds between placement passes when nothing triggers one."""
+    watch_refresh: float = 0.5
+    """Seconds between reads of site revisions written by other hub replicas."""
+    max_watch_timeout: float = 60.0
+    """Longest long-poll an agent may ask for."""
+    controllers: bool = True
+    """Run placement and health loops in this process."""
+
+
+@dataclass
+class Hub:
+    """Store, watches and control loops of one hub process."""
+
+    config: HubConfig
+    store: Store
+    watch: SiteWatch
+    heartbeats: HeartbeatBuffer
+    placement: PlacementController
+    health: HealthMonitor
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    known_sites: set[str] = field(default_factory=set)
+    """Sites this process has seen exist; spares a query per heartbeat."""
+
+    @classmethod
+    def build(cls, config: HubConfig) -> Hub:
+        """Open the store (migrating it) and wire the loops together."""
+        store = Store(config.db)
+        store.migrate()
+        watch = SiteWatch(store)
+        heartbeats = HeartbeatBuffer(store)
+        placement = PlacementController(
+            store, on_written=watch.refresh, resync=config.placement_resync
+        )
+        health = HealthMonitor(
+            store, heartbeats, grace=config.heartbeat_grace, on_change=placement.trigger
+        )
+        return cls(config, store, watch, heartbeats, placement, health)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.watch_refresh)
+            try:
+                await self.watch.refresh()
+            except Exception:
+                log.exception("watch refresh failed")
+
+    async def start(self) -> None:
+        """Start the background loops."""
+        await self.watch.refresh()
+        loops = [self._refresh_loop(), self.heartbeats.run()]
+        if self.config.controllers:
+            loops += [self.placement.run(), self.health.run()]
+            self.placement.trigger()
+        self.tasks = [asyncio.create_task(loop) for loop in loops]
+
+    async def stop(self) -> None:
+        """Stop the loops, write pending heartbeats, close the store."""
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.heartbeats.flush()
+        self.store.close()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the hub's loops for as long as the ASGI app lives."""
+    hub: Hub = app.state.hub
+    await hub.start()
+    try:
+        yield
+    finally:
+        await hub.stop()
+
+
+def get_hub(request: Request) -> Hub:
+    """Dependency: the hub of this app."""
+    hub: Hub = request.app.state.hub
+    return hub

@@ -1,0 +1,111 @@
+"""The hub's tables. Alembic migrations under ``migrations/`` create exactly these.
+
+Desired and observed state are kept apart on purpose: heartbeats and replica counts change every
+few seconds and are written in small batches to their own tables, so they never bump an object's
+resourceVersion nor rewrite its spec.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("uid", String(36), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    # '' for fleet-scoped objects (sites): NULLs would defeat the unique constraint.
+    Column("tenant", String(63), nullable=False, default=""),
+    Column("name", String(63), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("resource_version", BigInteger, nullable=False),
+    Column("meta", JSON, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("status", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("kind", "tenant", "name", name="uq_objects_kind_tenant_name"),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("site", String(63), primary_key=True),
+    Column("tenant", String(63), primary_key=True),
+    Column("app", String(63), primary_key=True),
+    Column("replicas", Integer, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Index("ix_assignments_app", "tenant", "app"),
+)
+
+site_revisions = Table(
+    "site_revisions",
+    metadata,
+    Column("site", String(63), primary_key=True),
+    # Drawn from the global counter, so one query finds every site changed since a revision.
+    Column("revision", BigInteger, nullable=False, index=True),
+)
+
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("site", String(63), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("observed_revision", BigInteger, nullable=False, default=0),
+)
+
+site_reports = Table(
+    "site_reports",
+    metadata,
+    Column("site", String(63), primary_key=True),
+    Column("agent_version", String(64), nullable=False),
+    Column("agent_endpoint", Text, nullable=True),
+    Column("observed_revision", BigInteger, nullable=False),
+    Column("replicas", JSON, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+replica_counts = Table(
+    "replica_counts",
+    metadata,
+    Column("site", String(63), primary_key=True),
+    Column("tenant", String(63), primary_key=True),
+    Column("app", String(63), primary_key=True),
+    Column("running", Integer, nullable=False),
+    Column("ready", Integer, nullable=False),
+    Index("ix_replica_counts_app", "tenant", "app"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("tenant", String(63), nullable=False, default=""),
+    Column("name", String(63), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("type", String(16), nullable=False),
+    Index("ix_events_object", "kind", "tenant", "name", "id"),
+)

@@ -1,0 +1,688 @@
+"""The hub's store: SQLAlchemy Core over SQLite (WAL, the embedded default) or PostgreSQL.
+
+Every write is one transaction. Every object write draws a new value from one global revision
+counter and stores it as the object's resourceVersion, so an update that names an older version is
+refused (409). Site desired-state revisions come from the same counter: one query
+(``sites_changed_since``) finds every site whose desired state changed after a given revision,
+which is how several hub replicas learn of each other's writes without scanning every site.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from edgefleet.hub import schema
+from edgefleet.hub.schema import (
+    assignments,
+    counters,
+    events,
+    heartbeats,
+    objects,
+    replica_counts,
+    site_reports,
+    site_revisions,
+)
+from edgefleet.model import (
+    App,
+    AppAssignment,
+    AppSpec,
+    AppStatus,
+    DesiredState,
+    Event,
+    ObjectMeta,
+    ReplicaState,
+    Site,
+    SiteReplicas,
+    SiteSpec,
+    SiteStatus,
+    StatusReport,
+)
+
+AppId = tuple[str, str]
+"""(tenant, app name)."""
+
+
+class StoreError(Exception):
+    """Base of the errors the API maps to HTTP status codes."""
+
+
+class NotFound(StoreError):
+    """No such object (404)."""
+
+
+class Conflict(StoreError):
+    """The write raced another or named a stale resourceVersion (409)."""
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware."""
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReplicaCount:
+    """Observed replicas of one app at one site."""
+
+    running: int
+    ready: int
+
+
+class Store:
+    """Desired and observed state of the fleet. Thread-safe: each call takes its own connection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = _engine(url)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        config = Config()
+        config.set_main_option(
+            "script_location", str(resources.files("edgefleet.hub") / "migrations")
+        )
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    # -- objects ---------------------------------------------------------------------------------
+
+    def get_site(self, name: str) -> Site:
+        """One site with its observed status; NotFound if absent."""
+        with self.engine.connect() as conn:
+            row = _object_row(conn, "Site", "", name)
+            if row is None:
+                raise NotFound(f"site {name!r} not found")
+            return self._sites(conn, [row])[0]
+
+    def list_sites(self) -> list[Site]:
+        """Every site, by name."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(objects).where(objects.c.kind == "Site").order_by(objects.c.name)
+            ).all()
+            return self._sites(conn, rows)
+
+    def get_app(self, tenant: str, name: str) -> App:
+        """One app with its observed status; NotFound if absent."""
+        with self.engine.connect() as conn:
+            row = _object_row(conn, "App", tenant, name)
+            if row is None:
+                raise NotFound(f"app {name!r} not found in tenant {tenant!r}")
+            return self._apps(conn, [row])[0]
+
+    def list_apps(self, tenant: str | None = None) -> list[App]:
+        """Every app (of one tenant if given), by tenant and name."""
+        query = select(objects).where(objects.c.kind == "App")
+        if tenant is not None:
+            query = query.where(objects.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(objects.c.tenant, objects.c.name)).all()
+            return self._apps(conn, rows)
+
+    def put(self, obj: Site | App, *, create_only: bool = False) -> tuple[Site | App, bool]:
+        """Create or update from a manifest (``apply``); returns the stored object and created.
+
+        A resourceVersion in the manifest must match the stored one (else Conflict); without one
+        the update goes through. A write that changes nothing is not a write: no new version.
+        """
+        kind, tenant, name = obj.kind, obj.metadata.tenant or "", obj.metadata.name
+        spec = obj.spec.model_dump(mode="json", by_alias=True)
+        meta = {"labels": obj.metadata.labels, "annotations": obj.metadata.annotations}
+        try:
+            with self.engine.begin() as conn:
+                row = _object_row(conn, kind, tenant, name, for_update=True)
+                if row is None:
+                    if obj.metadata.resource_version is not None:
+                        raise NotFound(
+                            f"{kind.lower()} {name!r} does not exist: drop "
+                            "metadata.resourceVersion to create it"
+                        )
+                    conn.execute(
+                        insert(objects).values(
+                            uid=str(uuid.uuid4()),
+                            kind=kind,
+                            tenant=tenant,
+                            name=name,
+                            generation=1,
+                            resource_version=_next_revision(conn),
+                            meta=meta,
+                            spec=spec,
+                            status={},
+                            created_at=utcnow(),
+                        )
+                    )
+                    created = True
+                else:
+                    if create_only:
+                        raise Conflict(f"{kind.lower()} {name!r} already exists")
+                    wanted = obj.metadata.resource_version
+                    if wanted is not None and wanted != str(row.resource_version):
+                        raise Conflict(
+                            f"{kind.lower()} {name!r} was changed since version {wanted} "
+                            f"(now {row.resource_version}): get it again and reapply"
+                        )
+                    if row.spec != spec or row.meta != meta:
+                        conn.execute(
+                            update(objects)
+                            .where(objects.c.uid == row.uid)
+                            .values(
+                                spec=spec,
+                                meta=meta,
+                                generation=row.generation + (row.spec != spec),
+                                resource_version=_next_revision(conn),
+                            )
+                        )
+                    created = False
+        except IntegrityError as exc:
+            raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
+        stored = self.get_site(name) if kind == "Site" else self.get_app(tenant, name)
+        return stored, created
+
+    def delete_site(self, name: str) -> set[str]:
+        """Delete a site and everything observed of it; returns the sites whose state changed."""
+        with self.engine.begin() as conn:
+            if _object_row(conn, "Site", "", name, for_update=True) is None:
+                raise NotFound(f"site {name!r} not found")
+            conn.execute(delete(objects).where(objects.c.kind == "Site", objects.c.name == name))
+            for table in (assignments, site_revisions, heartbeats, site_reports, replica_counts):
+                conn.execute(delete(table).where(table.c.site == name))
+        return {name}
+
+    def delete_app(self, tenant: str, name: str) -> set[str]:
+        """Delete an app and its assignments in one go; returns the sites that must react."""
+        with self.engine.begin() as conn:
+            if _object_row(conn, "App", tenant, name, for_update=True) is None:
+                raise NotFound(f"app {name!r} not found in tenant {tenant!r}")
+            conn.execute(
+                delete(objects).where(
+                    objects.c.kind == "App", objects.c.tenant == tenant, objects.c.name == name
+                )
+            )
+            sites = set(
+                conn.execute(
+                    select(assignments.c.site).where(
+                        assignments.c.tenant == tenant, assignments.c.app == name
+                    )
+                ).scalars()
+            )
+            conn.execute(
+                delete(assignments).where(assignments.c.tenant == tenant, assignments.c.app == name)
+            )
+            conn.execute(
+                delete(replica_counts).where(
+                    replica_counts.c.tenant == tenant, replica_counts.c.app == name
+                )
+            )
+            _bump_sites(conn, sites)
+        return sites
+
+    def set_site_phase(self, name: str, phase: str, message: str | None) -> None:
+        """Record the health verdict of a site (status only: no new resourceVersion)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(objects)
+                .where(objects.c.kind == "Site", objects.c.name == name)
+                .values(status={"phase": phase, "message": message})
+            )
+
+    def set_app_placement_status(self, statuses: Mapping[AppId, tuple[int, str | None]]) -> None:
+        """Record, per app, the generation placed and why it fell short (status only)."""
+        if not statuses:
+            return
+        with self.engine.begin() as conn:
+            for (tenant, name), (generation, message) in statuses.items():
+                conn.execute(
+                    update(objects)
+                    .where(
+                        objects.c.kind == "App",
+                        objects.c.tenant == tenant,
+                        objects.c.name == name,
+                    )
+                    .values(status={"observedGeneration": generation, "message": message})
+                )
+
+    # -- placement and desired state ------------------------------------------------------------
+
+    def assignments(self) -> dict[AppId, dict[str, int]]:
+        """The current placement: replicas per site for every app."""
+        out: dict[AppId, dict[str, int]] = defaultdict(dict)
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(assignments)):
+                out[(row.tenant, row.app)][row.site] = row.replicas
+        return dict(out)
+
+    def write_placement(self, placement: Mapping[AppId, tuple[int, Mapping[str, int]]]) -> set[str]:
+        """Replace the assignments of the given apps; returns the sites whose state changed.
+
+        ``placement`` maps (tenant, app) to (spec generation, replicas per site). Apps not named
+        are left alone. Only rows that differ are written; only those sites get a new revision.
+        """
+        changed: set[str] = set()
+        with self.engine.begin() as conn:
+            if not placement:
+                return changed
+            current: dict[AppId, dict[str, tuple[int, int]]] = defaultdict(dict)
+            keys = list(placement)
+            for row in conn.execute(
+                select(assignments).where(tuple_(assignments.c.tenant, assignments.c.app).in_(keys))
+            ):
+                current[(row.tenant, row.app)][row.site] = (row.replicas, row.generation)
+            for app_id, (generation, by_site) in placement.items():
+                tenant, app = app_id
+                before = current.get(app_id, {})
+                for site in set(before) - {s for s, n in by_site.items() if n > 0}:
+                    conn.execute(
+                        delete(assignments).where(
+                            assignments.c.site == site,
+                            assignments.c.tenant == tenant,
+                            assignments.c.app == app,
+                        )
+                    )
+                    changed.add(site)
+                for site, replicas in by_site.items():
+                    if replicas <= 0 or before.get(site) == (replicas, generation):
+                        continue
+                    _upsert(
+                        conn,
+                        assignments,
+                        [
+                            {
+                                "site": site,
+                                "tenant": tenant,
+                                "app": app,
+                                "replicas": replicas,
+                                "generation": generation,
+                            }
+                        ],
+                        keys=("site", "tenant", "app"),
+                    )
+                    changed.add(site)
+            _bump_sites(conn, changed)
+        return changed
+
+    def desired_state(self, site: str) -> DesiredState:
+        """What the agent of ``site`` must run, with the revision to watch from."""
+        with self.engine.connect() as conn:
+            revision = conn.execute(
+                select(site_revisions.c.revision).where(site_revisions.c.site == site)
+            ).scalar()
+            rows = conn.execute(
+                select(assignments, objects.c.spec)
+                .join(
+                    objects,
+                    and_(
+                        objects.c.kind == "App",
+                        objects.c.tenant == assignments.c.tenant,
+                        objects.c.name == assignments.c.app,
+                    ),
+                )
+                .where(assignments.c.site == site)
+                .order_by(assignments.c.tenant, assignments.c.app)
+            ).all()
+        apps = []
+        for row in rows:
+            spec = AppSpec.model_validate(row.spec)
+            apps.append(
+                AppAssignment(
+                    tenant=row.tenant,
+                    app=row.app,
+                    generation=row.generation,
+                    replicas=row.replicas,
+                    workload=spec.workload,
+                    resources=spec.resources,
+                )
+            )
+        return DesiredState(site=site, revision=revision or 0, apps=apps)
+
+    def sites_changed_since(self, revision: int) -> dict[str, int]:
+        """Sites whose desired state changed after ``revision``, with their new revision."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(site_revisions).where(site_revisions.c.revision > revision)
+            ).all()
+        return {row.site: row.revision for row in rows}
+
+    def site_revisions(self) -> dict[str, int]:
+        """Every site's desired-state revision."""
+        return self.sites_changed_since(-1)
+
+    # -- observed state --------------------------------------------------------------------------
+
+    def record_heartbeats(self, beats: Sequence[tuple[str, datetime, int]]) -> None:
+        """Store a batch of (site, time, observed revision) heartbeats in one transaction."""
+        if not beats:
+            return
+        rows = [{"site": s, "at": at, "observed_revision": rev} for s, at, rev in beats]
+        with self.engine.begin() as conn:
+            _upsert(conn, heartbeats, rows, keys=("site",))
+
+    def last_heartbeats(self) -> dict[str, datetime]:
+        """Last heartbeat time per site."""
+        with self.engine.connect() as conn:
+            return {
+                row.site: _aware(row.at)
+                for row in conn.execute(select(heartbeats.c.site, heartbeats.c.at))
+            }
+
+    def save_report(self, report: StatusReport) -> None:
+        """Replace a site's observed replicas with the agent's report."""
+        now = utcnow()
+        counts: list[dict[str, Any]] = []
+        for app in report.apps:
+            counts.append(
+                {
+                    "site": report.site,
+                    "tenant": app.tenant,
+                    "app": app.app,
+                    "running": sum(r.state != "stopped" for r in app.replicas),
+                    "ready": sum(r.ready for r in app.replicas),
+                }
+            )
+        with self.engine.begin() as conn:
+            _upsert(
+                conn,
+                site_reports,
+                [
+                    {
+                        "site": report.site,
+                        "agent_version": report.agent_version,
+                        "agent_endpoint": report.agent_endpoint,
+                        "observed_revision": report.observed_revision,
+                        "replicas": [a.model_dump(mode="json", by_alias=True) for a in report.apps],
+                        "at": now,
+                    }
+                ],
+                keys=("site",),
+            )
+            conn.execute(delete(replica_counts).where(replica_counts.c.site == report.site))
+            if counts:
+                conn.execute(insert(replica_counts), counts)
+            _upsert(
+                conn,
+                heartbeats,
+                [{"site": report.site, "at": now, "observed_revision": report.observed_revision}],
+                keys=("site",),
+            )
+
+    def site_replicas(self, site: str) -> dict[str, list[ReplicaState]]:
+        """The replicas a site last reported, per ``tenant/app``."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(site_reports.c.replicas).where(site_reports.c.site == site)
+            ).scalar()
+        out: dict[str, list[ReplicaState]] = {}
+        for app in value or []:
+            out[f"{app['tenant']}/{app['app']}"] = [
+                ReplicaState.model_validate(r) for r in app.get("replicas", [])
+            ]
+        return out
+
+    def agent_endpoint(self, site: str) -> str | None:
+        """The local API URL the site's agent last reported."""
+        with self.engine.connect() as conn:
+            value: str | None = conn.execute(
+                select(site_reports.c.agent_endpoint).where(site_reports.c.site == site)
+            ).scalar()
+        return value
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def add_events(self, new: Iterable[Event]) -> None:
+        """Append events."""
+        rows = [
+            {
+                "time": e.time,
+                "kind": e.kind,
+                "tenant": e.tenant or "",
+                "name": e.name,
+                "reason": e.reason,
+                "message": e.message,
+                "type": e.type,
+            }
+            for e in new
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(events), rows)
+
+    def list_events(
+        self,
+        *,
+        kind: str | None = None,
+        tenant: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+    ) -> list[Event]:
+        """The newest ``limit`` events matching, oldest first."""
+        query = select(events)
+        if kind is not None:
+            query = query.where(events.c.kind == kind)
+        if tenant is not None:
+            query = query.where(events.c.tenant == tenant)
+        if name is not None:
+            query = query.where(events.c.name == name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(events.c.id.desc()).limit(limit)).all()
+        return [
+            Event(
+                time=_aware(r.time),
+                kind=r.kind,
+                tenant=r.tenant or None,
+                name=r.name,
+                reason=r.reason,
+                message=r.message,
+                type=r.type,
+            )
+            for r in reversed(rows)
+        ]
+
+    def prune_events(self, keep: int = 10_000) -> None:
+        """Keep only the newest ``keep`` events."""
+        with self.engine.begin() as conn:
+            newest = conn.execute(select(func.max(events.c.id))).scalar() or 0
+            conn.execute(delete(events).where(events.c.id <= newest - keep))
+
+    # -- composition -----------------------------------------------------------------------------
+
+    def _sites(self, conn: Connection, rows: Sequence[Any]) -> list[Site]:
+        names = [r.name for r in rows]
+        beats = {
+            r.site: r for r in conn.execute(select(heartbeats).where(heartbeats.c.site.in_(names)))
+        }
+        reports = {
+            r.site: r
+            for r in conn.execute(
+                select(
+                    site_reports.c.site,
+                    site_reports.c.agent_version,
+                    site_reports.c.agent_endpoint,
+                ).where(site_reports.c.site.in_(names))
+            )
+        }
+        totals = {
+            r.site: r
+            for r in conn.execute(
+                select(
+                    replica_counts.c.site,
+                    func.sum(replica_counts.c.running).label("running"),
+                    func.sum(replica_counts.c.ready).label("ready"),
+                )
+                .where(replica_counts.c.site.in_(names))
+                .group_by(replica_counts.c.site)
+            )
+        }
+        out = []
+        for row in rows:
+            beat, report, total = beats.get(row.name), reports.get(row.name), totals.get(row.name)
+            status = SiteStatus(
+                phase=row.status.get("phase", "Pending"),
+                message=row.status.get("message"),
+                last_heartbeat=_aware(beat.at) if beat else None,
+                agent_version=report.agent_version if report else None,
+                agent_endpoint=report.agent_endpoint if report else None,
+                replicas=int(total.running) if total else 0,
+                ready_replicas=int(total.ready) if total else 0,
+            )
+            out.append(
+                Site(
+                    metadata=_meta(row),
+                    spec=SiteSpec.model_validate(row.spec),
+                    status=status,
+                )
+            )
+        return out
+
+    def _apps(self, conn: Connection, rows: Sequence[Any]) -> list[App]:
+        ids = [(r.tenant, r.name) for r in rows]
+        desired: dict[AppId, dict[str, int]] = defaultdict(dict)
+        observed: dict[AppId, dict[str, ReplicaCount]] = defaultdict(dict)
+        if ids:
+            for a in conn.execute(
+                select(assignments).where(tuple_(assignments.c.tenant, assignments.c.app).in_(ids))
+            ):
+                desired[(a.tenant, a.app)][a.site] = a.replicas
+            for c in conn.execute(
+                select(replica_counts).where(
+                    tuple_(replica_counts.c.tenant, replica_counts.c.app).in_(ids)
+                )
+            ):
+                observed[(c.tenant, c.app)][c.site] = ReplicaCount(c.running, c.ready)
+        out = []
+        for row in rows:
+            app_id = (row.tenant, row.name)
+            want, have = desired.get(app_id, {}), observed.get(app_id, {})
+            per_site = [
+                SiteReplicas(
+                    site=site,
+                    desired=want.get(site, 0),
+                    running=have[site].running if site in have else 0,
+                    ready=have[site].ready if site in have else 0,
+                )
+                for site in sorted(set(want) | set(have))
+            ]
+            status = AppStatus(
+                observed_generation=row.status.get("observedGeneration"),
+                message=row.status.get("message"),
+                desired_replicas=sum(want.values()),
+                ready_replicas=sum(s.ready for s in per_site),
+                sites=per_site,
+            )
+            out.append(
+                App(metadata=_meta(row), spec=AppSpec.model_validate(row.spec), status=status)
+            )
+        return out
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship for; the plain scheme is what operators write.
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _object_row(
+    conn: Connection, kind: str, tenant: str, name: str, *, for_update: bool = False
+) -> Any:
+    query = select(objects).where(
+        objects.c.kind == kind, objects.c.tenant == tenant, objects.c.name == name
+    )
+    if for_update:
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def _meta(row: Any) -> ObjectMeta:
+    return ObjectMeta(
+        name=row.name,
+        tenant=row.tenant or None,
+        labels=row.meta.get("labels", {}),
+        annotations=row.meta.get("annotations", {}),
+        uid=row.uid,
+        resource_version=str(row.resource_version),
+        generation=row.generation,
+        creation_timestamp=_aware(row.created_at),
+    )
+
+
+def _next_revision(conn: Connection) -> int:
+    value: int = conn.execute(
+        update(counters)
+        .where(counters.c.name == "revision")
+        .values(value=counters.c.value + 1)
+        .returning(counters.c.value)
+    ).scalar_one()
+    return value
+
+
+def _bump_sites(conn: Connection, sites: set[str]) -> None:
+    if not sites:
+        return
+    revision = _next_revision(conn)
+    _upsert(
+        conn,
+        site_revisions,
+        [{"site": s, "revision": revision} for s in sorted(sites)],
+        keys=("site",),
+    )
+
+
+def _upsert(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], *, keys: tuple[str, ...]
+) -> None:
+    insert_ = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert_(table)
+    columns = [c for c in rows[0] if c not in keys]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns}
+    )
+    conn.execute(stmt, rows)
+
+
+__all__ = ["AppId", "Conflict", "NotFound", "Store", "StoreError", "schema", "utcnow"]

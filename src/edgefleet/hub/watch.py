@@ -1,0 +1,74 @@
+"""Long-poll watches of per-site desired state that cost no thread while they wait.
+
+The hub keeps every site's desired-state revision in memory and refreshes it with one indexed
+query for "revisions above the highest seen" (``Store.sites_changed_since``). Local writes call
+``refresh`` at once; a periodic refresh picks up the writes of other hub replicas. A waiting agent
+is an asyncio future, woken only when its own site changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from edgefleet.hub.store import Store
+
+
+class SiteWatch:
+    """Per-site revisions and the agents waiting on them."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._revisions: dict[str, int] = {}
+        self._high = -1
+        self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._lock = asyncio.Lock()
+
+    def revision(self, site: str) -> int:
+        """The last known desired-state revision of ``site`` (0 if it never had one)."""
+        return self._revisions.get(site, 0)
+
+    async def refresh(self) -> None:
+        """Read revisions changed since the last refresh and wake their watchers."""
+        async with self._lock:
+            changed = await asyncio.to_thread(self._store.sites_changed_since, self._high)
+            for site, revision in changed.items():
+                self._revisions[site] = revision
+                self._high = max(self._high, revision)
+                for waiter in self._waiters.pop(site, ()):
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    def forget(self, site: str) -> None:
+        """Drop a deleted site, waking its watchers so they see it is gone."""
+        self._revisions.pop(site, None)
+        for waiter in self._waiters.pop(site, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, site: str, since: int, timeout: float) -> bool:
+        """Wait until ``site``'s revision differs from ``since``; False on timeout.
+
+        "Differs", not "is greater": an agent whose cached revision is ahead of the hub (the hub's
+        database was restored from a backup) must still get the hub's state.
+        """
+        if self.revision(site) != since:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[site].add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._waiters.get(site)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[site]
+        return self.revision(site) != since
+
+    @property
+    def watchers(self) -> int:
+        """Agents waiting right now."""
+        return sum(len(w) for w in self._waiters.values())

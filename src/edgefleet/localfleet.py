@@ -1,0 +1,219 @@
+"""A fleet on one machine: a hub process and one agent process per site, on loopback addresses.
+
+The demo runs on it, and so do the integration tests: real processes, real sockets, real replicas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from edgefleet.client import Client
+from edgefleet.model import Site
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T | bool | None],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Poll ``condition`` until it returns something truthy; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value  # type: ignore[return-value]
+        except Exception as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            suffix = f" (last error: {last_error})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{suffix}")
+        time.sleep(interval)
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class LocalFleet:
+    """Processes of a fleet on this machine; stop() ends them all."""
+
+    workdir: Path
+    hub_port: int = 7700
+    hub_host: str = "127.0.0.1"
+    db: str | None = None
+    heartbeat_grace: float = 3.0
+    heartbeat_interval: float = 1.0
+    python: str = sys.executable
+    hub_process: subprocess.Popen[bytes] | None = None
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    sites: dict[str, Site] = field(default_factory=dict)
+    _logs: list[object] = field(default_factory=list)
+
+    @property
+    def hub_url(self) -> str:
+        """The hub's base URL."""
+        return f"http://{self.hub_host}:{self.hub_port}"
+
+    def client(self) -> Client:
+        """A client of this fleet's hub."""
+        return Client(self.hub_url)
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        return subprocess.Popen(
+            [self.python, "-m", "edgefleet", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+
+    def start_hub(self, *, timeout: float = 30.0) -> None:
+        """Start the hub and wait until it answers."""
+        if not _port_free(self.hub_host, self.hub_port):
+            raise RuntimeError(
+                f"{self.hub_host}:{self.hub_port} is in use: stop what listens there "
+                "(another demo?) or choose another port"
+            )
+        db = self.db or f"sqlite:///{self.workdir / 'hub.db'}"
+        self.hub_process = self._spawn(
+            "hub",
+            [
+                "hub",
+                "--db",
+                db,
+                "--listen",
+                f"{self.hub_host}:{self.hub_port}",
+                "--heartbeat-grace",
+                str(self.heartbeat_grace),
+            ],
+        )
+        process = self.hub_process
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"hub exited with {process.returncode}; see {self.workdir}/hub.log"
+                )
+            return httpx.get(f"{self.hub_url}/healthz", timeout=1.0).status_code == 200
+
+        wait_for(up, timeout=timeout, what="the hub to answer")
+
+    def stop_hub(self, sig: int = signal.SIGTERM) -> None:
+        """Stop (or kill, with SIGKILL) the hub."""
+        if self.hub_process is not None:
+            _end(self.hub_process, sig)
+            self.hub_process = None
+
+    def start_agent(self, site: Site, *, timeout: float = 30.0) -> None:
+        """Start the agent of ``site`` and wait until its local API answers."""
+        name = site.metadata.name
+        self.sites[name] = site
+        address = site.spec.addresses.ip
+        port = site.spec.addresses.ingress_port
+        process = self._spawn(
+            f"agent-{name}",
+            [
+                "agent",
+                "--site",
+                name,
+                "--hub",
+                self.hub_url,
+                "--address",
+                address,
+                "--api-port",
+                str(port),
+                "--state-dir",
+                str(self.workdir / "sites" / name),
+                "--heartbeat-interval",
+                str(self.heartbeat_interval),
+            ],
+        )
+        self.agents[name] = process
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"agent {name} exited with {process.returncode}; "
+                    f"see {self.workdir}/agent-{name}.log"
+                )
+            url = f"http://{address}:{port}/_edgefleet/healthz"
+            return httpx.get(url, timeout=1.0).status_code == 200
+
+        wait_for(up, timeout=timeout, what=f"agent {name} to answer")
+
+    def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop (SIGTERM: replicas keep running) or kill (SIGKILL) a site's agent."""
+        process = self.agents.pop(name, None)
+        if process is not None:
+            _end(process, sig)
+
+    def stop_replicas(self, name: str) -> None:
+        """Stop every replica of a site whose agent is gone (teardown)."""
+        from edgefleet.agent.drivers.process import ProcessDriver
+
+        site = self.sites[name]
+        driver = ProcessDriver(
+            name, self.workdir / "sites" / name / "process", site.spec.addresses.ip
+        )
+        driver.start(lambda: None)
+        driver.stop_all()
+
+    def stop(self) -> None:
+        """End every agent (and its replicas) and the hub."""
+        for name in list(self.agents):
+            self.stop_agent(name)
+        for name in list(self.sites):
+            with contextlib.suppress(Exception):
+                self.stop_replicas(name)
+        self.stop_hub()
+        for log in self._logs:
+            log.close()  # type: ignore[attr-defined]
+        self._logs.clear()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[LocalFleet]:
+        """``with fleet.running():`` stops everything on the way out."""
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+def _end(process: subprocess.Popen[bytes], sig: int) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
