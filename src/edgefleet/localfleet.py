@@ -136,6 +136,15 @@ class LocalFleet:
 
     def start_agent(self, site: Site, *, timeout: float = 30.0) -> None:
         """Start the agent of ``site`` and wait until its local API answers."""
+        self.start_agents([site], timeout=timeout)
+
+    def start_agents(self, sites: list[Site], *, timeout: float = 30.0) -> None:
+        """Start several agents at once, then wait until every one answers."""
+        waits = [self._spawn_agent(site) for site in sites]
+        for up, name in waits:
+            wait_for(up, timeout=timeout, what=f"agent {name} to answer")
+
+    def _spawn_agent(self, site: Site) -> tuple[Callable[[], bool], str]:
         name = site.metadata.name
         self.sites[name] = site
         address = site.spec.addresses.ip
@@ -169,7 +178,7 @@ class LocalFleet:
             url = f"http://{address}:{port}/_edgefleet/healthz"
             return httpx.get(url, timeout=1.0).status_code == 200
 
-        wait_for(up, timeout=timeout, what=f"agent {name} to answer")
+        return up, name
 
     def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop (SIGTERM: replicas keep running) or kill (SIGKILL) a site's agent."""

@@ -246,8 +246,9 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.create_task(self._api_server.serve())
         tasks: list[asyncio.Task[Any]] = [
-            asyncio.create_task(self._api_server.serve()),
+            serving,
             asyncio.create_task(self._watch_loop()),
             asyncio.create_task(self._report_loop()),
             asyncio.create_task(self._heartbeat_loop()),
@@ -261,12 +262,16 @@ class Agent:
                 if task is not stopper and error is not None:
                     raise error
         finally:
-            await self.shutdown([*tasks, stopper])
+            await self.shutdown(serving, [*tasks[1:], stopper])
 
-    async def shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+    async def shutdown(self, serving: asyncio.Task[Any], tasks: list[asyncio.Task[Any]]) -> None:
         """Stop loops and the local API; stop replicas only when configured to."""
         if self._api_server is not None:
+            # Let uvicorn close its sockets itself; cancelling it mid-serve logs a traceback.
             self._api_server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(serving), 5.0)
+        tasks.append(serving)
         for task in tasks:
             task.cancel()
         for task in tasks:

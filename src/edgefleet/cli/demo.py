@@ -89,8 +89,8 @@ def run_demo(*, workdir: Path, duration: float | None, check: bool, hub_port: in
             client = fleet.client()
             for site in sites:
                 client.apply(site)
+            fleet.start_agents(sites)
             for site in sites:
-                fleet.start_agent(site)
                 console.print(
                     f"  site {site.metadata.name:<10} {site.spec.region:<8} agent on "
                     f"{site.spec.addresses.ip}:{site.spec.addresses.ingress_port}"

@@ -209,6 +209,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per heartbeat and long-poll drowns what matters; keep httpx's warnings only.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _split_listen(listen: str) -> tuple[str, int]:

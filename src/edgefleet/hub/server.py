@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
 
 from edgefleet.hub.api import create_app
-from edgefleet.hub.runtime import HubConfig
+from edgefleet.hub.runtime import Hub, HubConfig
+
+
+class _HubServer(uvicorn.Server):
+    """uvicorn that answers waiting long-polls when it stops, instead of waiting them out."""
+
+    def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
+        super().__init__(config)
+        self._hub = hub
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._hub.watch.close()
+        await super().shutdown(sockets)
 
 
 def serve(config: HubConfig, *, log_level: str = "info") -> None:
     """Serve the hub until interrupted (SIGINT/SIGTERM stop it cleanly)."""
-    app = create_app(config)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level=log_level,
-        # Long-polls of thousands of agents stay open; keep-alive avoids reconnect churn.
-        timeout_keep_alive=75,
-        access_log=log_level == "debug",
+    hub = Hub.build(config)
+    app = create_app(hub=hub)
+    server = _HubServer(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            # Long-polls of thousands of agents stay open; keep-alive avoids reconnect churn.
+            timeout_keep_alive=75,
+            access_log=log_level == "debug",
+        ),
+        hub,
     )
+    server.run()

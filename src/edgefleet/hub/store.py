@@ -197,9 +197,14 @@ class Store:
                             f"(now {row.resource_version}): get it again and reapply"
                         )
                     if row.spec != spec or row.meta != meta:
-                        conn.execute(
+                        # Compare-and-swap on the version read: SQLite has no SELECT FOR UPDATE,
+                        # and this is also what makes concurrent writers safe on PostgreSQL.
+                        result = conn.execute(
                             update(objects)
-                            .where(objects.c.uid == row.uid)
+                            .where(
+                                objects.c.uid == row.uid,
+                                objects.c.resource_version == row.resource_version,
+                            )
                             .values(
                                 spec=spec,
                                 meta=meta,
@@ -207,6 +212,11 @@ class Store:
                                 resource_version=_next_revision(conn),
                             )
                         )
+                        if result.rowcount != 1:
+                            raise Conflict(
+                                f"{kind.lower()} {name!r} was changed concurrently: "
+                                "get it again and reapply"
+                            )
                     created = False
         except IntegrityError as exc:
             raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc

@@ -23,6 +23,7 @@ class SiteWatch:
         self._high = -1
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._lock = asyncio.Lock()
+        self._closed = False
 
     def revision(self, site: str) -> int:
         """The last known desired-state revision of ``site`` (0 if it never had one)."""
@@ -46,6 +47,15 @@ class SiteWatch:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def close(self) -> None:
+        """Answer every waiting agent now and every later one at once (the hub is stopping)."""
+        self._closed = True
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self._waiters.clear()
+
     async def wait(self, site: str, since: int, timeout: float) -> bool:
         """Wait until ``site``'s revision differs from ``since``; False on timeout.
 
@@ -54,6 +64,8 @@ class SiteWatch:
         """
         if self.revision(site) != since:
             return True
+        if self._closed:
+            return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[site].add(waiter)
         try:
