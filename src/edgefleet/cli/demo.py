@@ -72,8 +72,17 @@ def check_serving(client: Client, tenant: str, name: str) -> list[tuple[str, str
 def run_demo(*, workdir: Path, duration: float | None, check: bool, hub_port: int = 7700) -> int:
     """Bring the demo fleet up, deploy ``hello``, then watch, wait or check; 0 on success."""
     sites, hello = sample_manifests()
-    if workdir.exists():
+    marker = workdir / ".edgefleet-demo"
+    if workdir.exists() and any(workdir.iterdir()):
+        if not marker.exists():
+            console.print(
+                f"[red]error:[/] {workdir} exists and was not made by a demo: "
+                "choose another --workdir"
+            )
+            return 1
         shutil.rmtree(workdir)  # a demo starts clean; its state is disposable
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     fleet = LocalFleet(workdir=workdir.resolve(), hub_port=hub_port)
     started = time.monotonic()
     interrupted = False

@@ -97,15 +97,9 @@ def apply(
         for manifest in manifests:
             obj = manifest.obj
             try:
-                stored, created = client.apply(obj)
+                _, verb = client.apply(obj)
             except HubError as exc:
                 fail(f"{manifest.source}, document {manifest.document}: {exc.message}")
-            before = obj.metadata.resource_version
-            verb = (
-                "created"
-                if created
-                else ("configured" if stored.metadata.resource_version != before else "unchanged")
-            )
             label = obj.kind.lower()
             scope = f" in tenant {obj.metadata.tenant}" if obj.metadata.tenant else ""
             out.print(f"{label}/{obj.metadata.name}{scope} {verb}")

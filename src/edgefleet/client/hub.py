@@ -33,6 +33,11 @@ class HubError(Exception):
         return str(self.detail)
 
 
+def _outcome(reply: httpx.Response) -> str:
+    fallback = "created" if reply.status_code == 201 else "configured"
+    return str(reply.headers.get("X-Edgefleet-Outcome", fallback))
+
+
 class Client:
     """The hub's API as Python methods. Objects in and out are the shared pydantic models."""
 
@@ -76,16 +81,16 @@ class Client:
 
     # -- objects ---------------------------------------------------------------------------------
 
-    def apply(self, obj: Site | App) -> tuple[Site | App, bool]:
-        """Create or update; returns the stored object and whether it was created."""
+    def apply(self, obj: Site | App) -> tuple[Site | App, str]:
+        """Create or update; returns the stored object and created, configured or unchanged."""
         body = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
         body.pop("status", None)
         if isinstance(obj, Site):
             reply = self._call("PUT", f"/api/v1/sites/{obj.metadata.name}", json=body)
-            return Site.model_validate(reply.json()), reply.status_code == 201
+            return Site.model_validate(reply.json()), _outcome(reply)
         path = f"/api/v1/tenants/{obj.metadata.tenant}/apps/{obj.metadata.name}"
         reply = self._call("PUT", path, json=body)
-        return App.model_validate(reply.json()), reply.status_code == 201
+        return App.model_validate(reply.json()), _outcome(reply)
 
     def list_sites(self) -> list[Site]:
         """Every site."""

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -78,6 +79,14 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The write raced another or named a stale resourceVersion (409)."""
+
+
+class Outcome(StrEnum):
+    """What a write did."""
+
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
 
 
 def utcnow() -> datetime:
@@ -154,8 +163,8 @@ class Store:
             rows = conn.execute(query.order_by(objects.c.tenant, objects.c.name)).all()
             return self._apps(conn, rows)
 
-    def put(self, obj: Site | App, *, create_only: bool = False) -> tuple[Site | App, bool]:
-        """Create or update from a manifest (``apply``); returns the stored object and created.
+    def put(self, obj: Site | App, *, create_only: bool = False) -> tuple[Site | App, Outcome]:
+        """Create or update from a manifest (``apply``); returns the stored object and outcome.
 
         A resourceVersion in the manifest must match the stored one (else Conflict); without one
         the update goes through. A write that changes nothing is not a write: no new version.
@@ -186,7 +195,7 @@ class Store:
                             created_at=utcnow(),
                         )
                     )
-                    created = True
+                    outcome = Outcome.CREATED
                 else:
                     if create_only:
                         raise Conflict(f"{kind.lower()} {name!r} already exists")
@@ -196,6 +205,7 @@ class Store:
                             f"{kind.lower()} {name!r} was changed since version {wanted} "
                             f"(now {row.resource_version}): get it again and reapply"
                         )
+                    outcome = Outcome.UNCHANGED
                     if row.spec != spec or row.meta != meta:
                         # Compare-and-swap on the version read: SQLite has no SELECT FOR UPDATE,
                         # and this is also what makes concurrent writers safe on PostgreSQL.
@@ -217,11 +227,11 @@ class Store:
                                 f"{kind.lower()} {name!r} was changed concurrently: "
                                 "get it again and reapply"
                             )
-                    created = False
+                        outcome = Outcome.CONFIGURED
         except IntegrityError as exc:
             raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
         stored = self.get_site(name) if kind == "Site" else self.get_app(tenant, name)
-        return stored, created
+        return stored, outcome
 
     def delete_site(self, name: str) -> set[str]:
         """Delete a site and everything observed of it; returns the sites whose state changed."""
@@ -695,4 +705,4 @@ def _upsert(
     conn.execute(stmt, rows)
 
 
-__all__ = ["AppId", "Conflict", "NotFound", "Store", "StoreError", "schema", "utcnow"]
+__all__ = ["AppId", "Conflict", "NotFound", "Outcome", "Store", "StoreError", "schema", "utcnow"]

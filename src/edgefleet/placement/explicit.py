@@ -160,7 +160,13 @@ def eligible(selector: SiteSelector, site: SiteView) -> bool:
 
 def room(site: SiteView, used: Usage, app: AppView) -> int:
     """How many more replicas of ``app`` fit at ``site`` once ``used`` is taken."""
-    return min(count for _, count in _rooms_by_limit(site, used, app))
+    # The same limits as _rooms_by_limit, inlined: this runs for every app at every site.
+    fits = site.max_replicas - used.replicas
+    if app.cpu > 0:
+        fits = min(fits, math.floor((site.cpu - used.cpu + CPU_EPSILON) / app.cpu))
+    if app.memory > 0:
+        fits = min(fits, (site.memory - used.memory) // app.memory)
+    return max(0, fits)
 
 
 def place_app(
@@ -348,6 +354,9 @@ def _divide_by_spread(
     counts = [0] * len(domains)
     for key, domain_count in zip(keys, domain_counts, strict=True):
         sites = members[key]
+        if len(sites) == 1:  # spread by site: nothing to divide
+            counts[sites[0]] = domain_count
+            continue
         site_counts = _balance(
             domain_count,
             rooms=[rooms[i] for i in sites],

@@ -28,10 +28,10 @@ def test_documented_endpoints(sqlite_fleet: LocalFleet) -> None:
 
 def test_apply_get_list_delete(fleet: LocalFleet) -> None:
     with fleet.client() as client:
-        site, created = client.apply(make_site("paris"))
-        assert created and site.status.phase.value == "Pending"
-        _, created_again = client.apply(make_site("paris"))
-        assert not created_again
+        site, outcome = client.apply(make_site("paris"))
+        assert outcome == "created" and site.status.phase.value == "Pending"
+        _, outcome = client.apply(make_site("paris"))
+        assert outcome == "unchanged"
         app, _ = client.apply(make_app(placement={"replicas": 2}))
         assert app.metadata.generation == 1
         assert [a.metadata.name for a in client.list_apps("demo")] == ["hello"]

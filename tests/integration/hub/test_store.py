@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from tests.factories import make_app, make_site
 
-from edgefleet.hub.store import Conflict, NotFound, Store, utcnow
+from edgefleet.hub.store import Conflict, NotFound, Outcome, Store, utcnow
 from edgefleet.model import AppReport, Event, ReplicaState, StatusReport
 
 
@@ -18,8 +18,8 @@ def test_migrate_is_idempotent(store: Store) -> None:
 
 
 def test_create_get_list_sites(store: Store) -> None:
-    created, was_created = store.put(make_site("paris"))
-    assert was_created
+    created, outcome = store.put(make_site("paris"))
+    assert outcome == Outcome.CREATED
     assert created.metadata.uid and created.metadata.generation == 1
     assert created.metadata.resource_version is not None
     store.put(make_site("london", ip="127.0.0.2"))
@@ -31,11 +31,12 @@ def test_create_get_list_sites(store: Store) -> None:
 
 def test_update_bumps_version_and_generation_only_on_spec_change(store: Store) -> None:
     first, _ = store.put(make_app(placement={"replicas": 1}))
-    same, created = store.put(make_app(placement={"replicas": 1}))
-    assert not created
+    same, outcome = store.put(make_app(placement={"replicas": 1}))
+    assert outcome == Outcome.UNCHANGED
     assert same.metadata.resource_version == first.metadata.resource_version
     assert same.metadata.generation == 1
-    scaled, _ = store.put(make_app(placement={"replicas": 3}))
+    scaled, outcome = store.put(make_app(placement={"replicas": 3}))
+    assert outcome == Outcome.CONFIGURED
     assert scaled.metadata.generation == 2
     assert int(scaled.metadata.resource_version or 0) > int(first.metadata.resource_version or 0)
     relabelled_app = make_app(placement={"replicas": 3})

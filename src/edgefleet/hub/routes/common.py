@@ -12,6 +12,9 @@ from edgefleet.model import API_VERSION, App, Event, Site
 
 T = TypeVar("T")
 
+OUTCOME_HEADER = "X-Edgefleet-Outcome"
+"""Response header of an apply: created, configured or unchanged."""
+
 
 class ObjectList(BaseModel, Generic[T]):
     """A list of objects, as Kubernetes returns them."""

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
-from edgefleet.hub.routes.common import ObjectList, record_event
+from edgefleet.hub.routes.common import OUTCOME_HEADER, ObjectList, record_event
 from edgefleet.hub.runtime import Hub, get_hub
+from edgefleet.hub.store import Outcome
 from edgefleet.model import ReplicaState, Site
 
 router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
@@ -56,12 +57,13 @@ def apply_site(name: str, site: Site, hub: HubDep, response: Response) -> Site:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"metadata.name {site.metadata.name!r} does not match the URL's {name!r}",
         )
-    before = site.metadata.resource_version
-    stored, created = hub.store.put(site)
-    if created or stored.metadata.resource_version != before:
-        record_event(hub, stored, "Created" if created else "Updated", "site applied")
+    stored, outcome = hub.store.put(site)
+    response.headers[OUTCOME_HEADER] = outcome.value
+    if outcome != Outcome.UNCHANGED:
+        reason = "Created" if outcome == Outcome.CREATED else "Updated"
+        record_event(hub, stored, reason, "site applied")
         hub.placement.trigger()
-    if created:
+    if outcome == Outcome.CREATED:
         response.status_code = status.HTTP_201_CREATED
     assert isinstance(stored, Site)
     return stored

@@ -1,0 +1,92 @@
+"""``edgefleet demo``, run as ``make demo`` runs it: six sites, the sample app, a real check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the demo CLI in its own process with its own contexts file."""
+    port = free_port()
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgefleet",
+            "demo",
+            "--workdir",
+            str(tmp_path / "demo"),
+            "--hub-port",
+            str(port),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "120"},
+        check=False,
+    )
+
+
+def test_demo_check_brings_the_fleet_up_and_verifies_every_serving_site(tmp_path: Path) -> None:
+    result = demo(tmp_path, "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for site in ("paris", "london", "new-york", "boston", "tokyo", "singapore"):
+        assert f"site {site}" in out
+    # Four replicas spread over three regions: every region serves, four sites answer.
+    ok_lines = [line for line in out.splitlines() if line.strip().startswith("ok")]
+    assert len(ok_lines) == 4
+    assert "check passed: 4 of 4 replicas answered" in out
+    assert any("tokyo" in line or "singapore" in line for line in ok_lines)
+    assert any("paris" in line or "london" in line for line in ok_lines)
+    assert any("new-york" in line or "boston" in line for line in ok_lines)
+    # The demo left a CLI context behind for `edgefleet get sites` in another shell.
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["current-context"] == "demo"
+    assert config["contexts"]["demo"]["hub"].startswith("http://127.0.0.1:")
+    # ... and no process: every replica it started (HOST=127.0.1.k) is gone.
+    assert demo_replicas() == []
+
+
+def demo_replicas() -> list[int]:
+    """PIDs of sample-app processes bound to the demo's site addresses."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone while we looked
+        if b"edgefleet-hello" in cmdline and any(e.startswith(b"HOST=127.0.1.") for e in environ):
+            state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+            if state != "Z":
+                found.append(int(proc.name))
+    return found
+
+
+def test_demo_with_duration_stops_by_itself(tmp_path: Path) -> None:
+    result = demo(tmp_path, "--duration", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all replicas of hello ready" in result.stdout
+    assert "stopping the fleet" in result.stdout
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "precious.txt").write_text("keep me")
+    result = demo(tmp_path, "--check")
+    assert result.returncode == 1
+    assert "was not made by a demo" in result.stdout
+    assert (tmp_path / "demo" / "precious.txt").exists()
