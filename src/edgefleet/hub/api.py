@@ -29,9 +29,9 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
         app.include_router(router)
 
     @app.get("/healthz", tags=["meta"])
-    def healthz() -> dict[str, str]:
-        """Liveness of the hub process."""
-        return {"status": "ok"}
+    def healthz() -> dict[str, str | bool]:
+        """Liveness of the hub process, and whether it leads the controllers."""
+        return {"status": "ok", "leader": hub.leader}
 
     @app.get("/api/v1/version", tags=["meta"])
     def version() -> dict[str, str]:

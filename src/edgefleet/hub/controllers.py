@@ -66,6 +66,7 @@ class PlacementController:
         self._resync = resync
         self._dirty = asyncio.Event()
         self.passes = 0
+        self.is_leader: Callable[[], bool] = lambda: True
 
     def trigger(self) -> None:
         """Ask for a placement pass soon."""
@@ -77,6 +78,8 @@ class PlacementController:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self._resync)
             self._dirty.clear()
+            if not self.is_leader():
+                continue
             try:
                 changed = await asyncio.to_thread(self.reconcile)
             except Exception:
@@ -200,11 +203,14 @@ class HealthMonitor:
         self._grace = timedelta(seconds=grace)
         self._on_change = on_change
         self._period = period
+        self.is_leader: Callable[[], bool] = lambda: True
 
     async def run(self) -> None:
         """Check every period."""
         while True:
             await asyncio.sleep(self._period)
+            if not self.is_leader():
+                continue
             try:
                 recent = self._heartbeats.recent()
                 if await asyncio.to_thread(self.check, recent):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 
 from edgefleet.hub.controllers import HealthMonitor, HeartbeatBuffer, PlacementController
-from edgefleet.hub.store import Store
+from edgefleet.hub.store import Leadership, Store
 from edgefleet.hub.watch import SiteWatch
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ class HubConfig:
     max_watch_timeout: float = 60.0
     """Longest long-poll an agent may ask for."""
     controllers: bool = True
-    """Run placement and health loops in this process."""
+    """Run placement and health loops in this process (while it leads)."""
+    leader_check: float = 2.0
+    """Seconds between checks of the controller lead (PostgreSQL advisory lock)."""
 
 
 @dataclass
@@ -49,6 +51,9 @@ class Hub:
     heartbeats: HeartbeatBuffer
     placement: PlacementController
     health: HealthMonitor
+    leadership: Leadership | None = None
+    leader: bool = False
+    """True while this process runs the controllers."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     known_sites: set[str] = field(default_factory=set)
     """Sites this process has seen exist; spares a query per heartbeat."""
@@ -66,7 +71,22 @@ class Hub:
         health = HealthMonitor(
             store, heartbeats, grace=config.heartbeat_grace, on_change=placement.trigger
         )
-        return cls(config, store, watch, heartbeats, placement, health)
+        hub = cls(config, store, watch, heartbeats, placement, health)
+        hub.leadership = Leadership(store)
+        placement.is_leader = health.is_leader = lambda: hub.leader
+        return hub
+
+    async def _lead_loop(self) -> None:
+        assert self.leadership is not None
+        while True:
+            leading = await asyncio.to_thread(self.leadership.try_acquire)
+            if leading and not self.leader:
+                log.info("leading: this hub runs placement and site health")
+                self.placement.trigger()
+            elif self.leader and not leading:
+                log.warning("lost the lead: another hub runs the controllers")
+            self.leader = leading
+            await asyncio.sleep(self.config.leader_check)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -81,8 +101,12 @@ class Hub:
         await self.watch.refresh()
         loops = [self._refresh_loop(), self.heartbeats.run()]
         if self.config.controllers:
-            loops += [self.placement.run(), self.health.run()]
-            self.placement.trigger()
+            assert self.leadership is not None
+            # Decide the lead before serving, so /healthz is right from the first answer.
+            self.leader = await asyncio.to_thread(self.leadership.try_acquire)
+            if self.leader:
+                self.placement.trigger()
+            loops += [self._lead_loop(), self.placement.run(), self.health.run()]
         self.tasks = [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self) -> None:
@@ -93,6 +117,8 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.heartbeats.flush()
+        if self.leadership is not None:
+            self.leadership.release()
         self.store.close()
 
 

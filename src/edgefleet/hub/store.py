@@ -9,6 +9,7 @@ which is how several hub replicas learn of each other's writes without scanning 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,7 +39,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from edgefleet.hub import schema
 from edgefleet.hub.schema import (
     assignments,
     counters,
@@ -628,6 +628,49 @@ class Store:
         return out
 
 
+_LEADER_LOCK = 0x6564676566  # "edgef": the advisory lock the controller leader holds
+
+
+class Leadership:
+    """Which hub process runs the controllers.
+
+    On PostgreSQL, several hub processes may share one database; the leader is the one holding a
+    session advisory lock on a connection of its own. If that connection dies, the server drops
+    the lock and another hub takes over. A SQLite file serves one hub, which always leads.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._engine = store.engine
+        self._conn: Connection | None = None
+
+    def try_acquire(self) -> bool:
+        """Take or keep the lead; False if another hub holds it or the database is away."""
+        if self._engine.dialect.name != "postgresql":
+            return True
+        try:
+            if self._conn is not None:
+                self._conn.execute(select(1))  # still ours if the session still lives
+                return True
+            conn = self._engine.connect()
+            held = conn.execute(select(func.pg_try_advisory_lock(_LEADER_LOCK))).scalar()
+            conn.commit()
+            if held:
+                self._conn = conn
+                return True
+            conn.close()
+            return False
+        except Exception:
+            self.release()
+            return False
+
+    def release(self) -> None:
+        """Give up the lead (closing the session frees the lock)."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+            self._conn = None
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         # psycopg 3 is the driver we ship for; the plain scheme is what operators write.
@@ -705,4 +748,13 @@ def _upsert(
     conn.execute(stmt, rows)
 
 
-__all__ = ["AppId", "Conflict", "NotFound", "Outcome", "Store", "StoreError", "schema", "utcnow"]
+__all__ = [
+    "AppId",
+    "Conflict",
+    "Leadership",
+    "NotFound",
+    "Outcome",
+    "Store",
+    "StoreError",
+    "utcnow",
+]

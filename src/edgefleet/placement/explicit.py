@@ -373,13 +373,13 @@ def _balance(
 ) -> list[int]:
     """``total`` (at most ``sum(rooms)``) over bins, fullest minus emptiest bin <= ``max_skew``.
 
-    Starts from what each bin has now and moves as few replicas as it can: first it adds to
-    the emptiest bins or takes from the fullest until the total is right, then moves replicas
-    from the fullest to the emptiest bin while the gap exceeds ``max_skew``. A full bin does not
-    hold the others back (as Kubernetes' topology spread when a domain has no room).
-    Ties: a bin gains before others if it has more now, then by position; it loses first if it
-    has fewer now, then by reverse position. So feeding the result back changes nothing, and one
-    more replica moves none.
+    Starts from what each bin has now, so replicas stay where they are when the skew allows:
+    first it adds to the emptiest bins or takes from the fullest until the total is right, then
+    moves replicas from the fullest to the emptiest bin while the gap exceeds ``max_skew``. A
+    full bin does not hold the others back (as Kubernetes' topology spread when a domain has no
+    room). Ties: a bin gains before others if it has more now, then by position; it loses first
+    if it has fewer now, then by reverse position. So feeding the result back changes nothing,
+    and one more replica, where there is room for it, moves none.
     """
     counts = [min(have, bin_room) for have, bin_room in zip(present, rooms, strict=True)]
 
@@ -462,13 +462,17 @@ def _explain_shortfall(
     """A message saying how many replicas were placed and why not more."""
     policy = app.policy
     if policy.replicas_per_site is not None:
-        head = f"placed {placed} of {target} replicas ({policy.replicas_per_site} per site)"
+        # With no reachable site the target is 0; "placed 0 of 0" would hide the problem.
+        counted = f"{placed} of {target}" if target else "no"
+        head = f"placed {counted} replicas ({policy.replicas_per_site} per site)"
     else:
         head = f"placed {placed} of {target} replicas"
     criteria = _describe(policy.selector)
     unreachable = [site.name for site in selected if not site.reachable]
     if not selected:
-        reason = f"no site matches the selector ({criteria})" if criteria else "no sites"
+        reason = (
+            f"no site matches the selector ({criteria})" if criteria else "the fleet has no sites"
+        )
         return f"{head}: {reason}"
     if len(unreachable) == len(selected):
         reason = "no site is reachable"

@@ -18,7 +18,7 @@ from edgefleet.localfleet import LocalFleet, wait_for
 
 def test_documented_endpoints(sqlite_fleet: LocalFleet) -> None:
     base = sqlite_fleet.hub_url
-    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "leader": True}
     schema = httpx.get(f"{base}/openapi.json").json()
     assert "/api/v1/sites" in schema["paths"]
     assert "/api/v1/tenants/{tenant}/apps/{name}" in schema["paths"]

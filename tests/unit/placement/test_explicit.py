@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -318,6 +318,10 @@ def test_a_shortfall_means_no_room_was_left(fleet: Fleet) -> None:
             assert app.key not in result.shortfalls
             continue
         message = result.shortfalls[app.key]
+        if nowhere:
+            assert message.startswith("placed no replicas")
+            assert "no site matches" in message or "no reachable site matches" in message
+            continue
         assert message.startswith(f"placed {placed} of {wanted} replicas")
         taken = usage(fleet.apps, result, up_to=i + 1)
         mine = result.replicas[app.key]
@@ -460,10 +464,10 @@ def app(name: str = "web", **policy: object) -> AppView:
 def place(
     *apps: AppView,
     sites: Sequence[SiteView] = FLEET,
-    current: Mapping[str, Mapping[str, int]] | None = None,
+    current: Mapping[Any, Mapping[Any, int]] | None = None,
 ) -> PlacementResult:
-    """place_fleet over the example fleet, with plain strings for names."""
-    return place_fleet(apps, sites, cast(Mapping[AppKey, Mapping[SiteName, int]], current or {}))
+    """place_fleet over the example fleet; names may be plain strings."""
+    return place_fleet(apps, sites, current or {})
 
 
 def with_site(name: str, **changes: Any) -> list[SiteView]:
@@ -573,6 +577,13 @@ def test_selected_sites_that_are_all_unreachable_are_named() -> None:
     )
 
 
+def test_replicas_per_site_where_no_site_matches_is_explained() -> None:
+    agent = app("agent", replicas_per_site=1, selector={"matchLabels": {"gpu": "yes"}})
+    assert place(agent).shortfalls[agent.key] == (
+        "placed no replicas (1 per site): no site matches the selector (matchLabels={gpu=yes})"
+    )
+
+
 def test_replicas_are_clamped_to_the_scaling_bounds() -> None:
     web = replace(app(replicas=1, selector={"regions": ["ap"]}), min_replicas=4)
     assert place(web).replicas[web.key] == {"singapore": 2, "tokyo": 2}
@@ -586,7 +597,7 @@ def test_scaling_up_by_one_adds_a_replica_where_it_does_least_harm() -> None:
         ["boston", "london", "new-york", "paris", "singapore", "tokyo"], 1
     )
     # The first site by name takes the seventh; nothing moves.
-    assert after == {**before, "boston": 2}
+    assert after == {**before, SiteName("boston"): 2}
 
 
 def test_place_app_is_the_single_app_step_of_place_fleet() -> None:
