@@ -8,12 +8,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from edgefleet.hub.store import Store
 from edgefleet.localfleet import LocalFleet
 
 POSTGRES_ENV = "EDGEFLEET_TEST_POSTGRES"
+
+# CI runs the same examples every time (a red build must be reproducible); developers' runs
+# explore new ones.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def _postgres_admin_url() -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from edgefleet._version import __version__
@@ -37,6 +38,16 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
     def version() -> dict[str, str]:
         """The hub's version."""
         return {"version": __version__}
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and why only: echoing the input back can leak secrets, and some inputs
+        # (NaN, Infinity) are not even valid JSON to answer with.
+        detail = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": str(e.get("msg"))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:

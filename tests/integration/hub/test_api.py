@@ -135,6 +135,17 @@ def test_nothing_a_client_sends_crashes_the_hub(
     assert garbage.status_code == 422
 
 
+@pytest.mark.parametrize("body", ["Infinity", "NaN", '{"metadata": {"name": -Infinity}}'])
+def test_non_finite_numbers_are_refused_not_fatal(sqlite_fleet: LocalFleet, body: str) -> None:
+    reply = httpx.put(
+        f"{sqlite_fleet.hub_url}/api/v1/sites/x",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert reply.status_code == 422
+    assert all("input" not in error for error in reply.json()["detail"])
+
+
 def test_long_poll_answers_at_once_waits_and_wakes(sqlite_fleet: LocalFleet) -> None:
     base = sqlite_fleet.hub_url
     with sqlite_fleet.client() as client:
