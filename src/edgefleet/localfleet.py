@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import httpx
 
+from edgefleet.agent.drivers.process import ProcessDriver, port_free
 from edgefleet.client import Client
 from edgefleet.model import Site
 
@@ -45,18 +46,6 @@ def wait_for(
             suffix = f" (last error: {last_error})" if last_error else ""
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{suffix}")
         time.sleep(interval)
-
-
-def _port_free(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
@@ -99,7 +88,7 @@ class LocalFleet:
 
     def start_hub(self, *, timeout: float = 30.0) -> None:
         """Start the hub and wait until it answers."""
-        if not _port_free(self.hub_host, self.hub_port):
+        if not port_free(self.hub_host, self.hub_port):
             raise RuntimeError(
                 f"{self.hub_host}:{self.hub_port} is in use: stop what listens there "
                 "(another demo?) or choose another port"
@@ -188,8 +177,6 @@ class LocalFleet:
 
     def stop_replicas(self, name: str) -> None:
         """Stop every replica of a site whose agent is gone (teardown)."""
-        from edgefleet.agent.drivers.process import ProcessDriver
-
         site = self.sites[name]
         driver = ProcessDriver(
             name, self.workdir / "sites" / name / "process", site.spec.addresses.ip

@@ -324,7 +324,7 @@ def _boot_id() -> str:
         return ""
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     """Whether a listener could bind ``host:port`` now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -975,12 +975,12 @@ class ProcessDriver:
         if (
             replica.port is not None
             and replica.port not in taken
-            and _port_free(self.host, replica.port)
+            and port_free(self.host, replica.port)
         ):
             return replica.port
         low, high = self._port_range
         for port in range(low, high + 1):
-            if port not in taken and _port_free(self.host, port):
+            if port not in taken and port_free(self.host, port):
                 return port
         return None
 

@@ -9,9 +9,8 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
-from edgefleet.hub.routes.common import OUTCOME_HEADER, ObjectList, record_event
+from edgefleet.hub.routes.common import ObjectList, apply_object, record_event
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.hub.store import Outcome
 from edgefleet.model import App
 
 router = APIRouter(prefix="/api/v1", tags=["apps"])
@@ -77,16 +76,7 @@ def get_app(tenant: str, name: str, hub: HubDep) -> App:
 def apply_app(tenant: str, name: str, app: App, hub: HubDep, response: Response) -> App:
     """Create or update an app (``apply``); a stale ``resourceVersion`` gets 409."""
     _check_path(app, tenant, name)
-    stored, outcome = hub.store.put(app)
-    response.headers[OUTCOME_HEADER] = outcome.value
-    if outcome != Outcome.UNCHANGED:
-        reason = "Created" if outcome == Outcome.CREATED else "Updated"
-        record_event(hub, stored, reason, f"generation {stored.metadata.generation}")
-        hub.placement.trigger()
-    if outcome == Outcome.CREATED:
-        response.status_code = status.HTTP_201_CREATED
-    assert isinstance(stored, App)
-    return stored
+    return apply_object(hub, app, response, "generation {generation}")
 
 
 @router.delete("/tenants/{tenant}/apps/{name}", status_code=status.HTTP_204_NO_CONTENT)

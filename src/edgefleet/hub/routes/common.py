@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
+from fastapi import Response, status
 from pydantic import BaseModel
 
 from edgefleet.hub.runtime import Hub
-from edgefleet.hub.store import utcnow
+from edgefleet.hub.store import Outcome, utcnow
 from edgefleet.model import API_VERSION, App, Event, Site
 
 T = TypeVar("T")
@@ -38,3 +39,20 @@ def record_event(hub: Hub, obj: Site | App, reason: str, message: str) -> None:
             )
         ]
     )
+
+
+Obj = TypeVar("Obj", Site, App)
+
+
+def apply_object(hub: Hub, obj: Obj, response: Response, message: str) -> Obj:
+    """Create or update ``obj``; sets the outcome header and 201, records, triggers placement."""
+    stored, outcome = hub.store.put(obj)
+    response.headers[OUTCOME_HEADER] = outcome.value
+    if outcome != Outcome.UNCHANGED:
+        reason = "Created" if outcome == Outcome.CREATED else "Updated"
+        record_event(hub, stored, reason, message.format(generation=stored.metadata.generation))
+        hub.placement.trigger()
+    if outcome == Outcome.CREATED:
+        response.status_code = status.HTTP_201_CREATED
+    assert isinstance(stored, type(obj))
+    return stored

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
-from edgefleet.hub.routes.common import OUTCOME_HEADER, ObjectList, record_event
+from edgefleet.hub.routes.common import ObjectList, apply_object, record_event
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.hub.store import Outcome
 from edgefleet.model import ReplicaState, Site
 
 router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
@@ -57,16 +56,7 @@ def apply_site(name: str, site: Site, hub: HubDep, response: Response) -> Site:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"metadata.name {site.metadata.name!r} does not match the URL's {name!r}",
         )
-    stored, outcome = hub.store.put(site)
-    response.headers[OUTCOME_HEADER] = outcome.value
-    if outcome != Outcome.UNCHANGED:
-        reason = "Created" if outcome == Outcome.CREATED else "Updated"
-        record_event(hub, stored, reason, "site applied")
-        hub.placement.trigger()
-    if outcome == Outcome.CREATED:
-        response.status_code = status.HTTP_201_CREATED
-    assert isinstance(stored, Site)
-    return stored
+    return apply_object(hub, site, response, "site applied")
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
