@@ -32,8 +32,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# Piped output keeps whole lines (like kubectl) instead of folding at 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 512)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 512)
 
 
 class Kind(StrEnum):

@@ -57,7 +57,7 @@ def sites_table(sites: Sequence[Site], *, wide: bool = False) -> Table:
     if wide:
         columns += ["ADDRESS", "LOCATION", "CAPACITY", "DRIVER", "AGENT"]
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for site in sites:
         phase = site.status.phase.value
         colour = {"Ready": "green", "Unreachable": "red"}.get(phase, "yellow")
@@ -90,7 +90,7 @@ def apps_table(apps: Sequence[App], *, wide: bool = False) -> Table:
     if wide:
         columns += ["WORKLOAD", "PLACEMENT", "MESSAGE"]
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for app in apps:
         status = app.status
         sites = ",".join(f"{s.site}({s.ready}/{s.desired})" for s in status.sites if s.desired)
@@ -124,7 +124,7 @@ def events_table(events: Sequence[Event]) -> Table:
     """Recent events of an object."""
     table = Table(box=None, header_style="bold")
     for column in ("AGE", "TYPE", "REASON", "MESSAGE"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for event in events:
         table.add_row(age(event.time), event.type, event.reason, event.message)
     return table
@@ -134,7 +134,7 @@ def replicas_table(replicas: dict[str, list[ReplicaState]]) -> Table:
     """Replicas at a site."""
     table = Table(box=None, header_style="bold")
     for column in ("APP", "REPLICA", "STATE", "READY", "PORT", "PID", "RESTARTS", "AGE"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for key, items in sorted(replicas.items()):
         for r in items:
             table.add_row(
