@@ -74,19 +74,27 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now."""
+    """A port free for both TCP and UDP right now (DNS servers bind both)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind((host, 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
 
 
 @pytest.fixture
 def fleet(db_url: str, tmp_path: Path) -> Iterator[LocalFleet]:
     """A real hub process on a free port, on each database engine; agents are added by tests."""
-    local = LocalFleet(workdir=tmp_path / "fleet", hub_port=free_port(), db=db_url)
+    local = LocalFleet(
+        workdir=tmp_path / "fleet", hub_port=free_port(), db=db_url, dns_port=free_port()
+    )
     with local.running():
         local.start_hub()
         yield local
@@ -95,7 +103,7 @@ def fleet(db_url: str, tmp_path: Path) -> Iterator[LocalFleet]:
 @pytest.fixture
 def sqlite_fleet(tmp_path: Path) -> Iterator[LocalFleet]:
     """A real hub process on SQLite only (for tests that do not depend on the engine)."""
-    local = LocalFleet(workdir=tmp_path / "fleet", hub_port=free_port())
+    local = LocalFleet(workdir=tmp_path / "fleet", hub_port=free_port(), dns_port=free_port())
     with local.running():
         local.start_hub()
         yield local

@@ -58,6 +58,8 @@ class LocalFleet:
     db: str | None = None
     heartbeat_grace: float = 3.0
     heartbeat_interval: float = 1.0
+    dns_port: int = 5353
+    """Central DNS port on the hub's address (0: a free one); sites use their own dnsPort."""
     python: str = sys.executable
     hub_process: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -104,6 +106,8 @@ class LocalFleet:
                 f"{self.hub_host}:{self.hub_port}",
                 "--heartbeat-grace",
                 str(self.heartbeat_grace),
+                "--dns-listen",
+                f"{self.hub_host}:{self.dns_port}",
             ],
         )
         process = self.hub_process
@@ -154,6 +158,8 @@ class LocalFleet:
                 str(self.workdir / "sites" / name),
                 "--heartbeat-interval",
                 str(self.heartbeat_interval),
+                "--dns-port",
+                str(site.spec.addresses.dns_port),
             ],
         )
         self.agents[name] = process

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the demo CLI in its own process with its own contexts file."""
-    port = free_port()
+    port, dns_port = free_port(), free_port()
     return subprocess.run(
         [
             sys.executable,
@@ -27,6 +27,8 @@ def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
             str(tmp_path / "demo"),
             "--hub-port",
             str(port),
+            "--dns-port",
+            str(dns_port),
             *args,
         ],
         capture_output=True,
@@ -44,9 +46,15 @@ def test_demo_check_brings_the_fleet_up_and_verifies_every_serving_site(tmp_path
     for site in ("paris", "london", "new-york", "boston", "tokyo", "singapore"):
         assert f"site {site}" in out
     # Four replicas spread over three regions: every region serves, four sites answer.
-    ok_lines = [line for line in out.splitlines() if line.strip().startswith("ok")]
+    ok_lines = [
+        line for line in out.splitlines() if line.strip().startswith("ok") and "dns at" not in line
+    ]
+    dns_lines = [line for line in out.splitlines() if "dns at" in line]
+    assert len(dns_lines) == 6 and all(line.strip().startswith("ok") for line in dns_lines)
     assert len(ok_lines) == 4
-    assert "check passed: 4 of 4 replicas answered" in out
+    assert "4 of 4 replicas answered HTTP" in out
+    assert "6 of 6 edge DNS answered as routed" in out
+    assert "check passed" in out
     assert any("tokyo" in line or "singapore" in line for line in ok_lines)
     assert any("paris" in line or "london" in line for line in ok_lines)
     assert any("new-york" in line or "boston" in line for line in ok_lines)

@@ -6,32 +6,37 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Generic, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from edgefleet.model import DesiredState
+from edgefleet.model import DesiredState, RoutingTable
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 
 
-class DesiredStateCache:
+class ModelCache(Generic[M]):
     """One JSON file replaced atomically: a crash leaves the old or the new state, never half."""
+
+    model: type[M]
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> DesiredState | None:
+    def load(self) -> M | None:
         """The last saved state, or None if there is none or it is unreadable."""
         try:
-            return DesiredState.model_validate_json(self.path.read_bytes())
+            return self.model.model_validate_json(self.path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValidationError, ValueError) as exc:
             # Unreadable cache: start empty and let the hub refill it, but say so.
-            log.warning("ignoring unreadable desired-state cache %s: %s", self.path, exc)
+            log.warning("ignoring unreadable cache %s: %s", self.path, exc)
             return None
 
-    def save(self, state: DesiredState) -> None:
+    def save(self, state: M) -> None:
         """Write ``state`` durably: temp file, fsync, rename, fsync the directory."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -46,3 +51,15 @@ class DesiredStateCache:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class DesiredStateCache(ModelCache[DesiredState]):
+    """The site's last desired state."""
+
+    model = DesiredState
+
+
+class RoutingTableCache(ModelCache[RoutingTable]):
+    """The fleet's last routing table, for the edge DNS with the hub away."""
+
+    model = RoutingTable

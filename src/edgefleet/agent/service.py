@@ -23,9 +23,20 @@ from fastapi.responses import PlainTextResponse
 
 from edgefleet._version import __version__
 from edgefleet.agent.backoff import Backoff
-from edgefleet.agent.cache import DesiredStateCache
+from edgefleet.agent.cache import DesiredStateCache, RoutingTableCache
 from edgefleet.agent.drivers.base import Driver
-from edgefleet.model import AppReport, DesiredState, Heartbeat, ReplicaState, StatusReport
+from edgefleet.agent.edge import EdgeZone, NeighbourProber, app_id
+from edgefleet.dns.responder import Responder
+from edgefleet.dns.server import DnsServer
+from edgefleet.model import (
+    AppReport,
+    DesiredState,
+    Heartbeat,
+    ReplicaState,
+    RoutingTable,
+    StatusReport,
+)
+from edgefleet.routing.convert import route_table
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,16 @@ class AgentConfig:
     """Seconds between full status reports when nothing changed."""
     stop_replicas_on_exit: bool = False
     """Stop every replica when the agent exits (default: leave them for the next agent)."""
+    dns_port: int = 5353
+    """Port of the edge DNS on the site address (UDP and TCP); -1 turns it off."""
+    dns_ttl: int = 5
+    """TTL of DNS answers, seconds."""
+    dns_answers: int = 2
+    """Most addresses in one answer, nearest first."""
+    probe_interval: float = 0.5
+    """Seconds between probes of each neighbour."""
+    neighbours: int = 8
+    """How many of the nearest sites to probe."""
 
 
 @dataclass
@@ -63,13 +84,20 @@ class _Progress:
     report_dirty: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def ready_counts(driver: Driver) -> dict[str, int]:
+    """Ready replicas per ``tenant/app`` at this site."""
+    return {key: sum(r.ready for r in replicas) for key, replicas in driver.observe().items()}
+
+
 def local_api(driver: Driver, site: str) -> FastAPI:
     """The agent's own HTTP API on the site address: health, replicas and logs."""
     api = FastAPI(title=f"edgefleet agent {site}", version=__version__)
 
     @api.get("/_edgefleet/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "site": site}
+    def healthz() -> dict[str, Any]:
+        # Neighbours' probes read the ready counts: their edge DNS learns of our replicas
+        # without the hub.
+        return {"status": "ok", "site": site, "ready": ready_counts(driver)}
 
     @api.get("/_edgefleet/replicas")
     def replicas() -> dict[str, list[ReplicaState]]:
@@ -94,6 +122,17 @@ class Agent:
         self.config = config
         self.driver = driver
         self.cache = DesiredStateCache(config.state_dir / "desired-state.json")
+        self.routing_cache = RoutingTableCache(config.state_dir / "routing-table.json")
+        self.routing_version = ""
+        self.zone = EdgeZone(config.site, address=config.address, max_answers=config.dns_answers)
+        self.prober = NeighbourProber(
+            config.site,
+            interval=config.probe_interval,
+            timeout=max(0.2, config.probe_interval),
+            neighbours=config.neighbours,
+        )
+        self.dns: DnsServer | None = None
+        self._beat_now = asyncio.Event()
         self.progress = _Progress()
         self._loop: asyncio.AbstractEventLoop | None = None
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
@@ -115,6 +154,26 @@ class Agent:
         # Called from the driver's thread.
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.report_dirty.set)
+            self._loop.call_soon_threadsafe(self.refresh_zone)
+
+    def _probes_changed(self) -> None:
+        self.refresh_zone()
+        # Tell the hub at once: the central DNS leaves out sites its probers call down.
+        self._beat_now.set()
+
+    def refresh_zone(self, table: RoutingTable | None = None) -> None:
+        """Give the edge DNS the newest routing table, our own replicas and the probe verdicts."""
+        hub_table = None
+        if table is not None:
+            hub_table = route_table(table)
+            self.prober.set_table(hub_table)
+        local = {app_id(key): n for key, n in ready_counts(self.driver).items()}
+        self.zone.update(
+            hub_table=hub_table,
+            ready={**self.prober.ready_counts(), self.config.site: local},
+            health=self.prober.health(),
+            rtt_ms=self.prober.rtt_ms(),
+        )
 
     async def _apply(self, state: DesiredState) -> None:
         await asyncio.to_thread(self.driver.converge, state.apps)
@@ -124,6 +183,10 @@ class Agent:
     def resume(self) -> DesiredState | None:
         """Adopt what runs and converge from the cached state, before any hub call."""
         self.driver.start(self._replicas_changed)
+        routes = self.routing_cache.load()
+        if routes is not None:
+            self.routing_version = routes.version
+            self.refresh_zone(routes)
         cached = self.cache.load()
         if cached is not None:
             log.info(
@@ -154,6 +217,32 @@ class Agent:
             ", ".join(f"{a.key}={a.replicas}" for a in state.apps) or "nothing",
         )
         return True
+
+    async def watch_routing_once(self) -> bool:
+        """One long-poll for the routing table; True when a new one was taken."""
+        reply = await self._http.get(
+            f"/api/v1/agent/sites/{self.config.site}/routing-table",
+            params={"since": self.routing_version, "timeout": self.config.watch_timeout},
+        )
+        if reply.status_code == 204:
+            return False
+        reply.raise_for_status()
+        table = RoutingTable.model_validate(reply.json())
+        await asyncio.to_thread(self.routing_cache.save, table)
+        self.routing_version = table.version
+        self.refresh_zone(table)
+        return True
+
+    async def _routing_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.watch_routing_once()
+                backoff.reset()
+            except (httpx.HTTPError, ValueError) as exc:
+                delay = backoff.next()
+                log.warning("routing watch failed (%s); retrying in %.1fs", _reason(exc), delay)
+                await asyncio.sleep(delay)
 
     async def _watch_loop(self) -> None:
         backoff = Backoff()
@@ -208,7 +297,11 @@ class Agent:
     async def _heartbeat_loop(self) -> None:
         failing = False
         while True:
-            beat = Heartbeat(site=self.config.site, observed_revision=self.progress.revision)
+            beat = Heartbeat(
+                site=self.config.site,
+                observed_revision=self.progress.revision,
+                probes=self.prober.health(),
+            )
             try:
                 reply = await self._http.post(
                     f"/api/v1/agent/sites/{self.config.site}/heartbeat",
@@ -225,7 +318,9 @@ class Agent:
                 if not failing:
                     log.warning("heartbeat failed (%s); running autonomously", _reason(exc))
                 failing = True
-            await asyncio.sleep(self.config.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), self.config.heartbeat_interval)
+            self._beat_now.clear()
 
     # -- process ---------------------------------------------------------------------------------
 
@@ -242,6 +337,12 @@ class Agent:
                 access_log=False,
             )
         )
+        if self.config.dns_port >= 0:
+            responder = Responder(
+                self.zone, ttl=self.config.dns_ttl, max_answers=self.config.dns_answers
+            )
+            self.dns = DnsServer(responder, self.config.address, self.config.dns_port)
+            await self.dns.start()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -250,6 +351,8 @@ class Agent:
         tasks: list[asyncio.Task[Any]] = [
             serving,
             asyncio.create_task(self._watch_loop()),
+            asyncio.create_task(self._routing_loop()),
+            asyncio.create_task(self.prober.run(self._probes_changed)),
             asyncio.create_task(self._report_loop()),
             asyncio.create_task(self._heartbeat_loop()),
         ]
@@ -272,6 +375,8 @@ class Agent:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(serving), 5.0)
         tasks.append(serving)
+        if self.dns is not None:
+            await self.dns.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:

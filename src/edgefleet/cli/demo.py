@@ -8,9 +8,14 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
 import httpx
 from rich.console import Console, Group
 from rich.live import Live
+from rich.table import Table
 from rich.text import Text
 
 from edgefleet.cli.output import apps_table, sites_table
@@ -69,7 +74,64 @@ def check_serving(client: Client, tenant: str, name: str) -> list[tuple[str, str
     return results
 
 
-def run_demo(*, workdir: Path, duration: float | None, check: bool, hub_port: int = 7700) -> int:
+def ask_dns(ip: str, port: int, fqdn: str) -> list[str]:
+    """The A records a DNS server answers for ``fqdn`` (empty on NODATA or no answer)."""
+    query = dns.message.make_query(fqdn, dns.rdatatype.A)
+    try:
+        reply = dns.query.udp(query, ip, port=port, timeout=1.0)
+    except (OSError, dns.exception.DNSException):
+        return []
+    return [r.address for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for r in rrset]
+
+
+def dns_rows(sites: list[Site], fqdn: str, central: tuple[str, int]) -> list[tuple[str, list[str]]]:
+    """(asker, answered site names) for every site's edge DNS and the central DNS."""
+    by_ip = {s.spec.addresses.ip: s.metadata.name for s in sites}
+    rows = []
+    for site in sites:
+        answer = ask_dns(site.spec.addresses.ip, site.spec.addresses.dns_port, fqdn)
+        rows.append((site.metadata.name, [by_ip.get(ip, ip) for ip in answer]))
+    answer = ask_dns(*central, fqdn)
+    rows.append(("central", [by_ip.get(ip, ip) for ip in answer]))
+    return rows
+
+
+def dns_table(rows: list[tuple[str, list[str]]], fqdn: str) -> Table:
+    """Who answers what for the sample app."""
+    table = Table(box=None, header_style="bold")
+    table.add_column("DNS AT", no_wrap=True)
+    table.add_column(f"ANSWERS {fqdn} WITH", no_wrap=True)
+    for asker, answer in rows:
+        table.add_row(asker, ", ".join(answer) or "-")
+    return table
+
+
+def check_dns(
+    client: Client, sites: list[Site], fqdn: str, central: tuple[str, int]
+) -> list[tuple[str, list[str], str, bool]]:
+    """Every site's edge DNS answers first what the hub's routing says it should.
+
+    Returns (site, answered sites, expected first site, ok) per site.
+    """
+    expected = {
+        s.metadata.name: client.explain_dns(fqdn, site=s.metadata.name)["answer"][0]["site"]
+        for s in sites
+    }
+    answers = dict(dns_rows(sites, fqdn, central))
+    return [
+        (site, answers[site], want, bool(answers[site]) and answers[site][0] == want)
+        for site, want in expected.items()
+    ]
+
+
+def run_demo(
+    *,
+    workdir: Path,
+    duration: float | None,
+    check: bool,
+    hub_port: int = 7700,
+    dns_port: int = 5353,
+) -> int:
     """Bring the demo fleet up, deploy ``hello``, then watch, wait or check; 0 on success."""
     sites, hello = sample_manifests()
     marker = workdir / ".edgefleet-demo"
@@ -83,7 +145,8 @@ def run_demo(*, workdir: Path, duration: float | None, check: bool, hub_port: in
         shutil.rmtree(workdir)  # a demo starts clean; its state is disposable
     workdir.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    fleet = LocalFleet(workdir=workdir.resolve(), hub_port=hub_port)
+    fleet = LocalFleet(workdir=workdir.resolve(), hub_port=hub_port, dns_port=dns_port)
+    central = (fleet.hub_host, dns_port)
     started = time.monotonic()
     interrupted = False
 
@@ -93,19 +156,25 @@ def run_demo(*, workdir: Path, duration: float | None, check: bool, hub_port: in
     signal.signal(signal.SIGTERM, on_term)
     try:
         with fleet.running():
-            console.print(f"starting hub at {fleet.hub_url} (state in {workdir})")
+            console.print(
+                f"starting hub at {fleet.hub_url}, central DNS at {central[0]}:{central[1]} "
+                f"(state in {workdir})"
+            )
             fleet.start_hub()
             client = fleet.client()
             for site in sites:
                 client.apply(site)
             fleet.start_agents(sites)
             for site in sites:
+                addresses = site.spec.addresses
                 console.print(
                     f"  site {site.metadata.name:<10} {site.spec.region:<8} agent on "
-                    f"{site.spec.addresses.ip}:{site.spec.addresses.ingress_port}"
+                    f"{addresses.ip}:{addresses.ingress_port}, edge DNS on "
+                    f"{addresses.ip}:{addresses.dns_port}"
                 )
             client.apply(hello)
             tenant, name = hello.metadata.tenant or "", hello.metadata.name
+            fqdn = f"{name}.{tenant}.edge.internal"
             console.print(f"applied app {name} (tenant {tenant})")
             path = save_context(Context("demo", fleet.hub_url))
             console.print(f"CLI context 'demo' written to {path}: try 'edgefleet get sites'")
@@ -119,11 +188,32 @@ def run_demo(*, workdir: Path, duration: float | None, check: bool, hub_port: in
                 for site_name, url, ok, detail in results:
                     mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
                     console.print(f"  {mark} {site_name:<10} {url:<28} {detail}")
-                passed = bool(results) and all(ok for *_, ok, _ in results)
+                served = bool(results) and all(ok for *_, ok, _ in results)
                 console.print(
-                    f"check {'passed' if passed else 'FAILED'}: "
-                    f"{sum(r[2] for r in results)} of {len(results)} replicas answered"
+                    f"{sum(r[2] for r in results)} of {len(results)} replicas answered HTTP"
                 )
+                try:
+                    dns_results = wait_for(
+                        lambda: (
+                            (r := check_dns(client, sites, fqdn, central))
+                            and all(ok for *_, ok in r)
+                            and r
+                        ),
+                        timeout=20,
+                        what="every edge DNS to answer",
+                    )
+                except TimeoutError:
+                    dns_results = check_dns(client, sites, fqdn, central)
+                for asker, answer, want, ok in dns_results:
+                    mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
+                    console.print(
+                        f"  {mark} dns at {asker:<10} {fqdn} -> {', '.join(answer) or '-'} "
+                        f"(nearest serving: {want})"
+                    )
+                answered = sum(ok for *_, ok in dns_results)
+                console.print(f"{answered} of {len(dns_results)} edge DNS answered as routed")
+                passed = served and answered == len(dns_results)
+                console.print(f"check {'passed' if passed else 'FAILED'}")
                 return 0 if passed else 1
             deadline = None if duration is None else time.monotonic() + duration
             with Live(console=console, refresh_per_second=2) as live:
@@ -137,6 +227,8 @@ def run_demo(*, workdir: Path, duration: float | None, check: bool, hub_port: in
                             sites_table(client.list_sites()),
                             Text(""),
                             apps_table(client.list_apps()),
+                            Text(""),
+                            dns_table(dns_rows(sites, fqdn, central), fqdn),
                         )
                     except Exception as exc:
                         view = Group(Text(f"hub not answering: {exc}", style="red"))

@@ -224,9 +224,13 @@ def hub(
     heartbeat_grace: Annotated[
         float, typer.Option(help="Seconds without heartbeat before a site is Unreachable.")
     ] = 6.0,
+    dns_listen: Annotated[
+        str, typer.Option(help="HOST:PORT of the central DNS (UDP and TCP); 'off' for none.")
+    ] = "127.0.0.1:5353",
+    dns_ttl: Annotated[int, typer.Option(help="TTL of DNS answers, seconds.")] = 5,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
-    """Run the hub: API, store, placement and site health."""
+    """Run the hub: API, store, placement, site health and the central DNS."""
     from edgefleet.hub.runtime import HubConfig
     from edgefleet.hub.server import serve
 
@@ -237,9 +241,17 @@ def hub(
             f"[yellow]warning:[/] serving plain HTTP on {host}: anyone who can reach it "
             "can change the fleet"
         )
-    serve(
-        HubConfig(db=db, host=host, port=port, heartbeat_grace=heartbeat_grace), log_level=log_level
+    dns_host, dns_port = ("127.0.0.1", -1) if dns_listen == "off" else _split_listen(dns_listen)
+    config = HubConfig(
+        db=db,
+        host=host,
+        port=port,
+        heartbeat_grace=heartbeat_grace,
+        dns_host=dns_host,
+        dns_port=dns_port,
+        dns_ttl=dns_ttl,
     )
+    serve(config, log_level=log_level)
 
 
 @app.command()
@@ -258,6 +270,12 @@ def agent(
     stop_replicas_on_exit: Annotated[
         bool, typer.Option(help="Stop replicas when the agent exits (default: keep them).")
     ] = False,
+    dns_port: Annotated[
+        int, typer.Option(help="Edge DNS port on the site address; -1 for none.")
+    ] = 5353,
+    probe_interval: Annotated[
+        float, typer.Option(help="Seconds between probes of each neighbour.")
+    ] = 0.5,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
     """Run a site's agent: watch the hub, run replicas, report status."""
@@ -275,6 +293,8 @@ def agent(
         token=os.environ.get("EDGEFLEET_TOKEN"),
         heartbeat_interval=heartbeat_interval,
         stop_replicas_on_exit=stop_replicas_on_exit,
+        dns_port=dns_port,
+        probe_interval=probe_interval,
     )
     try:
         instance = Agent(config, make_driver(driver, config))
@@ -295,11 +315,80 @@ def demo(
         ".edgefleet-demo"
     ),
     hub_port: Annotated[int, typer.Option(help="Hub API port.")] = 7700,
+    dns_port: Annotated[int, typer.Option(help="Central DNS port on 127.0.0.1.")] = 5353,
 ) -> None:
     """A hub and six sites in three regions on this machine, running the sample app."""
     from edgefleet.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(workdir=workdir, duration=duration, check=check, hub_port=hub_port))
+    raise typer.Exit(
+        run_demo(
+            workdir=workdir, duration=duration, check=check, hub_port=hub_port, dns_port=dns_port
+        )
+    )
+
+
+dns_app = typer.Typer(help="The fleet's DNS: ask it, and see why it answers what it does.")
+app.add_typer(dns_app, name="dns")
+
+
+@dns_app.command("query")
+def dns_query(
+    name: Annotated[str, typer.Argument(help="<app>.<tenant>.edge.internal")],
+    site: Annotated[
+        str | None, typer.Option("--site", "-s", help="Ask as this site's edge DNS.")
+    ] = None,
+    client_ip: Annotated[
+        str | None, typer.Option("--client-ip", help="Ask as a client at this address.")
+    ] = None,
+) -> None:
+    """Print the answer for NAME and why: which sites were considered, which skipped and why.
+
+    With --site, the site's edge DNS is also asked for real over UDP.
+    """
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+    from rich.table import Table
+
+    try:
+        with _client() as client:
+            why = client.explain_dns(name, site=site, client_ip=client_ip)
+            server = client.get_site(site).spec.addresses if site else None
+    except HubError as exc:
+        fail(exc.message)
+    asker = f"site {site}" if site else (f"client {client_ip}" if client_ip else "anywhere")
+    located = why["origin"]["site"]
+    if client_ip:
+        asker += f" (located at {located}/{why['origin']['prefix']})" if located else " (unlocated)"
+    chosen = ", ".join(f"{a['site']} {a['ip']}" for a in why["answer"]) or "nothing (NODATA)"
+    out.print(f"{why['name']} asked from {asker}: {chosen}")
+    table = Table(box=None, header_style="bold")
+    for column in ("SITE", "RTT MS", "READY", "HEADROOM", "ANSWER", "WHY NOT"):
+        table.add_column(column, no_wrap=True)
+    for c in why["considered"]:
+        rtt = "-" if c["rttMs"] is None else f"{c['rttMs']}{'' if c['measured'] else ' (est)'}"
+        table.add_row(
+            c["site"],
+            rtt,
+            str(c["ready"]),
+            f"{c['headroom']:.2f}",
+            "yes" if c["chosen"] else "",
+            c["reason"] or "",
+        )
+    out.print(table)
+    if server is not None:
+        query = dns.message.make_query(why["name"], dns.rdatatype.A)
+        where = f"{server.ip}:{server.dns_port}"
+        try:
+            reply = dns.query.udp(query, server.ip, port=server.dns_port, timeout=2.0)
+        except (OSError, dns.exception.DNSException) as exc:
+            out.print(f"edge DNS {where} did not answer: {exc}")
+            return
+        addresses = [r.address for rrset in reply.answer for r in rrset]
+        shown = ", ".join(addresses) or dns.rcode.to_text(reply.rcode())
+        out.print(f"edge DNS {where} answers: {shown}")
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from edgefleet.client.config import Context, load_context
-from edgefleet.model import App, Event, ReplicaState, Site
+from edgefleet.model import App, Event, ReplicaState, RoutingTable, Site
 
 
 class HubError(Exception):
@@ -147,6 +147,18 @@ class Client:
         if site:
             params["site"] = site
         return self._call("GET", f"/api/v1/tenants/{tenant}/apps/{name}/logs", params=params).text
+
+    def explain_dns(
+        self, name: str, *, site: str | None = None, client_ip: str | None = None
+    ) -> dict[str, Any]:
+        """What the fleet's DNS answers for ``name`` at a site or for a client, and why."""
+        params = {k: v for k, v in (("name", name), ("site", site), ("client_ip", client_ip)) if v}
+        result: dict[str, Any] = self._call("GET", "/api/v1/dns/explain", params=params).json()
+        return result
+
+    def routing_table(self) -> RoutingTable:
+        """The routing table the fleet's DNS answers from."""
+        return RoutingTable.model_validate(self._call("GET", "/api/v1/routing-table").json())
 
     def version(self) -> str:
         """The hub's version."""

@@ -9,9 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from edgefleet._version import __version__
-from edgefleet.hub.routes import agent, apps, events, sites
+from edgefleet.hub.routes import agent, apps, dns, events, sites
 from edgefleet.hub.runtime import Hub, HubConfig, lifespan
 from edgefleet.hub.store import Conflict, NotFound
+from edgefleet.model import RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,18 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
         lifespan=lifespan,
     )
     app.state.hub = hub
-    for router in (sites.router, apps.router, events.router, agent.router):
+    for router in (sites.router, apps.router, events.router, agent.router, dns.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str | bool]:
         """Liveness of the hub process, and whether it leads the controllers."""
         return {"status": "ok", "leader": hub.leader}
+
+    @app.get("/api/v1/routing-table", tags=["dns"], response_model=RoutingTable)
+    def routing_table() -> RoutingTable:
+        """The routing table every DNS of the fleet answers from."""
+        return hub.routing.table
 
     @app.get("/api/v1/version", tags=["meta"])
     def version() -> dict[str, str]:

@@ -7,10 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request
 
 from edgefleet.hub.controllers import HealthMonitor, HeartbeatBuffer, PlacementController
+from edgefleet.hub.routing import PeerVerdicts, RoutingState
 from edgefleet.hub.store import Leadership, Store
 from edgefleet.hub.watch import SiteWatch
 
@@ -35,6 +37,14 @@ class HubConfig:
     """Seconds between reads of site revisions written by other hub replicas."""
     max_watch_timeout: float = 60.0
     """Longest long-poll an agent may ask for."""
+    dns_host: str = "127.0.0.1"
+    """Address of the central DNS."""
+    dns_port: int = 5353
+    """Port of the central DNS (UDP and TCP); 0 picks a free one, -1 turns it off."""
+    dns_ttl: int = 5
+    """TTL of DNS answers, seconds."""
+    dns_answers: int = 2
+    """Most addresses in one answer, nearest first."""
     controllers: bool = True
     """Run placement and health loops in this process (while it leads)."""
     leader_check: float = 2.0
@@ -51,6 +61,12 @@ class Hub:
     heartbeats: HeartbeatBuffer
     placement: PlacementController
     health: HealthMonitor
+    routing: RoutingState
+    """The routing table agents and the central DNS answer from."""
+    peers: PeerVerdicts = field(default_factory=PeerVerdicts)
+    """What agents' probes say of their neighbours."""
+    dns: Any = None
+    """The central DNS server, once started."""
     leadership: Leadership | None = None
     leader: bool = False
     """True while this process runs the controllers."""
@@ -65,13 +81,23 @@ class Hub:
         store.migrate()
         watch = SiteWatch(store)
         heartbeats = HeartbeatBuffer(store)
-        placement = PlacementController(
-            store, on_written=watch.refresh, resync=config.placement_resync
-        )
+        routing = RoutingState(store)
+
+        async def placed() -> None:
+            # New assignments: wake the sites' watches, and rebuild the routing table.
+            await watch.refresh()
+            routing.trigger()
+
+        placement = PlacementController(store, on_written=placed, resync=config.placement_resync)
+
+        def health_changed() -> None:
+            placement.trigger()
+            routing.trigger()
+
         health = HealthMonitor(
-            store, heartbeats, grace=config.heartbeat_grace, on_change=placement.trigger
+            store, heartbeats, grace=config.heartbeat_grace, on_change=health_changed
         )
-        hub = cls(config, store, watch, heartbeats, placement, health)
+        hub = cls(config, store, watch, heartbeats, placement, health, routing)
         hub.leadership = Leadership(store)
         placement.is_leader = health.is_leader = lambda: hub.leader
         return hub
@@ -97,9 +123,14 @@ class Hub:
                 log.exception("watch refresh failed")
 
     async def start(self) -> None:
-        """Start the background loops."""
+        """Start the background loops and the central DNS."""
         await self.watch.refresh()
-        loops = [self._refresh_loop(), self.heartbeats.run()]
+        await self.routing.rebuild()
+        if self.config.dns_port >= 0:
+            from edgefleet.hub.dns import start_central_dns
+
+            self.dns = await start_central_dns(self)
+        loops = [self._refresh_loop(), self.heartbeats.run(), self.routing.run()]
         if self.config.controllers:
             assert self.leadership is not None
             # Decide the lead before serving, so /healthz is right from the first answer.
@@ -107,10 +138,12 @@ class Hub:
             if self.leader:
                 self.placement.trigger()
             loops += [self._lead_loop(), self.placement.run(), self.health.run()]
-        self.tasks = [asyncio.create_task(loop) for loop in loops]
+        self.tasks += [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self) -> None:
-        """Stop the loops, write pending heartbeats, close the store."""
+        """Stop the loops and the DNS, write pending heartbeats, close the store."""
+        if self.dns is not None:
+            await self.dns.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:

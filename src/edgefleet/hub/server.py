@@ -19,6 +19,7 @@ class _HubServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._hub.watch.close()
+        self._hub.routing.close()
         await super().shutdown(sockets)
 
 

@@ -36,12 +36,14 @@ from edgefleet.model.objects import (
     parse_cpu,
     parse_memory,
 )
+from edgefleet.model.routing import AppRoutes, RouteEndpoint, RouteSite, RoutingTable
 
 __all__ = [
     "API_VERSION",
     "App",
     "AppAssignment",
     "AppReport",
+    "AppRoutes",
     "AppSpec",
     "AppStatus",
     "ContainerWorkload",
@@ -56,6 +58,9 @@ __all__ = [
     "ProcessWorkload",
     "ReplicaState",
     "Resources",
+    "RouteEndpoint",
+    "RouteSite",
+    "RoutingTable",
     "Scaling",
     "Site",
     "SiteAddresses",

@@ -68,10 +68,13 @@ class StatusReport(_Base):
 
 
 class Heartbeat(_Base):
-    """I am alive; tiny and frequent."""
+    """I am alive; tiny and frequent. Carries the agent's verdicts on its neighbours."""
 
     site: str
     observed_revision: int = 0
+    probes: dict[str, bool] = Field(
+        default_factory=dict, description="Neighbour site -> up, from this agent's probes."
+    )
 
 
 class Event(_Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -168,6 +168,15 @@ def _check_ip(value: str | None) -> str | None:
     return value
 
 
+def _check_network(value: str) -> str:
+    try:
+        return str(ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not a network in CIDR form, e.g. 10.1.0.0/16: {exc}"
+        ) from None
+
+
 class SiteAddresses(_Base):
     """Where the site's services listen."""
 
@@ -198,6 +207,11 @@ class SiteSpec(_Base):
     capacity: SiteCapacity = Field(default_factory=SiteCapacity, description="Capacity.")
     driver: DriverName = Field(default=DriverName.PROCESS, description="Replica driver.")
     addresses: SiteAddresses = Field(description="Ingress and DNS addresses.")
+    networks: list[Annotated[str, AfterValidator(_check_network)]] = Field(
+        default_factory=list,
+        description="Client networks (CIDR) this site serves; the central DNS locates clients "
+        "by them (EDNS Client Subnet, else the source address).",
+    )
 
 
 class SitePhase(StrEnum):

@@ -21,8 +21,12 @@ def leads(fleet: LocalFleet) -> bool:
 
 
 def test_one_leader_and_failover(postgres_url: str, tmp_path: Path) -> None:
-    first = LocalFleet(workdir=tmp_path / "a", hub_port=free_port(), db=postgres_url)
-    second = LocalFleet(workdir=tmp_path / "b", hub_port=free_port(), db=postgres_url)
+    first = LocalFleet(
+        workdir=tmp_path / "a", hub_port=free_port(), db=postgres_url, dns_port=free_port()
+    )
+    second = LocalFleet(
+        workdir=tmp_path / "b", hub_port=free_port(), db=postgres_url, dns_port=free_port()
+    )
     with first.running(), second.running():
         first.start_hub()
         second.start_hub()

@@ -39,7 +39,7 @@ def test_unreadable_cache_is_ignored_with_a_warning(
     path = tmp_path / "desired.json"
     path.write_text('{"site": "paris", "revi')
     assert DesiredStateCache(path).load() is None
-    assert "ignoring unreadable desired-state cache" in caplog.text
+    assert "ignoring unreadable cache" in caplog.text
 
 
 def test_backoff_doubles_to_cap_with_jitter_and_resets() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.model import DesiredState, Heartbeat, StatusReport
+from edgefleet.model import DesiredState, Heartbeat, RoutingTable, StatusReport
 
 router = APIRouter(prefix="/api/v1/agent/sites/{site}", tags=["agent"])
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -41,6 +41,24 @@ async def watch_desired_state(
     return await asyncio.to_thread(hub.store.desired_state, site)
 
 
+@router.get(
+    "/routing-table",
+    response_model=RoutingTable,
+    responses={204: {"description": "Nothing changed before the timeout."}},
+)
+async def watch_routing_table(
+    site: str,
+    hub: HubDep,
+    since: str = "",
+    timeout: Annotated[float, Query(ge=0)] = 30.0,
+) -> RoutingTable | Response:
+    """Long-poll: the fleet's routing table as soon as its version differs from ``since``."""
+    await _known(hub, site)
+    if not await hub.routing.wait(since, min(timeout, hub.config.max_watch_timeout)):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return hub.routing.table
+
+
 @router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
 async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
     """Replace the site's observed replicas with the agent's report."""
@@ -52,6 +70,7 @@ async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
     await _known(hub, site)
     await asyncio.to_thread(hub.store.save_report, report)
     hub.heartbeats.beat(site, report.observed_revision)
+    hub.routing.trigger()
 
 
 @router.post("/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
@@ -66,3 +85,5 @@ async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
         await _known(hub, site)
         hub.known_sites.add(site)
     hub.heartbeats.beat(site, beat.observed_revision)
+    if beat.probes:
+        hub.peers.record(site, beat.probes)

@@ -57,6 +57,7 @@ def create_app(tenant: str, app: App, hub: HubDep) -> App:
     stored, _ = hub.store.put(app, create_only=True)
     record_event(hub, stored, "Created", f"generation {stored.metadata.generation}")
     hub.placement.trigger()
+    hub.routing.trigger()
     assert isinstance(stored, App)
     return stored
 
@@ -85,6 +86,7 @@ async def delete_app(tenant: str, name: str, hub: HubDep) -> None:
     await asyncio.to_thread(hub.store.delete_app, tenant, name)
     await hub.watch.refresh()
     hub.placement.trigger()
+    hub.routing.trigger()
 
 
 @router.get("/tenants/{tenant}/apps/{name}/logs", response_class=PlainTextResponse)

@@ -52,6 +52,7 @@ def apply_object(hub: Hub, obj: Obj, response: Response, message: str) -> Obj:
         reason = "Created" if outcome == Outcome.CREATED else "Updated"
         record_event(hub, stored, reason, message.format(generation=stored.metadata.generation))
         hub.placement.trigger()
+        hub.routing.trigger()
     if outcome == Outcome.CREATED:
         response.status_code = status.HTTP_201_CREATED
     assert isinstance(stored, type(obj))

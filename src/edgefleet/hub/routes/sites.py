@@ -33,6 +33,7 @@ def create_site(site: Site, hub: HubDep) -> Site:
     stored, _ = hub.store.put(site, create_only=True)
     record_event(hub, stored, "Created", "site created")
     hub.placement.trigger()
+    hub.routing.trigger()
     assert isinstance(stored, Site)
     return stored
 
@@ -66,6 +67,7 @@ async def delete_site(name: str, hub: HubDep) -> None:
     hub.watch.forget(name)
     hub.known_sites.discard(name)
     hub.placement.trigger()
+    hub.routing.trigger()
 
 
 @router.get("/{name}/replicas")

@@ -1,0 +1,310 @@
+"""The site's edge DNS and its neighbour probes.
+
+The edge DNS answers from the routing table the agent keeps on disk, overlaid with what the
+agent knows better than the hub: its own replicas, and what its probes see of its neighbours. So
+it answers right with the hub away, and stops answering a dead neighbour within a probe or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, replace
+
+import dns.name
+import httpx
+
+from edgefleet.dns.zone import Client, Lookup, Target
+from edgefleet.routing.answer import choose
+from edgefleet.routing.geo import estimated_rtt_ms, great_circle_km
+from edgefleet.routing.table import AppId, Origin, RouteTable
+
+log = logging.getLogger(__name__)
+
+ZONE = dns.name.from_text("edge.internal.")
+
+
+def app_id(key: str) -> AppId:
+    """``tenant/app`` -> (tenant, app)."""
+    tenant, _, app = key.partition("/")
+    return tenant, app
+
+
+# -- probe verdicts (pure) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeState:
+    """What the probes say of one neighbour."""
+
+    up: bool | None = None
+    """None until the first verdict: until then the hub's view stands."""
+    failures: int = 0
+    """Failed probes in a row."""
+    successes: int = 0
+    """Successful probes in a row."""
+    samples: tuple[float, ...] = ()
+    """Round trips of the latest successful probes, newest last."""
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """The smallest recent round trip: the path's delay without queueing and processing.
+
+        A probe is a whole HTTP exchange; on a busy host one can take a hundred milliseconds
+        more than the path does. The minimum of a window is what TCP and BBR use for the same
+        reason.
+        """
+        return min(self.samples) if self.samples else None
+
+
+def next_probe_state(
+    state: ProbeState,
+    *,
+    ok: bool,
+    rtt_ms: float | None,
+    fail_after: int = 2,
+    recover_after: int = 2,
+    window: int = 10,
+) -> ProbeState:
+    """The state after one probe.
+
+    Down after ``fail_after`` failures in a row, up again after ``recover_after`` successes: one
+    lost packet does not move clients, and a flapping site does not pull them back at once. The
+    very first success is believed at once, so a fresh agent starts with a full view.
+    """
+    if ok:
+        samples = state.samples if rtt_ms is None else (*state.samples, rtt_ms)[-window:]
+        successes = state.successes + 1
+        up = state.up
+        if up is None or (not up and successes >= recover_after):
+            up = True
+        return ProbeState(up=up, failures=0, successes=successes, samples=samples)
+    failures = state.failures + 1
+    up = state.up
+    if failures >= fail_after:
+        up = False
+    return ProbeState(up=up, failures=failures, successes=0, samples=state.samples)
+
+
+def nearest_neighbours(table: RouteTable, site: str, count: int) -> list[str]:
+    """The ``count`` sites nearest to ``site`` by great-circle distance (names break ties)."""
+    me = table.sites.get(site)
+    others = [s for name, s in table.sites.items() if name != site]
+    if me is None:
+        return sorted(s.name for s in others)[:count]
+    others.sort(key=lambda s: (great_circle_km(me.lat, me.lon, s.lat, s.lon), s.name))
+    return [s.name for s in others[:count]]
+
+
+def overlay(table: RouteTable, ready: Mapping[str, Mapping[AppId, int]]) -> RouteTable:
+    """``table`` with the ready counts of some sites replaced by fresher knowledge.
+
+    ``ready`` maps a site to its ready replicas per app, as the site itself last told us (our own
+    driver, or a neighbour's health answer); an app missing there has none ready at that site.
+    """
+    if not ready:
+        return table
+    apps = {
+        app_id: tuple(
+            replace(e, ready=ready[e.site].get(app_id, 0)) if e.site in ready else e
+            for e in endpoints
+        )
+        for app_id, endpoints in table.apps.items()
+    }
+    return RouteTable(version=table.version, sites=table.sites, apps=apps)
+
+
+def floor_by_distance(
+    table: RouteTable, site: str, rtt_ms: Mapping[str, float]
+) -> dict[str, float]:
+    """Measured round trips, but never below what the distance to each site implies.
+
+    A probe times a whole HTTP exchange with the neighbour's agent, so it can make a neighbour
+    look farther than geography says (a slow or congested link), never nearer: on loopback or a
+    LAN every neighbour would otherwise measure the same millisecond and the order would be noise.
+    """
+    me = table.sites.get(site)
+    out = {}
+    for name, measured in rtt_ms.items():
+        other = table.sites.get(name)
+        if me is None or other is None:
+            out[name] = measured
+            continue
+        km = great_circle_km(me.lat, me.lon, other.lat, other.lon)
+        out[name] = max(measured, estimated_rtt_ms(km))
+    return out
+
+
+# -- the zone ------------------------------------------------------------------------------------
+
+
+class EdgeZone:
+    """The fleet zone as one site answers it: from here, nearest healthy first."""
+
+    origin = ZONE
+
+    def __init__(self, site: str, *, address: str, max_answers: int = 2) -> None:
+        self.site = site
+        self._address = address
+        self._max_answers = max_answers
+        self.hub_table = RouteTable(version="")
+        self.table = self.hub_table
+        self._health: dict[str, bool] = {}
+        self._rtt: dict[str, float] = {}
+        self._tenants: frozenset[str] = frozenset()
+        self._version = ""
+        self._generation = 0
+
+    def update(
+        self,
+        *,
+        hub_table: RouteTable | None = None,
+        ready: Mapping[str, Mapping[AppId, int]] | None = None,
+        health: Mapping[str, bool] | None = None,
+        rtt_ms: Mapping[str, float] | None = None,
+    ) -> None:
+        """Take new knowledge; every call makes cached answers stale."""
+        if hub_table is not None:
+            self.hub_table = hub_table
+            self._tenants = frozenset(tenant for tenant, _ in hub_table.apps)
+        self.table = overlay(self.hub_table, ready or {})
+        if health is not None:
+            self._health = dict(health)
+        if rtt_ms is not None:
+            self._rtt = floor_by_distance(self.table, self.site, rtt_ms)
+        self._generation += 1
+        self._version = f"{self.hub_table.version}/{self._generation}"
+
+    def version(self) -> str:
+        """Changes with every update."""
+        return self._version
+
+    def client_key(self, client: Client) -> Hashable:
+        """Every client of an edge DNS is near this site: answers do not depend on who asks."""
+        return None
+
+    def lookup(self, tenant: str, app: str, client: Client) -> Lookup | None:
+        """This site if it serves the app, else its nearest healthy neighbours that do."""
+        answer = choose(
+            self.table,
+            tenant,
+            app,
+            Origin(site=self.site),
+            health=self._health,
+            rtt_ms=self._rtt,
+            limit=self._max_answers,
+        )
+        if answer is None:
+            return None
+        targets = tuple(Target(s.name, s.ip, s.ipv6, s.ingress_port) for s in answer.sites)
+        return Lookup(targets=targets, scope_prefix=0)
+
+    def has_tenant(self, tenant: str) -> bool:
+        """True if some app of the tenant exists."""
+        return tenant in self._tenants
+
+    def site_address(self, site: str) -> Target | None:
+        """Address of a site, for SRV targets."""
+        point = self.table.sites.get(site)
+        if point is None:
+            return None
+        return Target(point.name, point.ip, point.ipv6, point.ingress_port)
+
+    def nameserver(self) -> Target:
+        """This site's DNS."""
+        return Target(self.site, self._address, None, 0)
+
+
+# -- the probes ----------------------------------------------------------------------------------
+
+
+class NeighbourProber:
+    """Probes the nearest sites' agents and keeps a verdict, a round trip and ready counts each."""
+
+    def __init__(
+        self,
+        site: str,
+        *,
+        interval: float = 0.5,
+        timeout: float = 0.5,
+        neighbours: int = 8,
+    ) -> None:
+        self.site = site
+        self.interval = interval
+        self.timeout = timeout
+        self.count = neighbours
+        self.targets: dict[str, str] = {}
+        self.states: dict[str, ProbeState] = {}
+        self.ready: dict[str, dict[AppId, int]] = {}
+
+    def set_table(self, table: RouteTable) -> None:
+        """Probe the nearest sites of this table from now on."""
+        names = nearest_neighbours(table, self.site, self.count)
+        self.targets = {
+            n: f"http://{table.sites[n].ip}:{table.sites[n].ingress_port}/_edgefleet/healthz"
+            for n in names
+        }
+        for gone in set(self.states) - set(names):
+            del self.states[gone]
+            self.ready.pop(gone, None)
+
+    def health(self) -> dict[str, bool]:
+        """Neighbours with a verdict: True up, False down."""
+        return {site: s.up for site, s in self.states.items() if s.up is not None}
+
+    def rtt_ms(self) -> dict[str, float]:
+        """Smoothed round trips to neighbours that answered."""
+        return {site: s.rtt_ms for site, s in self.states.items() if s.rtt_ms is not None}
+
+    def ready_counts(self) -> dict[str, dict[AppId, int]]:
+        """Ready replicas per app at neighbours that are up, as they said."""
+        return {site: r for site, r in self.ready.items() if self.states.get(site, ProbeState()).up}
+
+    async def probe_once(self, client: httpx.AsyncClient) -> bool:
+        """Probe every neighbour once; True if any verdict or ready count changed."""
+        targets = dict(self.targets)
+        results = await asyncio.gather(*(self._probe(client, url) for url in targets.values()))
+        changed = False
+        for (site, _), (ok, rtt, ready) in zip(targets.items(), results, strict=True):
+            before = self.states.get(site, ProbeState())
+            after = next_probe_state(before, ok=ok and ready is not None, rtt_ms=rtt)
+            self.states[site] = after
+            if after.up != before.up:
+                changed = True
+                log.log(
+                    logging.WARNING if after.up is False else logging.INFO,
+                    "neighbour %s is %s",
+                    site,
+                    "up" if after.up else "down",
+                )
+            if ok and ready is not None and self.ready.get(site) != ready:
+                self.ready[site] = ready
+                changed = True
+        return changed
+
+    async def _probe(
+        self, client: httpx.AsyncClient, url: str
+    ) -> tuple[bool, float | None, dict[AppId, int] | None]:
+        started = time.perf_counter()
+        try:
+            reply = await client.get(url, timeout=self.timeout)
+            rtt = (time.perf_counter() - started) * 1000
+            if reply.status_code != 200:
+                return False, None, None
+            body = reply.json()
+            ready = {app_id(key): int(n) for key, n in body.get("ready", {}).items()}
+            return True, rtt, ready
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False, None, None
+
+    async def run(self, on_change: Callable[[], None]) -> None:
+        """Probe every ``interval`` seconds; call ``on_change`` when a verdict moves."""
+        limits = httpx.Limits(max_keepalive_connections=64)
+        async with httpx.AsyncClient(limits=limits) as client:
+            while True:
+                started = time.monotonic()
+                if await self.probe_once(client):
+                    on_change()
+                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))

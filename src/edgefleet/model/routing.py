@@ -1,0 +1,48 @@
+"""The routing table on the wire: what every DNS and ingress of the fleet answers from."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from edgefleet.model.objects import _Base
+
+
+class RouteSite(_Base):
+    """A site's location, addresses and the hub's reachability verdict."""
+
+    name: str
+    region: str
+    zone: str
+    lat: float
+    lon: float
+    ip: str
+    ipv6: str | None = None
+    ingress_port: int = 8080
+    dns_port: int = 5353
+    networks: list[str] = Field(default_factory=list, description="Client networks (CIDR).")
+    reachable: bool = Field(default=True, description="False once heartbeats stopped.")
+
+
+class RouteEndpoint(_Base):
+    """One site serving one app."""
+
+    site: str
+    ready: int = Field(description="Ready replicas of the app at the site.")
+    headroom: float = Field(default=1.0, description="Free share of the site's capacity, 0..1.")
+
+
+class AppRoutes(_Base):
+    """The sites serving one app."""
+
+    tenant: str
+    app: str
+    endpoints: list[RouteEndpoint] = Field(default_factory=list)
+
+
+class RoutingTable(_Base):
+    """Every app's serving sites; replaced whole when anything in it changes."""
+
+    version: str = Field(description="Content hash: equal versions mean equal tables.")
+    zone: str = Field(default="edge.internal.", description="DNS zone apps are named in.")
+    sites: list[RouteSite] = Field(default_factory=list)
+    apps: list[AppRoutes] = Field(default_factory=list)

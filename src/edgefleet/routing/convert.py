@@ -1,0 +1,35 @@
+"""From the wire model of the routing table to the frozen values the pure functions take."""
+
+from __future__ import annotations
+
+from ipaddress import ip_network
+
+from edgefleet.model import RoutingTable
+from edgefleet.routing.table import Endpoint, RouteTable, SitePoint
+
+
+def route_table(wire: RoutingTable) -> RouteTable:
+    """The routing functions' view of a routing table."""
+    sites = {
+        s.name: SitePoint(
+            name=s.name,
+            region=s.region,
+            zone=s.zone,
+            lat=s.lat,
+            lon=s.lon,
+            ip=s.ip,
+            ipv6=s.ipv6,
+            ingress_port=s.ingress_port,
+            dns_port=s.dns_port,
+            networks=tuple(ip_network(n) for n in s.networks),
+            reachable=s.reachable,
+        )
+        for s in wire.sites
+    }
+    apps = {
+        (a.tenant, a.app): tuple(
+            Endpoint(site=e.site, ready=e.ready, headroom=e.headroom) for e in a.endpoints
+        )
+        for a in wire.apps
+    }
+    return RouteTable(version=wire.version, sites=sites, apps=apps)

@@ -1,0 +1,78 @@
+"""The routing table as the pure routing functions see it: plain frozen values.
+
+The hub builds it from sites, placement and reported replicas; agents keep a copy on disk; the
+DNS servers and (later) the ingress ask ``choose`` for answers over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+
+AppId = tuple[str, str]
+"""(tenant, app)."""
+
+
+@dataclass(frozen=True)
+class SitePoint:
+    """A site as routing needs it."""
+
+    name: str
+    """Site name."""
+    region: str
+    """Region."""
+    zone: str
+    """Zone."""
+    lat: float
+    """Latitude, degrees."""
+    lon: float
+    """Longitude, degrees."""
+    ip: str
+    """IPv4 address of the site's ingress and DNS."""
+    ingress_port: int
+    """Ingress HTTP port."""
+    dns_port: int
+    """Edge DNS port."""
+    ipv6: str | None = None
+    """IPv6 address, if any."""
+    networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Client networks this site serves (maps a client address or ECS subnet to the site)."""
+    reachable: bool = True
+    """The hub's verdict: False once the site missed its heartbeats."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One site serving one app."""
+
+    site: str
+    """Site name (a key of ``RouteTable.sites``)."""
+    ready: int
+    """Ready replicas of the app at the site."""
+    headroom: float = 1.0
+    """Free share of the site's capacity for more load, 0 (saturated) to 1 (idle)."""
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Every app's serving sites, and every site's location and addresses."""
+
+    version: str
+    """Changes whenever any answer may change (content hash); caches key on it."""
+    sites: Mapping[str, SitePoint] = field(default_factory=dict)
+    """All sites by name."""
+    apps: Mapping[AppId, tuple[Endpoint, ...]] = field(default_factory=dict)
+    """Sites serving each app. An app present with no endpoint exists but has no server."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a question comes from: a site (edge DNS, or a located client), or a bare point."""
+
+    site: str | None = None
+    """The asking site, or the site whose networks contain the client."""
+    lat: float | None = None
+    """Latitude of the asker, if known without a site."""
+    lon: float | None = None
+    """Longitude of the asker, if known without a site."""
