@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Everything they need is installed here.
-.PHONY: demo demo-check test check unit integration venv postgres clean
+.PHONY: demo demo-check test test-deps check unit integration venv postgres clean
 
 VENV := .venv/bin
 export EDGEFLEET_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:55432/edgefleet_test
@@ -22,7 +22,10 @@ check: venv
 	$(VENV)/mypy
 	$(VENV)/lint-imports
 
-test: venv postgres check
+test-deps:
+	@tools/test-deps.sh
+
+test: venv postgres test-deps check
 	$(VENV)/pytest -q $(PYTEST_ARGS)
 
 unit: venv

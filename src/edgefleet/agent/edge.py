@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import dns.name
 import httpx
 
-from edgefleet.dns.zone import Client, Lookup, Target
+from edgefleet.dns.zone import Client, Lookup, Target, target_for
 from edgefleet.routing.answer import choose
 from edgefleet.routing.geo import estimated_rtt_ms, great_circle_km
 from edgefleet.routing.table import AppId, Origin, RouteTable
@@ -214,7 +214,7 @@ class EdgeZone:
 
     def nameserver(self) -> Target:
         """This site's DNS."""
-        return Target(self.site, self._address, None, 0)
+        return target_for(self.site, self._address)
 
 
 # -- the probes ----------------------------------------------------------------------------------

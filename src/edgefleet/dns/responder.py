@@ -21,6 +21,28 @@ Negative answers (RFC 2308): NXDOMAIN for a name that does not exist, NODATA (NO
 empty answer) for a missing type, both with the zone's SOA in the authority section, its TTL
 being ``negative_ttl`` (also the SOA MINIMUM).
 
+Everything else, in the order checked:
+
+* shorter than a header (12 octets), or QR set (a response): dropped, no answer;
+* opcode other than QUERY: NOTIMP, the question echoed;
+* unparseable message, question count other than 1, two OPT records, a malformed ECS option:
+  FORMERR with the ID, and the question when it parses (RFC 1035 4.1.1, RFC 6891 6.1.1); a
+  TSIG-signed query: NOTAUTH (RFC 8945 5.2; we hold no keys);
+* EDNS version above 0: BADVERS with our OPT, version 0 (RFC 6891 6.1.3);
+* class other than IN, AXFR or IXFR (the zone is computed, not transferred), a name outside
+  the zone: REFUSED without AA.
+
+The question is echoed as asked and answers are owned by that name, so 0x20 case survives;
+names are matched case-blind (RFC 4343). RRsets keep the zone's order (best target first): not
+shuffled. With EDNS the answer carries our OPT (payload ``EDNS_PAYLOAD``, DO copied); UDP
+answers are cut to the client's payload size at RRset boundaries with TC set (RFC 2181 9).
+
+ECS (RFC 7871): a query's option is checked on the raw bytes (FAMILY 1 or 2, prefix lengths
+within the address width, exactly the needed ADDRESS octets, zero bits beyond SOURCE
+PREFIX-LENGTH, one option per query), else FORMERR (section 6: "MUST" for an unknown family,
+"SHOULD" for the others, which we follow). The answer echoes FAMILY, SOURCE PREFIX-LENGTH and
+ADDRESS with SCOPE PREFIX-LENGTH from ``Lookup.scope_prefix`` for app names, 0 elsewhere.
+
 The fast path. An answer is a function of the zone's version, of ``zone.client_key(client)``
 and of the query's bytes after the 2-byte ID (the ECS option, the payload size and the 0x20
 case of the name are all in those bytes), and of the transport (UDP answers may be truncated).

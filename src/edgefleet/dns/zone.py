@@ -50,6 +50,17 @@ class Target:
             raise ValueError(f"target {self.site}: port must be 0 to 65535, not {self.port}")
 
 
+def target_for(site: str, address: str, port: int = 0) -> Target:
+    """A target at one address, IPv4 or IPv6; a host name gives a target with no address."""
+    parsed = _address(address)
+    return Target(
+        site,
+        str(parsed) if isinstance(parsed, IPv4Address) else None,
+        str(parsed) if isinstance(parsed, IPv6Address) else None,
+        port,
+    )
+
+
 def _address(text: str) -> IPv4Address | IPv6Address | None:
     try:
         return ip_address(text)
@@ -129,6 +140,10 @@ class StaticZone:
     ``networks`` (by its ECS subnet, else its source address) gets that network's site first,
     with the network's prefix length as the ECS scope. Without ``networks`` every client gets
     the same answers, like an edge DNS. Every mutation changes ``version()``.
+
+    ``apps`` maps (tenant, app) to its targets, best first; ``sites`` are the hosts of
+    ``<site>.sites.<origin>``; ``tenants`` declares tenants without apps; ``max_targets`` is how
+    many targets a lookup returns at most.
     """
 
     def __init__(

@@ -17,7 +17,7 @@ import dns.name
 
 from edgefleet.dns.responder import Responder
 from edgefleet.dns.server import DnsServer
-from edgefleet.dns.zone import Client, Lookup, Target
+from edgefleet.dns.zone import Client, Lookup, Target, target_for
 from edgefleet.routing.answer import choose, locate
 from edgefleet.routing.convert import route_table
 from edgefleet.routing.table import RouteTable
@@ -92,7 +92,7 @@ class CentralZone:
 
     def nameserver(self) -> Target:
         """This server."""
-        return Target("hub", self._address, None, 0)
+        return target_for("hub", self._address)
 
 
 async def start_central_dns(hub: Hub) -> DnsServer:

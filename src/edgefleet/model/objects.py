@@ -162,9 +162,15 @@ class SiteCapacity(_Base):
     max_replicas: int = Field(default=100, ge=0, description="Most replicas, of all apps, at once.")
 
 
-def _check_ip(value: str | None) -> str | None:
-    if value is not None:
-        ip_address(value)
+def _check_ipv4(value: str) -> str:
+    if ip_address(value).version != 4:
+        raise ValueError(f"{value!r} is not an IPv4 address: put IPv6 addresses in ipv6")
+    return value
+
+
+def _check_ipv6(value: str | None) -> str | None:
+    if value is not None and ip_address(value).version != 6:
+        raise ValueError(f"{value!r} is not an IPv6 address: put IPv4 addresses in ip")
     return value
 
 
@@ -180,10 +186,10 @@ def _check_network(value: str) -> str:
 class SiteAddresses(_Base):
     """Where the site's services listen."""
 
-    ip: Annotated[str, AfterValidator(_check_ip)] = Field(
+    ip: Annotated[str, AfterValidator(_check_ipv4)] = Field(
         description="IPv4 address of the site's ingress and DNS (the demo uses 127.0.1.k)."
     )
-    ipv6: Annotated[str | None, AfterValidator(_check_ip)] = Field(
+    ipv6: Annotated[str | None, AfterValidator(_check_ipv6)] = Field(
         default=None, description="IPv6 address, if the site has one."
     )
     ingress_port: int = Field(default=8080, ge=1, le=65535, description="Ingress HTTP port.")

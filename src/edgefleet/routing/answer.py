@@ -134,7 +134,7 @@ def choose(
             reason is not None,
             tier,
             rtt is None,
-            headroom if rtt is None else rtt,
+            -headroom if rtt is None else rtt,
             endpoint.site,
             # Only duplicate endpoints of one site get this far; they too must sort the same
             # whatever their order in the table.

@@ -1,9 +1,9 @@
 """Distances on the Earth, and the round trip a client can expect over them.
 
 Fleet DNS orders sites by measured round trips where an edge DNS has probed them, and falls back
-to these estimates from the sites' coordinates everywhere else. Only the order of the estimates
-matters to ``choose`` within one answer, but ``edgefleet dns query`` shows them, so they should
-look like milliseconds a person would believe.
+to these estimates from the sites' coordinates everywhere else. ``choose`` compares the two
+kinds in one order, and ``edgefleet dns query`` shows them side by side, so the estimates must be
+in the same unit as the measurements and roughly as large: milliseconds of round trip.
 """
 
 from __future__ import annotations

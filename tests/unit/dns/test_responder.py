@@ -73,7 +73,7 @@ def query(
     payload: int = 1232,
     options: list[dns.edns.Option] | None = None,
     rdclass: str = "IN",
-    ednsflags: int = 0,
+    want_dnssec: bool = False,
 ) -> dns.message.QueryMessage:
     q = dns.message.make_query(
         name,
@@ -82,7 +82,7 @@ def query(
         use_edns=edns if edns is not None else False,
         payload=payload,
         options=options,
-        ednsflags=ednsflags,
+        want_dnssec=want_dnssec,
     )
     return q
 
@@ -395,7 +395,7 @@ def test_edns_in_edns_out(responder: Responder) -> None:
 
 
 def test_do_bit_is_copied(responder: Responder) -> None:
-    r = ask(responder, "hello.demo.edge.internal", ednsflags=dns.flags.DO)
+    r = ask(responder, "hello.demo.edge.internal", want_dnssec=True)
     assert r.ednsflags & dns.flags.DO
     assert not ask(responder, "hello.demo.edge.internal").ednsflags & dns.flags.DO
 
