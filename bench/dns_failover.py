@@ -2,7 +2,7 @@
 
 Runs the demo fleet (six sites, the sample app, the demo's timings) on its own loopback addresses,
 then, for each of two failures, polls every edge DNS and the central DNS every 20 ms and prints
-when each one last answered the failed site:
+when each one stopped answering the failed site (for at least a second):
 
 - replicas not ready: the site's replica is paused (SIGSTOP), its agent lives;
 - site killed: the site's agent and replicas are killed (SIGKILL).
@@ -16,6 +16,7 @@ PowerDNS LUA `ifurlup` checks every 5 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -27,21 +28,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgefleet.cli.demo import ask_dns, sample_manifests  # noqa: E402
-from edgefleet.localfleet import LocalFleet, wait_for  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from edgefleet.cli.demo import ask_dns, sample_manifests
+from edgefleet.localfleet import LocalFleet, wait_for
+from tests.conftest import free_port
 
 FQDN = "hello.demo.edge.internal"
 
 
-def watch(servers: dict[str, tuple[str, int]], gone_ip: str, stop: threading.Event,
-          started: float, last_seen: dict[str, float]) -> list[threading.Thread]:
-    """One thread per DNS server recording when it last answered ``gone_ip``."""
+def watch(
+    servers: dict[str, tuple[str, int]],
+    gone_ip: str,
+    stop: threading.Event,
+    started: float,
+    timeline: dict[str, list[tuple[float, bool]]],
+) -> list[threading.Thread]:
+    """One thread per DNS server recording, every 20 ms, whether it answers ``gone_ip``."""
 
     def loop(name: str, server: tuple[str, int]) -> None:
         while not stop.is_set():
-            if gone_ip in ask_dns(*server, FQDN):
-                last_seen[name] = time.monotonic() - started
+            present = gone_ip in ask_dns(*server, FQDN)
+            timeline[name].append((time.monotonic() - started, present))
             time.sleep(0.02)
 
     threads = [threading.Thread(target=loop, args=item, daemon=True) for item in servers.items()]
@@ -50,19 +56,43 @@ def watch(servers: dict[str, tuple[str, int]], gone_ip: str, stop: threading.Eve
     return threads
 
 
-def measure(servers: dict[str, tuple[str, int]], gone_ip: str, fail: object,
-            settle: float = 6.0) -> dict[str, float]:
-    """Inject ``fail`` (a callable) and return seconds until each server last answered gone_ip."""
+def dropped_at(samples: list[tuple[float, bool]], hold: float = 1.0) -> float | None:
+    """When the server stopped answering the site for at least ``hold`` seconds in a row."""
+    for i, (t, present) in enumerate(samples):
+        if present:
+            continue
+        window = [p for u, p in samples[i:] if u <= t + hold]
+        if not any(window) and samples[-1][0] >= t + hold:
+            return t
+    return None
+
+
+def measure(
+    servers: dict[str, tuple[str, int]], gone_ip: str, fail: object, settle: float = 6.0
+) -> dict[str, float]:
+    """Inject ``fail`` (a callable); seconds until each server dropped ``gone_ip`` (inf: never)."""
     stop = threading.Event()
-    last_seen: dict[str, float] = dict.fromkeys(servers, 0.0)
+    timeline: dict[str, list[tuple[float, bool]]] = {name: [] for name in servers}
     started = time.monotonic()
-    threads = watch(servers, gone_ip, stop, started, last_seen)
+    threads = watch(servers, gone_ip, stop, started, timeline)
     fail()  # type: ignore[operator]
     time.sleep(settle)
     stop.set()
     for thread in threads:
         thread.join()
-    return last_seen
+    return {
+        name: (at if (at := dropped_at(samples)) is not None else float("inf"))
+        for name, samples in timeline.items()
+    }
+
+
+def back_in_every_answer(servers: dict[str, tuple[str, int]], ip: str) -> None:
+    """Wait until every server answers ``ip`` again."""
+    wait_for(
+        lambda: all(ip in ask_dns(*server, FQDN) for server in servers.values()),
+        timeout=60,
+        what="the site back in every answer",
+    )
 
 
 def main() -> int:
@@ -81,31 +111,39 @@ def main() -> int:
                 client.apply(site)
             fleet.start_agents(sites)
             client.apply(hello)
-            servers = {s.metadata.name: (s.spec.addresses.ip, s.spec.addresses.dns_port)
-                       for s in sites}
+            servers = {
+                s.metadata.name: (s.spec.addresses.ip, s.spec.addresses.dns_port) for s in sites
+            }
             servers["central"] = (fleet.hub_host, fleet.dns_port)
             results: dict[str, list[float]] = {"replicas not ready": [], "site killed": []}
             for round_ in range(args.rounds):
                 app = wait_for(
-                    lambda: (a := client.get_app("demo", "hello")).status.ready_replicas == 4
-                    and all(s.ready == s.desired for s in a.status.sites) and a,
-                    timeout=60, what="hello ready",
+                    lambda: (
+                        (a := client.get_app("demo", "hello")).status.ready_replicas == 4
+                        and all(s.ready == s.desired for s in a.status.sites)
+                        and a
+                    ),
+                    timeout=60,
+                    what="hello ready",
                 )
                 victim = sorted(s.site for s in app.status.sites if s.desired)[round_ % 4]
                 ip = fleet.sites[victim].spec.addresses.ip
                 [replica] = client.site_replicas(victim)["demo/hello"]
                 assert replica.pid is not None
                 # Only servers that answer the victim now can show how fast they stop.
-                others = {n: s for n, s in servers.items()
-                          if n != victim and ip in ask_dns(*s, FQDN)}
+                others = {
+                    n: s for n, s in servers.items() if n != victim and ip in ask_dns(*s, FQDN)
+                }
                 paused = measure(others, ip, lambda pid=replica.pid: os.kill(pid, signal.SIGSTOP))
-                os.kill(replica.pid, signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):  # liveness may have replaced it
+                    os.kill(replica.pid, signal.SIGCONT)
                 results["replicas not ready"].append(max(paused.values()))
-                print(f"round {round_ + 1}: {victim} replica paused: slowest DNS "
-                      f"{max(paused.values()):.2f}s "
-                      f"({', '.join(f'{n} {t:.2f}' for n, t in sorted(paused.items()))})")
-                wait_for(lambda: all(ip in ask_dns(*s, FQDN) for s in others.values()),
-                         timeout=60, what="victim back in every answer")
+                print(
+                    f"round {round_ + 1}: {victim} replica paused: slowest DNS "
+                    f"{max(paused.values()):.2f}s "
+                    f"({', '.join(f'{n} {t:.2f}' for n, t in sorted(paused.items()))})"
+                )
+                back_in_every_answer(others, ip)
 
                 def kill(name: str = victim) -> None:
                     fleet.stop_agent(name, signal.SIGKILL)
@@ -113,9 +151,11 @@ def main() -> int:
 
                 killed = measure(others, ip, kill)
                 results["site killed"].append(max(killed.values()))
-                print(f"round {round_ + 1}: {victim} killed: slowest DNS "
-                      f"{max(killed.values()):.2f}s "
-                      f"({', '.join(f'{n} {t:.2f}' for n, t in sorted(killed.items()))})")
+                print(
+                    f"round {round_ + 1}: {victim} killed: slowest DNS "
+                    f"{max(killed.values()):.2f}s "
+                    f"({', '.join(f'{n} {t:.2f}' for n, t in sorted(killed.items()))})"
+                )
                 fleet.start_agent(fleet.sites[victim])
             print()
             print(f"{'failure':<20} {'median s':>9} {'max s':>7}   aim")

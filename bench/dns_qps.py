@@ -8,7 +8,8 @@ apps, with several clients and no rate limit.
 - ours: ``Responder`` (fast-path cache) served by ``DnsServer`` in a separate process;
 - Knot DNS with one UDP, one TCP and one background worker, config and storage in a temp dir.
 
-    .venv/bin/python bench/dns_qps.py [--seconds 10] [--apps 1000] [--readers batched,protocol]
+    .venv/bin/python bench/dns_qps.py [--seconds 10] [--apps 1000]
+        [--readers thread,batched,protocol]
 
 Prints a table (qps, average and p99 latency, max) and the ratio ours/knot. qps, average and
 max come from the plain run at full speed. p99 comes from a second dnsperf run, verbose (``-v``
@@ -112,7 +113,9 @@ def serve(apps: int, sites: int, reader: str, profile: str | None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        async with DnsServer(responder, HOST, 0, batch_udp=reader == "batched") as server:
+        async with DnsServer(
+            responder, HOST, 0, batch_udp=reader == "batched", udp_thread=reader == "thread"
+        ) as server:
             print(f"ready {server.port}", flush=True)
             await stop.wait()
 
@@ -398,8 +401,8 @@ def print_profile(path: str) -> None:
 def run(args: argparse.Namespace) -> int:
     ensure_tools()
     readers = [r for r in args.readers.split(",") if r]
-    if not set(readers) <= {"batched", "protocol"}:
-        raise SetupError("--readers takes batched and/or protocol")
+    if not set(readers) <= {"thread", "batched", "protocol"}:
+        raise SetupError("--readers takes thread, batched and/or protocol")
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="edgefleet-dns-qps-") as name:
         tmp = Path(name)
@@ -435,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--p99-rate", type=int, default=20_000, help="queries/s of the verbose p99 run"
     )
-    parser.add_argument("--readers", default="batched", help="our UDP readers: batched,protocol")
+    parser.add_argument(
+        "--readers", default="thread", help="our UDP readers: thread,batched,protocol"
+    )
     parser.add_argument("--skip-knot", action="store_true", help="measure ours only")
     parser.add_argument("--profile", action="store_true", help="cProfile our server, print top")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow

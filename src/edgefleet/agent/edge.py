@@ -144,6 +144,8 @@ class EdgeZone:
     """The fleet zone as one site answers it: from here, nearest healthy first."""
 
     origin = ZONE
+    client_independent = True
+    """Answers do not depend on who asks: the DNS server may answer repeats from a flat table."""
 
     def __init__(self, site: str, *, address: str, max_answers: int = 2) -> None:
         self.site = site

@@ -493,10 +493,25 @@ class Responder:
         # query bytes after the ID -> (ECS data or None, ECS subnet or None, {client key: body})
         self._udp: dict[bytes, _Entry] = {}
         self._tcp: dict[bytes, _Entry] = {}
+        # UDP answers that depend on nothing but the query bytes, for the server's hot loop.
+        self._flat: dict[bytes, bytes] = {}
         self._size = 0
         # source address, or (source address, ECS data) -> client key
         self._client_keys: dict[object, Hashable] = {}
         self._last_error_log = -math.inf
+
+    def udp_fast_answers(self) -> dict[bytes, bytes] | None:
+        """Query bytes after the ID -> answer bytes after the ID, valid for the zone as it is now.
+
+        Only for zones whose answers do not depend on who asks (``client_independent``, as an
+        edge DNS): then the UDP loop can answer a repeated question with one dict lookup, with
+        no call into the responder at all. The server asks again for every batch of datagrams,
+        so a new zone version is never served from an old table. None for other zones.
+        """
+        version = self._zone.version()
+        if version != self._version:
+            self._new_version(version)
+        return self._flat if getattr(self._zone, "client_independent", False) else None
 
     @property
     def cached_answers(self) -> int:
@@ -533,6 +548,7 @@ class Responder:
         self._version = version
         self._udp = {}
         self._tcp = {}
+        self._flat = {}
         self._client_keys = {}
         self._size = 0
 
@@ -661,7 +677,10 @@ class Responder:
         if self._size >= self._cache_size:
             self._udp = {}
             self._tcp = {}
+            self._flat = {}
             self._size = 0
+        if not tcp and ecs is None and getattr(self._zone, "client_independent", False):
+            self._flat[query] = body
         cache = self._tcp if tcp else self._udp
         entry = cache.get(query)
         if entry is None:

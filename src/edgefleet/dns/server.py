@@ -35,6 +35,7 @@ import errno
 import logging
 import socket
 import struct
+import threading
 from types import TracebackType
 from typing import Protocol, cast
 
@@ -103,6 +104,7 @@ class _UdpReader:
     ) -> None:
         self._sock = sock
         self._handle = handler.handle
+        self._fast = getattr(handler, "udp_fast_answers", None)
         self._loop = loop
         self.dropped = 0
         """Answers not sent because the socket's send buffer was full."""
@@ -118,6 +120,7 @@ class _UdpReader:
         receive = self._sock.recvfrom
         send = self._sock.sendto
         handle = self._handle
+        fast = self._fast() if self._fast is not None else None
         for _ in range(UDP_BATCH):
             try:
                 data, addr = receive(_MAX_DATAGRAM)
@@ -126,6 +129,16 @@ class _UdpReader:
             except OSError as exc:  # an ICMP error queued on the socket: one client's problem
                 _log.debug("DNS UDP receive error: %s", exc)
                 continue
+            if fast is not None:
+                body = fast.get(data[2:])
+                if body is not None:
+                    try:
+                        send(data[:2] + body, addr)
+                    except (BlockingIOError, InterruptedError):
+                        self.dropped += 1
+                    except OSError as exc:
+                        _log.debug("DNS UDP send to %s failed: %s", addr[0], exc)
+                    continue
             try:
                 answer = handle(data, addr[0], tcp=False)
             except Exception:  # the handler must not raise; if it does, drop this query only
@@ -138,6 +151,91 @@ class _UdpReader:
             except (BlockingIOError, InterruptedError):
                 self.dropped += 1
             except OSError as exc:
+                _log.debug("DNS UDP send to %s failed: %s", addr[0], exc)
+
+
+class _LockedHandler:
+    """One handler shared by the UDP thread and the event loop's TCP connections."""
+
+    def __init__(self, handler: WireHandler) -> None:
+        self._handler = handler
+        self._lock = threading.Lock()
+        fast = getattr(handler, "udp_fast_answers", None)
+        if fast is not None:
+            self.udp_fast_answers = fast
+
+    def handle(self, wire: bytes, source: str, *, tcp: bool) -> bytes | None:
+        with self._lock:
+            return self._handler.handle(wire, source, tcp=tcp)
+
+
+class _UdpThread:
+    """Answers UDP in a thread of its own, on a blocking socket.
+
+    A blocking ``recvfrom``/``sendto`` loop costs the fewest Python steps per datagram (no
+    event-loop wake-ups, no EAGAIN at the end of every batch) and releases the GIL while it
+    waits, so the event loop keeps running the agent's or hub's other work. Repeated questions
+    to a zone whose answers do not depend on the client are answered from the responder's flat
+    table without taking the handler's lock.
+    """
+
+    def __init__(self, sock: socket.socket, handler: _LockedHandler) -> None:
+        self._sock = sock
+        self._handler = handler
+        self._stopping = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="dns-udp", daemon=True)
+
+    def start(self) -> None:
+        # Fully blocking: with a timeout, every receive would cost a poll() first.
+        self._sock.setblocking(True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping = True
+        # Wake the blocked receive with a datagram of our own; it carries no DNS header.
+        family = self._sock.family
+        with socket.socket(family, socket.SOCK_DGRAM) as waker:
+            for _ in range(3):
+                with contextlib.suppress(OSError):
+                    waker.sendto(b"", self._sock.getsockname())
+                self._thread.join(timeout=1.0)
+                if not self._thread.is_alive():
+                    break
+        self._sock.close()
+
+    def _run(self) -> None:
+        receive = self._sock.recvfrom
+        send = self._sock.sendto
+        handle = self._handler.handle
+        fast_answers = getattr(self._handler, "udp_fast_answers", None)
+        while not self._stopping:
+            try:
+                data, addr = receive(_MAX_DATAGRAM)
+            except OSError as exc:  # an ICMP error queued on the socket: one client's problem
+                _log.debug("DNS UDP receive error: %s", exc)
+                continue
+            if self._stopping:
+                break
+            answer = None
+            if fast_answers is not None:
+                table = fast_answers()
+                if table is not None:
+                    body = table.get(data[2:])
+                    if body is not None:
+                        answer = data[:2] + body
+            if answer is None:
+                try:
+                    answer = handle(data, addr[0], tcp=False)
+                except Exception:  # the handler must not raise; if it does, drop this query
+                    _log.exception("DNS handler raised on a UDP query from %s", addr[0])
+                    continue
+                if answer is None:
+                    continue
+            try:
+                send(answer, addr)
+            except OSError as exc:
+                self.dropped += 1
                 _log.debug("DNS UDP send to %s failed: %s", addr[0], exc)
 
 
@@ -157,8 +255,11 @@ class DnsServer:
         tcp_idle_timeout: float = 10.0,
         max_tcp_connections: int = 512,
         batch_udp: bool = True,
+        udp_thread: bool = True,
     ) -> None:
-        self._handler = handler
+        self._handler: WireHandler = _LockedHandler(handler) if udp_thread else handler
+        self._udp_thread_wanted = udp_thread
+        self._udp_thread: _UdpThread | None = None
         self._host = host
         self._requested_port = port
         self._port: int | None = None
@@ -190,6 +291,8 @@ class DnsServer:
     @property
     def udp_dropped(self) -> int:
         """UDP answers dropped because the send buffer was full (batched reader only)."""
+        if self._udp_thread is not None:
+            return self._udp_thread.dropped
         return self._udp_reader.dropped if self._udp_reader is not None else 0
 
     async def start(self) -> None:
@@ -235,6 +338,10 @@ class DnsServer:
 
     async def _serve_udp(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        if isinstance(self._handler, _LockedHandler):
+            self._udp_thread = _UdpThread(sock, self._handler)
+            self._udp_thread.start()
+            return
         if self._batch_udp:
             reader = _UdpReader(sock, self._handler, loop)
             try:
@@ -277,6 +384,9 @@ class DnsServer:
 
     async def stop(self) -> None:
         """Stop answering: close both sockets and every open TCP connection."""
+        if self._udp_thread is not None:
+            await asyncio.to_thread(self._udp_thread.close)
+            self._udp_thread = None
         if self._udp_reader is not None:
             self._udp_reader.close()
             self._udp_reader = None

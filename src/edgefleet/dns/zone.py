@@ -173,6 +173,8 @@ class StaticZone:
         self._app_tenants = {tenant for tenant, _ in self._apps}
         self._generation = 0
         self._version = "0"
+        self.client_independent = not self._networks
+        """Without networks every client gets the same answers (see ``Responder``)."""
 
     def _changed(self) -> None:
         self._app_tenants = {tenant for tenant, _ in self._apps}

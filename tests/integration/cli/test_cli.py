@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.factories import make_site
 
 from edgefleet.localfleet import LocalFleet, wait_for
+from tests.factories import make_site
 
 pytestmark = pytest.mark.slow
 

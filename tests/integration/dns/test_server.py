@@ -20,9 +20,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 import pytest
-from tests.conftest import free_port
 
 from edgefleet.dns import DnsServer, Responder, StaticZone, Target
+from tests.conftest import free_port
 
 HOST = "127.0.0.1"
 PARIS = Target("paris", "10.0.0.1", "fd00::1", 8080)

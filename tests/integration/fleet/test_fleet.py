@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.factories import make_app, make_site
 
 from edgefleet.client import Client
 from edgefleet.localfleet import LocalFleet, wait_for
 from edgefleet.model import Site
+from tests.factories import make_app, make_site
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.factories import make_app, make_site
 
 from edgefleet.client import HubError
 from edgefleet.localfleet import LocalFleet, wait_for
+from tests.factories import make_app, make_site
 
 
 def test_documented_endpoints(sqlite_fleet: LocalFleet) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import free_port
-from tests.factories import make_app, make_site
 
 from edgefleet.localfleet import LocalFleet, wait_for
+from tests.conftest import free_port
+from tests.factories import make_app, make_site
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ import threading
 from datetime import timedelta
 
 import pytest
-from tests.factories import make_app, make_site
 
 from edgefleet.hub.store import Conflict, NotFound, Outcome, Store, utcnow
 from edgefleet.model import AppReport, Event, ReplicaState, StatusReport
+from tests.factories import make_app, make_site
 
 
 def test_migrate_is_idempotent(store: Store) -> None:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tests.factories import make_app, make_site
 
 from edgefleet.model import App, PlacementPolicy, Site, parse_cpu, parse_memory
+from tests.factories import make_app, make_site
 
 
 def test_site_round_trips_in_camel_case() -> None:
