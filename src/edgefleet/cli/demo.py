@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import signal
 import time
 from importlib import resources
@@ -24,7 +25,7 @@ from edgefleet.localfleet import LocalFleet, wait_for
 from edgefleet.model import App, Site
 from edgefleet.model.manifests import load_text
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def sample_manifests() -> tuple[list[Site], App]:

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import dns.edns
@@ -200,4 +201,45 @@ def test_a_failing_site_drops_out_of_every_dns(dns_fleet: LocalFleet) -> None:
         lambda: all(ask(*s, subnet="10.1.0.0/24") == [boston] for s in servers.values()),
         timeout=30,
         what="london dropped after it died",
+    )
+
+
+def test_dns_query_explains_the_answer(dns_fleet: LocalFleet) -> None:
+    fleet = dns_fleet
+    with fleet.client() as client:
+        client.apply(
+            make_app(placement={"replicas": 2, "selector": {"sites": ["london", "boston"]}})
+        )
+    london, boston = ip_of(fleet, "london"), ip_of(fleet, "boston")
+    wait_for(lambda: ask(*edge(fleet, "paris")) == [london, boston], timeout=30, what="answer")
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "edgefleet", "dns", "query", FQDN, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "EDGEFLEET_HUB": fleet.hub_url, "COLUMNS": "200"},
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    at_paris = cli("--site", "paris")
+    assert f"asked from site paris: london {london}, boston {boston}" in at_paris
+    assert f"answers: {london}, {boston}" in at_paris, "the real edge DNS agrees"
+    by_client = cli("--client-ip", "10.3.9.9")
+    assert "located at boston/16" in by_client
+    assert f": boston {boston}, london {london}" in by_client
+    # A site that stops serving is listed with the reason it is skipped.
+    fleet.stop_agent("boston", signal.SIGKILL)
+    fleet.stop_replicas("boston")
+    wait_for(
+        lambda: (
+            "no ready replica" in cli("--site", "paris")
+            or "down" in cli("--site", "paris")
+            or "unreachable" in cli("--site", "paris")
+        ),
+        timeout=30,
+        what="boston skipped with a reason",
     )
