@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import signal
+import sys
 import time
 from importlib import resources
 from pathlib import Path
