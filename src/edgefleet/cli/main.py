@@ -227,7 +227,10 @@ def hub(
     dns_listen: Annotated[
         str, typer.Option(help="HOST:PORT of the central DNS (UDP and TCP); 'off' for none.")
     ] = "127.0.0.1:5353",
-    dns_ttl: Annotated[int, typer.Option(help="TTL of DNS answers, seconds.")] = 5,
+    dns_ttl: Annotated[int, typer.Option(help="TTL of DNS answers, seconds.", min=0)] = 5,
+    dns_answers: Annotated[
+        int, typer.Option(help="Most addresses in one DNS answer, nearest first.", min=1)
+    ] = 2,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
     """Run the hub: API, store, placement, site health and the central DNS."""
@@ -250,6 +253,7 @@ def hub(
         dns_host=dns_host,
         dns_port=dns_port,
         dns_ttl=dns_ttl,
+        dns_answers=dns_answers,
     )
     serve(config, log_level=log_level)
 
@@ -273,6 +277,10 @@ def agent(
     dns_port: Annotated[
         int, typer.Option(help="Edge DNS port on the site address; -1 for none.")
     ] = 5353,
+    dns_ttl: Annotated[int, typer.Option(help="TTL of DNS answers, seconds.", min=0)] = 5,
+    dns_answers: Annotated[
+        int, typer.Option(help="Most addresses in one DNS answer, nearest first.", min=1)
+    ] = 2,
     probe_interval: Annotated[
         float, typer.Option(help="Seconds between probes of each neighbour.")
     ] = 0.5,
@@ -294,6 +302,8 @@ def agent(
         heartbeat_interval=heartbeat_interval,
         stop_replicas_on_exit=stop_replicas_on_exit,
         dns_port=dns_port,
+        dns_ttl=dns_ttl,
+        dns_answers=dns_answers,
         probe_interval=probe_interval,
     )
     try:
