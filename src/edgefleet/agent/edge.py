@@ -13,17 +13,14 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 
-import dns.name
 import httpx
 
-from edgefleet.dns.zone import Client, Lookup, Target, target_for
-from edgefleet.routing.answer import choose
+from edgefleet.dns.routed import RoutedZone
+from edgefleet.dns.zone import Client, Lookup
 from edgefleet.routing.geo import estimated_rtt_ms, great_circle_km
 from edgefleet.routing.table import AppId, Origin, RouteTable
 
 log = logging.getLogger(__name__)
-
-ZONE = dns.name.from_text("edge.internal.")
 
 
 def app_id(key: str) -> AppId:
@@ -140,22 +137,18 @@ def floor_by_distance(
 # -- the zone ------------------------------------------------------------------------------------
 
 
-class EdgeZone:
+class EdgeZone(RoutedZone):
     """The fleet zone as one site answers it: from here, nearest healthy first."""
 
-    origin = ZONE
     client_independent = True
     """Answers do not depend on who asks: the DNS server may answer repeats from a flat table."""
 
     def __init__(self, site: str, *, address: str, max_answers: int = 2) -> None:
+        super().__init__(name=site, address=address, max_answers=max_answers)
         self.site = site
-        self._address = address
-        self._max_answers = max_answers
-        self.hub_table = RouteTable(version="")
-        self.table = self.hub_table
+        self.hub_table = self.table
         self._health: dict[str, bool] = {}
         self._rtt: dict[str, float] = {}
-        self._tenants: frozenset[str] = frozenset()
         self._version = ""
         self._generation = 0
 
@@ -170,8 +163,7 @@ class EdgeZone:
         """Take new knowledge; every call makes cached answers stale."""
         if hub_table is not None:
             self.hub_table = hub_table
-            self._tenants = frozenset(tenant for tenant, _ in hub_table.apps)
-        self.table = overlay(self.hub_table, ready or {})
+        self._take(overlay(self.hub_table, ready or {}))
         if health is not None:
             self._health = dict(health)
         if rtt_ms is not None:
@@ -189,34 +181,14 @@ class EdgeZone:
 
     def lookup(self, tenant: str, app: str, client: Client) -> Lookup | None:
         """This site if it serves the app, else its nearest healthy neighbours that do."""
-        answer = choose(
-            self.table,
+        return self._lookup(
             tenant,
             app,
             Origin(site=self.site),
+            scope_prefix=0,
             health=self._health,
             rtt_ms=self._rtt,
-            limit=self._max_answers,
         )
-        if answer is None:
-            return None
-        targets = tuple(Target(s.name, s.ip, s.ipv6, s.ingress_port) for s in answer.sites)
-        return Lookup(targets=targets, scope_prefix=0)
-
-    def has_tenant(self, tenant: str) -> bool:
-        """True if some app of the tenant exists."""
-        return tenant in self._tenants
-
-    def site_address(self, site: str) -> Target | None:
-        """Address of a site, for SRV targets."""
-        point = self.table.sites.get(site)
-        if point is None:
-            return None
-        return Target(point.name, point.ip, point.ipv6, point.ingress_port)
-
-    def nameserver(self) -> Target:
-        """This site's DNS."""
-        return target_for(self.site, self._address)
 
 
 # -- the probes ----------------------------------------------------------------------------------

@@ -6,15 +6,24 @@ All DNS lives in the handler (``Responder``); this module only moves bytes. UDP 
 order, connections closed when idle for ``tcp_idle_timeout`` seconds, on a framing error, or
 at ``stop()``.
 
-UDP has two readers. asyncio's datagram transport reads one datagram per event-loop iteration,
-so every query pays an ``epoll_wait`` besides its ``recvfrom`` and ``sendto``; measured on a
-2-core VM that made the loop, not the responder, the limit (about 20k queries/s against 86k).
-The default reader therefore registers the socket with ``loop.add_reader`` and drains up to
-``UDP_BATCH`` datagrams per wake-up, calling the handler and ``sendto`` for each. It needs a
-loop with ``add_reader`` (the default selector loop, uvloop); elsewhere, or with
-``batch_udp=False``, the server uses a plain ``asyncio.DatagramProtocol``. When the socket's
-send buffer is full the batched reader drops that answer (the client retries, as for any lost
-datagram) instead of queueing without bound.
+UDP has four readers. By default (``udp_thread=True``) UDP is answered in a thread of its own,
+on a blocking socket, so that the event loop is not in the path at all; repeated questions to
+a zone whose answers do not depend on the client come from the responder's flat table
+(``udp_fast_answers``) without taking the handler's lock. On Linux that thread moves datagrams
+with ``recvmmsg(2)``/``sendmmsg(2)`` (through ctypes, as Knot DNS does): one system call
+receives every datagram queued, up to ``UDP_BATCH``, and one sends all their answers, where a
+``recvfrom``/``sendto`` loop pays two system calls per query, which were most of its cost. With
+``udp_mmsg=False``, or where libc lacks them, the thread uses that plain loop.
+
+With ``udp_thread=False`` UDP is read in the event loop. asyncio's datagram transport reads one
+datagram per event-loop iteration, so every query pays an ``epoll_wait`` besides its
+``recvfrom`` and ``sendto``; measured on a 2-core VM that made the loop, not the responder, the
+limit (about 20k queries/s against 86k). That reader therefore registers the socket with
+``loop.add_reader`` and drains up to ``UDP_BATCH`` datagrams per wake-up, calling the handler
+and ``sendto`` for each. It needs a loop with ``add_reader`` (the default selector loop,
+uvloop); elsewhere, or with ``batch_udp=False``, the server uses a plain
+``asyncio.DatagramProtocol``. When the socket's send buffer is full the batched reader drops
+that answer (the client retries, as for any lost datagram) instead of queueing without bound.
 
 Agents and the hub embed it in their own event loop::
 
@@ -31,15 +40,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import socket
 import struct
+import sys
 import threading
 from types import TracebackType
 from typing import Protocol, cast
 
-__all__ = ["UDP_BATCH", "DnsServer", "WireHandler", "run_dns_server"]
+__all__ = ["UDP_BATCH", "UDP_MMSG_AVAILABLE", "DnsServer", "WireHandler", "run_dns_server"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +71,114 @@ _ACCEPT_STEPS = 5
 
 _RECEIVE_BUFFER = 4 * 1024 * 1024
 """Requested UDP receive buffer (the kernel caps it at net.core.rmem_max): absorbs bursts."""
+
+
+# -- recvmmsg/sendmmsg through ctypes (Linux) ---------------------------------------------------
+
+
+class _Iovec(ctypes.Structure):
+    """``struct iovec`` (<sys/uio.h>)."""
+
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    """``struct msghdr`` (<sys/socket.h>), glibc's layout; ctypes adds the same padding as C.
+
+    musl declares ``msg_iovlen`` and ``msg_controllen`` as int plus padding: on little-endian
+    64-bit machines the size_t written here lands in the int with zero padding, the same bytes.
+    """
+
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),  # socklen_t
+        ("msg_iov", ctypes.POINTER(_Iovec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+class _Mmsghdr(ctypes.Structure):
+    """``struct mmsghdr``: one message of recvmmsg/sendmmsg and its length in bytes."""
+
+    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+
+
+_MSG_WAITFORONE = 0x10000
+"""recvmmsg flag (<linux/socket.h>; Python's socket module lacks it): block for the first
+datagram only, then take whatever else is queued without waiting."""
+
+_SOCKADDR_STORAGE = 128
+"""sizeof(struct sockaddr_storage): room for any source address."""
+
+_SLOT = 65536
+"""Bytes per datagram buffer: any UDP payload (``_MAX_DATAGRAM``) fits, query or answer."""
+
+_IPV4_NAME = 16
+_IPV6_NAME = 28
+"""sizeof(struct sockaddr_in) and sizeof(struct sockaddr_in6): what the kernel writes as the
+source of every datagram on a socket of that family (an IPv6 socket reports IPv4 clients as
+mapped IPv6 addresses, still 28 bytes)."""
+
+_SOURCE_CACHE = 4096
+"""Decoded source addresses kept by the recvmmsg reader before it forgets them all."""
+
+_TRANSIENT_ERRORS = frozenset(
+    {
+        errno.EINTR,
+        errno.EAGAIN,
+        errno.ENOBUFS,
+        errno.ENOMEM,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+        errno.ETIMEDOUT,
+    }
+)
+"""recvmmsg errors that concern one datagram or one moment (a signal, an ICMP error queued on
+the socket, memory pressure): the reader goes on. Any other error falls back to recvfrom."""
+
+
+class _MmsgCalls:
+    """libc's recvmmsg and sendmmsg with their C signatures."""
+
+    def __init__(self, libc: ctypes.CDLL) -> None:
+        self.recvmmsg = libc.recvmmsg
+        self.recvmmsg.argtypes = [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        ]
+        self.recvmmsg.restype = ctypes.c_int
+        self.sendmmsg = libc.sendmmsg
+        self.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+        self.sendmmsg.restype = ctypes.c_int
+
+
+def _load_mmsg() -> _MmsgCalls | None:
+    """recvmmsg and sendmmsg from the C library, or None where there are none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if ctypes.sizeof(ctypes.c_void_p) != ctypes.sizeof(ctypes.c_size_t):
+        return None  # the reader writes iovec fields as size_t: pointers must be that wide
+    try:
+        # The running program's symbols include libc's: no library name to guess.
+        return _MmsgCalls(ctypes.CDLL(None, use_errno=True))
+    except (OSError, AttributeError):  # no dynamic libc, or a libc without them
+        return None
+
+
+_MMSG = _load_mmsg()
+
+UDP_MMSG_AVAILABLE = _MMSG is not None
+"""Whether the UDP thread can use recvmmsg/sendmmsg here (Linux, libc has both)."""
 
 
 class WireHandler(Protocol):
@@ -237,6 +356,199 @@ class _UdpThread:
             except OSError as exc:
                 self.dropped += 1
                 _log.debug("DNS UDP send to %s failed: %s", addr[0], exc)
+
+
+class _UdpMmsgThread(_UdpThread):
+    """The UDP thread with one ``recvmmsg`` and one ``sendmmsg`` per batch (Linux).
+
+    ``recvmmsg(MSG_WAITFORONE)`` blocks for the first datagram, then takes every other one
+    already queued, up to ``UDP_BATCH``; their answers leave in one ``sendmmsg``. Under load
+    that is two system calls per batch instead of two per query; an idle server still answers
+    a lone query at once. Everything the kernel reads or writes is allocated once per server:
+    ``UDP_BATCH`` datagram buffers of ``_SLOT`` bytes (calloc'd, so only the pages touched are
+    resident), a source address buffer per datagram, and the two header arrays.
+
+    Answers are written into the datagram buffers: the answer to the k-th datagram of a batch
+    that gets one goes into buffer k, whose query (the k-th or an earlier one) has already been
+    read, so no bytes object has to stay pinned while the kernel reads it. Send header k points
+    at buffer k and at source address k; both are copied there only when an earlier datagram
+    of the batch got no answer.
+    """
+
+    def __init__(self, sock: socket.socket, handler: _LockedHandler, calls: _MmsgCalls) -> None:
+        super().__init__(sock, handler)
+        self._calls = calls
+        count = UDP_BATCH
+        if sock.family == socket.AF_INET:
+            self._name_size = _IPV4_NAME
+            self._address_at, self._address_end = 4, 8  # sin_addr
+        else:
+            self._name_size = _IPV6_NAME
+            self._address_at, self._address_end = 8, 28  # sin6_addr and sin6_scope_id
+        self._buffers = bytearray(count * _SLOT)  # zeroed lazily by the kernel: not resident
+        self._names = bytearray(count * _SOCKADDR_STORAGE)
+        base = ctypes.addressof((ctypes.c_char * len(self._buffers)).from_buffer(self._buffers))
+        names = ctypes.addressof((ctypes.c_char * len(self._names)).from_buffer(self._names))
+        self._receive_iov = (_Iovec * count)()
+        self._send_iov = (_Iovec * count)()
+        self._receive_msgs = (_Mmsghdr * count)()
+        self._send_msgs = (_Mmsghdr * count)()
+        for k in range(count):
+            for iov, msgs in (
+                (self._receive_iov, self._receive_msgs),
+                (self._send_iov, self._send_msgs),
+            ):
+                iov[k].iov_base = base + k * _SLOT
+                iov[k].iov_len = _SLOT
+                header = msgs[k].msg_hdr
+                header.msg_name = names + k * _SOCKADDR_STORAGE
+                header.msg_iov = ctypes.pointer(iov[k])
+                header.msg_iovlen = 1
+            self._receive_msgs[k].msg_hdr.msg_namelen = _SOCKADDR_STORAGE
+            self._send_msgs[k].msg_hdr.msg_namelen = self._name_size
+        # The loop reads msg_len and writes iov_len through these views: a ctypes field access
+        # builds a Python object per structure, several times the cost of a memoryview item.
+        uint = ctypes.sizeof(ctypes.c_uint)
+        size_t = ctypes.sizeof(ctypes.c_size_t)
+        self._lengths = memoryview(self._receive_msgs).cast("B").cast("I")
+        self._length_stride = ctypes.sizeof(_Mmsghdr) // uint
+        self._length_at = _Mmsghdr.msg_len.offset // uint
+        self._send_lengths = memoryview(self._send_iov).cast("B").cast("N")
+        self._send_length_stride = ctypes.sizeof(_Iovec) // size_t
+        self._send_length_at = _Iovec.iov_len.offset // size_t
+        self._receive_address = ctypes.addressof(self._receive_msgs)
+        self._send_address = ctypes.addressof(self._send_msgs)
+        self._sources: dict[bytes, str] = {}
+
+    def _run(self) -> None:
+        try:
+            fell_back = self._run_batches()
+        except Exception:  # a bug here must not end UDP service: fall back to recvfrom
+            _log.exception("DNS UDP recvmmsg reader failed; answering with recvfrom instead")
+            fell_back = True
+        if fell_back and not self._stopping:
+            super()._run()
+
+    def _run_batches(self) -> bool:
+        """Serve until stopped (False) or until recvmmsg fails for good (True)."""
+        receive = self._calls.recvmmsg
+        fd = self._sock.fileno()
+        receive_address = self._receive_address
+        handle = self._handler.handle
+        fast_answers = getattr(self._handler, "udp_fast_answers", None)
+        buffers = memoryview(self._buffers)
+        names = memoryview(self._names)
+        lengths = self._lengths
+        length_stride = self._length_stride
+        length_at = self._length_at
+        send_lengths = self._send_lengths
+        send_stride = self._send_length_stride
+        send_at = self._send_length_at
+        name_size = self._name_size
+        while not self._stopping:
+            received = receive(fd, receive_address, UDP_BATCH, _MSG_WAITFORONE, None)
+            if received < 0:
+                code = ctypes.get_errno()
+                if self._stopping:
+                    break
+                if code in _TRANSIENT_ERRORS:
+                    _log.debug("DNS UDP receive error: %s", errno.errorcode.get(code, code))
+                    continue
+                _log.warning(
+                    "DNS UDP recvmmsg failed (%s); answering with recvfrom instead",
+                    errno.errorcode.get(code, code),
+                )
+                return True
+            if self._stopping:  # the datagram that woke us, maybe among queries: answer none
+                break
+            # Asked once per batch: a new zone version is seen at the next recvmmsg.
+            table = fast_answers() if fast_answers is not None else None
+            answers = 0
+            for index in range(received):
+                at = index * _SLOT
+                size = lengths[index * length_stride + length_at]
+                if table is not None:
+                    body = table.get(buffers[at + 2 : at + size].tobytes())
+                    if body is not None:
+                        out = answers * _SLOT
+                        if answers != index:
+                            buffers[out : out + 2] = buffers[at : at + 2]
+                            self._move_name(names, index, answers, name_size)
+                        end = out + 2 + len(body)
+                        buffers[out + 2 : end] = body
+                        send_lengths[answers * send_stride + send_at] = end - out
+                        answers += 1
+                        continue
+                data = buffers[at : at + size].tobytes()
+                source = self._source(names, index)
+                try:
+                    answer = handle(data, source, tcp=False)
+                except Exception:  # the handler must not raise; if it does, drop this query
+                    _log.exception("DNS handler raised on a UDP query from %s", source)
+                    continue
+                if table is not None:  # the handler may have seen a new zone version
+                    table = fast_answers() if fast_answers is not None else None
+                if answer is None:
+                    continue
+                if len(answer) > _MAX_DATAGRAM:  # no UDP datagram is that long
+                    self.dropped += 1
+                    continue
+                out = answers * _SLOT
+                buffers[out : out + len(answer)] = answer
+                if answers != index:
+                    self._move_name(names, index, answers, name_size)
+                send_lengths[answers * send_stride + send_at] = len(answer)
+                answers += 1
+            if answers:
+                self._send(fd, answers)
+        return False
+
+    @staticmethod
+    def _move_name(names: memoryview, source: int, target: int, size: int) -> None:
+        """Source address ``source`` to slot ``target``, where send header ``target`` looks."""
+        at = source * _SOCKADDR_STORAGE
+        to = target * _SOCKADDR_STORAGE
+        names[to : to + size] = names[at : at + size]
+
+    def _source(self, names: memoryview, index: int) -> str:
+        """The client address of datagram ``index`` as recvfrom would give it, e.g. "::1"."""
+        at = index * _SOCKADDR_STORAGE
+        key = names[at + self._address_at : at + self._address_end].tobytes()
+        source = self._sources.get(key)
+        if source is not None:
+            return source
+        if self._sock.family == socket.AF_INET:
+            source = socket.inet_ntop(socket.AF_INET, key)
+        else:
+            source = socket.inet_ntop(socket.AF_INET6, key[:16])
+            scope = int.from_bytes(key[16:], sys.byteorder)
+            if scope:  # a link-local client: name its interface, as getnameinfo does
+                try:
+                    source = f"{source}%{socket.if_indextoname(scope)}"
+                except OSError:
+                    source = f"{source}%{scope}"
+        if len(self._sources) >= _SOURCE_CACHE:
+            self._sources = {}
+        self._sources[key] = source
+        return source
+
+    def _send(self, fd: int, count: int) -> None:
+        """Send the first ``count`` answers; a message the kernel refuses is dropped alone."""
+        send = self._calls.sendmmsg
+        size = ctypes.sizeof(_Mmsghdr)
+        start = 0
+        while start < count:
+            sent = send(fd, self._send_address + start * size, count - start, 0)
+            if sent > 0:
+                start += sent
+                continue
+            code = ctypes.get_errno() if sent < 0 else 0
+            if code == errno.EINTR:
+                continue  # interrupted before the first message left: send it again
+            # sendmmsg reports an error only for the first message of the call: skip that one.
+            self.dropped += 1
+            _log.debug("DNS UDP send failed: %s", errno.errorcode.get(code, code))
+            start += 1
 
 
 class DnsServer:

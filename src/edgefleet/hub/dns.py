@@ -13,12 +13,11 @@ import logging
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-import dns.name
-
 from edgefleet.dns.responder import Responder
+from edgefleet.dns.routed import RoutedZone
 from edgefleet.dns.server import DnsServer
-from edgefleet.dns.zone import Client, Lookup, Target, target_for
-from edgefleet.routing.answer import choose, locate
+from edgefleet.dns.zone import Client, Lookup
+from edgefleet.routing.answer import locate
 from edgefleet.routing.convert import route_table
 from edgefleet.routing.table import RouteTable
 
@@ -27,27 +26,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ZONE = dns.name.from_text("edge.internal.")
 
-
-class CentralZone:
+class CentralZone(RoutedZone):
     """The fleet zone as the hub sees it: every client located by its address."""
 
-    origin = ZONE
-
     def __init__(self, *, address: str, max_answers: int = 2) -> None:
-        self._address = address
-        self._max_answers = max_answers
-        self.table = RouteTable(version="")
+        super().__init__(name="hub", address=address, max_answers=max_answers)
         self._down: frozenset[str] = frozenset()
-        self._tenants: frozenset[str] = frozenset()
         self._version = ""
 
     def update(self, table: RouteTable, down: frozenset[str]) -> None:
         """Take a new routing table and set of probe-down sites."""
-        self.table = table
+        self._take(table)
         self._down = down
-        self._tenants = frozenset(tenant for tenant, _ in table.apps)
         self._version = f"{table.version}/{','.join(sorted(down))}"
 
     @property
@@ -66,33 +57,8 @@ class CentralZone:
     def lookup(self, tenant: str, app: str, client: Client) -> Lookup | None:
         """Nearest healthy serving sites to the client's site."""
         origin, prefix = locate(self.table, client.subnet or client.source)
-        answer = choose(
-            self.table,
-            tenant,
-            app,
-            origin,
-            health=dict.fromkeys(self._down, False),
-            limit=self._max_answers,
-        )
-        if answer is None:
-            return None
-        targets = tuple(Target(s.name, s.ip, s.ipv6, s.ingress_port) for s in answer.sites)
-        return Lookup(targets=targets, scope_prefix=prefix)
-
-    def has_tenant(self, tenant: str) -> bool:
-        """True if some app of the tenant exists."""
-        return tenant in self._tenants
-
-    def site_address(self, site: str) -> Target | None:
-        """Address of a site, for SRV targets."""
-        point = self.table.sites.get(site)
-        if point is None:
-            return None
-        return Target(point.name, point.ip, point.ipv6, point.ingress_port)
-
-    def nameserver(self) -> Target:
-        """This server."""
-        return target_for("hub", self._address)
+        health = dict.fromkeys(self._down, False)
+        return self._lookup(tenant, app, origin, scope_prefix=prefix, health=health)
 
 
 async def start_central_dns(hub: Hub) -> DnsServer:

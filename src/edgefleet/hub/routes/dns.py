@@ -7,13 +7,13 @@ from typing import Annotated, Any
 import dns.name
 from fastapi import APIRouter, Depends, HTTPException, status
 
+from edgefleet.dns.routed import ZONE
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.routing.answer import choose, locate
 from edgefleet.routing.convert import route_table
 from edgefleet.routing.table import Origin
 
 router = APIRouter(prefix="/api/v1/dns", tags=["dns"])
-ZONE = dns.name.from_text("edge.internal.")
 
 
 @router.get("/explain")
