@@ -5,11 +5,14 @@ Both servers answer the same static zone (``--apps`` apps of 10 tenants, each se
 the other; dnsperf, pinned to CPU 1, asks each for ``<app>.<tenant>.edge.internal A`` over all
 apps, with several clients and no rate limit.
 
-- ours: ``Responder`` (fast-path cache) served by ``DnsServer`` in a separate process;
+- ours: ``Responder`` (fast-path cache) served by ``DnsServer`` in a separate process, with
+  the UDP reader(s) named by ``--readers``: ``mmsg`` (the default: UDP thread with
+  recvmmsg/sendmmsg), ``thread`` (UDP thread, recvfrom/sendto), ``batched`` and ``protocol``
+  (UDP in the event loop);
 - Knot DNS with one UDP, one TCP and one background worker, config and storage in a temp dir.
 
     .venv/bin/python bench/dns_qps.py [--seconds 10] [--apps 1000]
-        [--readers thread,batched,protocol]
+        [--readers mmsg,thread,batched,protocol]
 
 Prints a table (qps, average and p99 latency, max) and the ratio ours/knot. qps, average and
 max come from the plain run at full speed. p99 comes from a second dnsperf run, verbose (``-v``
@@ -114,8 +117,15 @@ def serve(apps: int, sites: int, reader: str, profile: str | None) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         async with DnsServer(
-            responder, HOST, 0, batch_udp=reader == "batched", udp_thread=reader == "thread"
+            responder,
+            HOST,
+            0,
+            batch_udp=reader == "batched",
+            udp_thread=reader in ("mmsg", "thread"),
+            udp_mmsg=reader == "mmsg",
         ) as server:
+            if server.udp_reader != reader:  # mmsg asked for where recvmmsg is missing
+                raise SystemExit(f"UDP reader {reader!r} unavailable, got {server.udp_reader!r}")
             print(f"ready {server.port}", flush=True)
             await stop.wait()
 
@@ -401,8 +411,8 @@ def print_profile(path: str) -> None:
 def run(args: argparse.Namespace) -> int:
     ensure_tools()
     readers = [r for r in args.readers.split(",") if r]
-    if not set(readers) <= {"thread", "batched", "protocol"}:
-        raise SetupError("--readers takes thread, batched and/or protocol")
+    if not set(readers) <= {"mmsg", "thread", "batched", "protocol"}:
+        raise SetupError("--readers takes mmsg, thread, batched and/or protocol")
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="edgefleet-dns-qps-") as name:
         tmp = Path(name)
@@ -439,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--p99-rate", type=int, default=20_000, help="queries/s of the verbose p99 run"
     )
     parser.add_argument(
-        "--readers", default="thread", help="our UDP readers: thread,batched,protocol"
+        "--readers", default="mmsg", help="our UDP readers: mmsg,thread,batched,protocol"
     )
     parser.add_argument("--skip-knot", action="store_true", help="measure ours only")
     parser.add_argument("--profile", action="store_true", help="cProfile our server, print top")
