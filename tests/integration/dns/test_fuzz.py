@@ -6,11 +6,9 @@ fails internally (SERVFAIL), and the server keeps answering everybody else.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 
 import dns.edns
@@ -23,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.dns import DnsServer, Responder, StaticZone, Target
+from tests.support.dns_server import ServerThread
 
 HOST = "127.0.0.1"
 DEADLINE = 10.0
@@ -146,44 +145,6 @@ def test_handle_accepts_an_oversized_valid_query() -> None:
 
 
 # -- over the sockets ----------------------------------------------------------------------------
-
-
-class ServerThread:
-    """A DnsServer in its own thread and event loop."""
-
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.port = 0
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        try:
-            async with self.server:
-                self.port = self.server.port
-                self._ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-
-    def __enter__(self) -> ServerThread:
-        self._thread.start()
-        assert self._ready.wait(DEADLINE), "the DNS server did not start in time"
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(DEADLINE)
-        assert not self._thread.is_alive(), "the DNS server did not stop in time"
 
 
 @pytest.fixture(scope="module")

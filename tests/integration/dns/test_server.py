@@ -31,6 +31,7 @@ from edgefleet.dns import DnsServer, Responder, StaticZone, Target, WireHandler
 from edgefleet.dns import server as server_module
 from edgefleet.dns.server import UDP_BATCH, UDP_MMSG_AVAILABLE
 from tests.conftest import free_port
+from tests.support.dns_server import ServerThread
 
 HOST = "127.0.0.1"
 PARIS = Target("paris", "10.0.0.1", "fd00::1", 8080)
@@ -56,44 +57,6 @@ def make_zone() -> StaticZone:
         networks={IPv4Network("10.9.0.0/16"): "lyon"},
         max_targets=100,
     )
-
-
-class ServerThread:
-    """A DnsServer in its own thread and event loop, so that blocking clients can ask it."""
-
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.port = 0
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        try:
-            async with self.server:
-                self.port = self.server.port
-                self._ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-
-    def __enter__(self) -> ServerThread:
-        self._thread.start()
-        assert self._ready.wait(DEADLINE), "the DNS server did not start in time"
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(DEADLINE)
-        assert not self._thread.is_alive(), "the DNS server did not stop in time"
 
 
 @pytest.fixture(scope="module")
