@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -23,7 +25,7 @@ from edgefleet.cli.output import (
     wire,
 )
 from edgefleet.client import Client, HubError
-from edgefleet.model import App
+from edgefleet.model import App, Site
 from edgefleet.model.manifests import ManifestError, load_paths
 
 app = typer.Typer(
@@ -61,6 +63,16 @@ def _client() -> Client:
         return Client()
     except ValueError as exc:
         fail(str(exc))
+
+
+@contextlib.contextmanager
+def hub_session() -> Iterator[Client]:
+    """A client of the current context's hub; a refusal becomes a clear error and exit 1."""
+    try:
+        with _client() as client:
+            yield client
+    except HubError as exc:
+        fail(exc.message)
 
 
 def _find_app(client: Client, name: str, tenant: str | None) -> App:
@@ -116,22 +128,19 @@ def get(
     tenant: TenantOption = None,
 ) -> None:
     """List objects, or show one."""
-    try:
-        with _client() as client:
-            if kind.singular == "site":
-                sites = [client.get_site(name)] if name else client.list_sites()
-                if output in (OutputFormat.JSON, OutputFormat.YAML):
-                    out.print(dump(wire(sites, name is not None), output), markup=False)
-                else:
-                    out.print(sites_table(sites, wide=output == OutputFormat.WIDE))
-            else:
-                apps = [_find_app(client, name, tenant)] if name else client.list_apps(tenant)
-                if output in (OutputFormat.JSON, OutputFormat.YAML):
-                    out.print(dump(wire(apps, name is not None), output), markup=False)
-                else:
-                    out.print(apps_table(apps, wide=output == OutputFormat.WIDE))
-    except HubError as exc:
-        fail(exc.message)
+    with hub_session() as client:
+        if kind.singular == "site":
+            found: Sequence[Site | App] = [client.get_site(name)] if name else client.list_sites()
+        else:
+            found = [_find_app(client, name, tenant)] if name else client.list_apps(tenant)
+    if output in (OutputFormat.JSON, OutputFormat.YAML):
+        out.print(dump(wire(found, name is not None), output), markup=False)
+        return
+    wide = output == OutputFormat.WIDE
+    if kind.singular == "site":
+        out.print(sites_table([s for s in found if isinstance(s, Site)], wide=wide))
+    else:
+        out.print(apps_table([a for a in found if isinstance(a, App)], wide=wide))
 
 
 @app.command()
@@ -141,24 +150,19 @@ def describe(
     tenant: TenantOption = None,
 ) -> None:
     """Show one object in full, with its replicas and recent events."""
-    try:
-        with _client() as client:
-            if kind.singular == "site":
-                site = client.get_site(name)
-                out.print(dump(wire([site], True), OutputFormat.YAML), markup=False)
-                out.print("[bold]Replicas:[/]")
-                out.print(replicas_table(client.site_replicas(name)))
-                events = client.events(kind="Site", name=name, limit=20)
-            else:
-                found = _find_app(client, name, tenant)
-                out.print(dump(wire([found], True), OutputFormat.YAML), markup=False)
-                events = client.events(
-                    kind="App", tenant=found.metadata.tenant, name=name, limit=20
-                )
-            out.print("[bold]Events:[/]")
-            out.print(events_table(events) if events else "  <none>")
-    except HubError as exc:
-        fail(exc.message)
+    with hub_session() as client:
+        if kind.singular == "site":
+            site = client.get_site(name)
+            out.print(dump(wire([site], True), OutputFormat.YAML), markup=False)
+            out.print("[bold]Replicas:[/]")
+            out.print(replicas_table(client.site_replicas(name)))
+            events = client.events(kind="Site", name=name, limit=20)
+        else:
+            found = _find_app(client, name, tenant)
+            out.print(dump(wire([found], True), OutputFormat.YAML), markup=False)
+            events = client.events(kind="App", tenant=found.metadata.tenant, name=name, limit=20)
+    out.print("[bold]Events:[/]")
+    out.print(events_table(events) if events else "  <none>")
 
 
 @app.command()
@@ -168,17 +172,14 @@ def delete(
     tenant: TenantOption = None,
 ) -> None:
     """Delete an app (its replicas stop everywhere) or a site."""
-    try:
-        with _client() as client:
-            if kind.singular == "site":
-                client.delete_site(name)
-                out.print(f"site/{name} deleted")
-            else:
-                found = _find_app(client, name, tenant)
-                client.delete_app(found.metadata.tenant or "", name)
-                out.print(f"app/{name} in tenant {found.metadata.tenant} deleted")
-    except HubError as exc:
-        fail(exc.message)
+    with hub_session() as client:
+        if kind.singular == "site":
+            client.delete_site(name)
+            out.print(f"site/{name} deleted")
+        else:
+            found = _find_app(client, name, tenant)
+            client.delete_app(found.metadata.tenant or "", name)
+            out.print(f"app/{name} in tenant {found.metadata.tenant} deleted")
 
 
 @app.command()
@@ -189,12 +190,9 @@ def logs(
     tenant: TenantOption = None,
 ) -> None:
     """Print an app's replica logs, fetched through the hub from the sites' agents."""
-    try:
-        with _client() as client:
-            found = _find_app(client, name, tenant)
-            text = client.logs(found.metadata.tenant or "", name, site=site, tail=tail)
-    except HubError as exc:
-        fail(exc.message)
+    with hub_session() as client:
+        found = _find_app(client, name, tenant)
+        text = client.logs(found.metadata.tenant or "", name, site=site, tail=tail)
     sys.stdout.write(text)
 
 
@@ -362,12 +360,9 @@ def dns_query(
     import dns.rdatatype
     from rich.table import Table
 
-    try:
-        with _client() as client:
-            why = client.explain_dns(name, site=site, client_ip=client_ip)
-            server = client.get_site(site).spec.addresses if site else None
-    except HubError as exc:
-        fail(exc.message)
+    with hub_session() as client:
+        why = client.explain_dns(name, site=site, client_ip=client_ip)
+        server = client.get_site(site).spec.addresses if site else None
     asker = f"site {site}" if site else (f"client {client_ip}" if client_ip else "anywhere")
     located = why["origin"]["site"]
     if client_ip:
