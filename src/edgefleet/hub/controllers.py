@@ -228,7 +228,12 @@ class HealthMonitor:
         changed = False
         for site in self._store.list_sites():
             name = site.metadata.name
-            phase, message = site_phase(last_heartbeat=beats.get(name), now=now, grace=self._grace)
+            phase, message = site_phase(
+                last_heartbeat=beats.get(name),
+                now=now,
+                grace=self._grace,
+                created=site.metadata.creation_timestamp,
+            )
             if phase == site.status.phase:
                 continue
             self._store.set_site_phase(name, phase.value, message)

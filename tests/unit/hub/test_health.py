@@ -31,3 +31,14 @@ def test_verdict_is_monotonic_in_silence(silence: float) -> None:
     phase, _ = site_phase(last_heartbeat=NOW - timedelta(seconds=silence), now=NOW, grace=GRACE)
     expected = SitePhase.UNREACHABLE if silence > GRACE.total_seconds() else SitePhase.READY
     assert phase == expected
+
+
+def test_a_site_never_heard_from_stops_holding_replicas_after_a_while() -> None:
+    created = NOW - GRACE * 5
+    assert site_phase(last_heartbeat=None, now=NOW, grace=GRACE, created=created)[0] == (
+        SitePhase.PENDING
+    )
+    long_ago = NOW - GRACE * 11
+    phase, why = site_phase(last_heartbeat=None, now=NOW, grace=GRACE, created=long_ago)
+    assert phase == SitePhase.UNREACHABLE
+    assert why == "no agent has reported in the 66s since creation"
