@@ -26,6 +26,7 @@ from edgefleet.agent.backoff import Backoff
 from edgefleet.agent.cache import DesiredStateCache, RoutingTableCache
 from edgefleet.agent.drivers.base import Driver
 from edgefleet.agent.edge import EdgeZone, NeighbourProber, app_id
+from edgefleet.agent.ingress import Ingress, LocalReplicas
 from edgefleet.dns.responder import Responder
 from edgefleet.dns.server import DnsServer
 from edgefleet.model import (
@@ -54,7 +55,7 @@ class AgentConfig:
     address: str = "127.0.0.1"
     """Site address: replicas and the agent's local API bind it."""
     api_port: int = 8080
-    """Port of the agent's local API (``/_edgefleet/...``), the site's ingress port."""
+    """The site's ingress port: apps by ``Host``, and the agent's API (``/_edgefleet/...``)."""
     token: str | None = None
     """Bearer token for the hub."""
     heartbeat_interval: float = 2.0
@@ -142,6 +143,12 @@ class Agent:
             timeout=httpx.Timeout(10.0, read=config.watch_timeout + 10.0),
         )
         self._api_server: uvicorn.Server | None = None
+        self.ingress = Ingress(
+            local_api(driver, config.site),
+            site=config.site,
+            address=config.address,
+            replicas=LocalReplicas(driver.observe),
+        )
 
     @property
     def endpoint(self) -> str:
@@ -152,6 +159,7 @@ class Agent:
 
     def _replicas_changed(self) -> None:
         # Called from the driver's thread.
+        self.ingress.replicas.changed()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.report_dirty.set)
             self._loop.call_soon_threadsafe(self.refresh_zone)
@@ -330,7 +338,7 @@ class Agent:
         await asyncio.to_thread(self.resume)
         self._api_server = _EmbeddedServer(
             uvicorn.Config(
-                local_api(self.driver, self.config.site),
+                self.ingress,
                 host=self.config.address,
                 port=self.config.api_port,
                 log_level="warning",
@@ -383,6 +391,7 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._http.aclose()
+        await self.ingress.aclose()
         if self.config.stop_replicas_on_exit:
             await asyncio.to_thread(self.driver.stop_all)
         else:

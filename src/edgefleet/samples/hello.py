@@ -14,9 +14,15 @@ Environment (the process driver sets all but the last):
     exits with status 1. Unset or 0: never.
 
 Endpoints: ``GET /healthz`` answers 200 ``ok``; ``GET /`` answers 200 with JSON
-``{"app", "site", "replica", "message"}``; anything else is 404. One line per request goes to
-stderr, except successful health checks, which the agent makes every second and would drown
-the rest. SIGTERM (and Ctrl-C) shut the server down cleanly with status 0.
+``{"app", "site", "replica", "message"}``; ``POST /echo`` answers 200 with the request body
+(``Content-Length`` or chunked, at most 64 MiB, else 413), sent back in chunks of 64 KiB with
+chunked transfer encoding and the header ``X-Replica``; anything else is 404. The echo reads the
+whole body before it answers: HTTP/1.1 clients (httpx among them) send the whole request before
+they read the response, so answering while reading could stall both sides once the socket buffers
+are full. Connections are kept alive (HTTP/1.1).
+
+One line per request goes to stderr, except successful health checks, which the agent makes every
+second and would drown the rest. SIGTERM (and Ctrl-C) shut the server down cleanly with status 0.
 """
 
 from __future__ import annotations
@@ -32,13 +38,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
 HEALTH_PATH = "/healthz"
+ECHO_PATH = "/echo"
+ECHO_MAX = 64 * 1024 * 1024
+"""Largest body ``POST /echo`` takes."""
+_CHUNK = 64 * 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Answers the three endpoints; the server carries the identity and the crash counter."""
+    """Answers the endpoints; the server carries the identity and the crash counter."""
 
     server: _HelloServer
     server_version = "edgefleet-hello"
+    # Keep-alive: a proxy in front (the site ingress) reuses its connections.
+    protocol_version = "HTTP/1.1"
+    # Headers and body are separate writes: with Nagle's algorithm, a kept-alive connection
+    # waits for the client's delayed ACK (40 ms) before the body.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         """``/healthz``, ``/`` or 404."""
@@ -51,6 +66,59 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.count_request()
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+
+    def do_POST(self) -> None:
+        """``/echo`` or 404."""
+        if self.path.split("?", 1)[0] != ECHO_PATH:
+            self._discard_body()
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+            return
+        body = self._read_body(ECHO_MAX)
+        if body is None:
+            self.close_connection = True
+            self._send(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the body is larger than {ECHO_MAX} bytes\n".encode(),
+                "text/plain; charset=utf-8",
+            )
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header(
+            "Content-Type", self.headers.get("Content-Type", "application/octet-stream")
+        )
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Replica", self.server.replica)
+        self.end_headers()
+        view = memoryview(body)
+        for start in range(0, len(view), _CHUNK):
+            piece = view[start : start + _CHUNK]
+            self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _read_body(self, limit: int) -> bytes | None:
+        """The request body (``Content-Length`` or chunked), or None when beyond ``limit``."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailer fields
+                    return bytes(parts)
+                if len(parts) + size > limit:
+                    return None
+                parts += self.rfile.read(size)
+                self.rfile.readline()  # CRLF after the chunk
+        length = int(self.headers.get("Content-Length", "0") or 0)
+        if length > limit:
+            return None
+        return self.rfile.read(length)
+
+    def _discard_body(self) -> None:
+        """Read and drop a request body, so that the connection can serve the next request."""
+        if self._read_body(ECHO_MAX) is None:
+            self.close_connection = True
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -73,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HelloServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog (5) drops connections when a proxy opens a pool at once.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], *, crash_after: int) -> None:
         self.site = os.environ.get("EDGEFLEET_SITE", "local")
