@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -85,12 +85,12 @@ class _Progress:
     report_dirty: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def ready_counts(driver: Driver) -> dict[str, int]:
-    """Ready replicas per ``tenant/app`` at this site."""
-    return {key: sum(r.ready for r in replicas) for key, replicas in driver.observe().items()}
+def ready_counts(observed: Mapping[str, Sequence[ReplicaState]]) -> dict[str, int]:
+    """Ready replicas per ``tenant/app``."""
+    return {key: sum(r.ready for r in replicas) for key, replicas in observed.items()}
 
 
-def local_api(driver: Driver, site: str) -> FastAPI:
+def local_api(driver: Driver, site: str, replicas_view: LocalReplicas) -> FastAPI:
     """The agent's own HTTP API on the site address: health, replicas and logs."""
     api = FastAPI(title=f"edgefleet agent {site}", version=__version__)
 
@@ -98,7 +98,8 @@ def local_api(driver: Driver, site: str) -> FastAPI:
     def healthz() -> dict[str, Any]:
         # Neighbours' probes read the ready counts: their edge DNS learns of our replicas
         # without the hub.
-        return {"status": "ok", "site": site, "ready": ready_counts(driver)}
+        # Served from the same cached view as the ingress: every neighbour probes twice a second.
+        return {"status": "ok", "site": site, "ready": ready_counts(replicas_view.get())}
 
     @api.get("/_edgefleet/replicas")
     def replicas() -> dict[str, list[ReplicaState]]:
@@ -143,11 +144,13 @@ class Agent:
             timeout=httpx.Timeout(10.0, read=config.watch_timeout + 10.0),
         )
         self._api_server: uvicorn.Server | None = None
+        self.replicas = LocalReplicas(driver.observe)
+        """The one cached view of the driver's replicas: ingress, health answers, edge DNS."""
         self.ingress = Ingress(
-            local_api(driver, config.site),
+            local_api(driver, config.site, self.replicas),
             site=config.site,
             address=config.address,
-            replicas=LocalReplicas(driver.observe),
+            replicas=self.replicas,
         )
 
     @property
@@ -159,7 +162,7 @@ class Agent:
 
     def _replicas_changed(self) -> None:
         # Called from the driver's thread.
-        self.ingress.replicas.changed()
+        self.replicas.changed()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.report_dirty.set)
             self._loop.call_soon_threadsafe(self.refresh_zone)
@@ -175,7 +178,7 @@ class Agent:
         if table is not None:
             hub_table = route_table(table)
             self.prober.set_table(hub_table)
-        local = {app_id(key): n for key, n in ready_counts(self.driver).items()}
+        local = {app_id(key): n for key, n in ready_counts(self.replicas.get()).items()}
         self.zone.update(
             hub_table=hub_table,
             ready={**self.prober.ready_counts(), self.config.site: local},
