@@ -29,8 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.cli.demo import ask_dns, sample_manifests
-from edgefleet.localfleet import LocalFleet, wait_for
-from tests.conftest import free_port
+from edgefleet.localfleet import LocalFleet, free_port, wait_for
 
 FQDN = "hello.demo.edge.internal"
 

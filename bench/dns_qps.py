@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from edgefleet.localfleet import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -202,7 +203,7 @@ def knot_server(tmp: Path, apps: int, sites: int) -> Iterator[tuple[int, str]]:
     (tmp / "run").mkdir(parents=True)
     (tmp / "db").mkdir()
     (tmp / "edge.internal.zone").write_text(zone_file(apps, sites))
-    port = free_port()
+    port = free_port(HOST)
     config = tmp / "knot.conf"
     config.write_text(KNOT_CONFIG.format(tmp=tmp, host=HOST, port=port))
     knotd = shutil.which("knotd") or "/usr/sbin/knotd"
@@ -332,20 +333,6 @@ def pin(cpu: int) -> list[str]:
     if (os.cpu_count() or 1) < 2:
         return []
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind((HOST, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
 
 
 def stop_process(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:

@@ -25,8 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgefleet.localfleet import LocalFleet, wait_for
-from tests.conftest import free_port
+from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from tests.factories import make_app, make_site
 
 HOST = "hello.demo.edge.internal"

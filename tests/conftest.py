@@ -12,7 +12,7 @@ from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from edgefleet.hub.store import Store
-from edgefleet.localfleet import LocalFleet
+from edgefleet.localfleet import LocalFleet, free_port
 
 POSTGRES_ENV = "EDGEFLEET_TEST_POSTGRES"
 
@@ -71,22 +71,6 @@ def store(db_url: str) -> Iterator[Store]:
         yield s
     finally:
         s.close()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP right now (DNS servers bind both)."""
-    import socket
-
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind((host, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
 
 
 @pytest.fixture

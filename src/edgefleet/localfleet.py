@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,20 @@ def wait_for(
             suffix = f" (last error: {last_error})" if last_error else ""
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{suffix}")
         time.sleep(interval)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP right now (DNS servers bind both)."""
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind((host, 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
 
 
 @dataclass

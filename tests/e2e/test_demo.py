@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from edgefleet.localfleet import free_port
 
 pytestmark = pytest.mark.slow
 

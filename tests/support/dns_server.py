@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import threading
 
 from edgefleet.dns.server import DnsServer
@@ -47,3 +49,24 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(STARTUP_DEADLINE)
         assert not self._thread.is_alive(), "the DNS server did not stop in time"
+
+
+def frame(wire: bytes) -> bytes:
+    """A DNS message as sent over TCP: two-byte length first (RFC 1035 4.2.2)."""
+    return struct.pack("!H", len(wire)) + wire
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    """One length-prefixed DNS message from a TCP socket."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            data += chunk
+        return data
+
+    (length,) = struct.unpack("!H", exactly(2))
+    return exactly(length)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import socket
-import struct
 from collections.abc import Iterator
 
 import dns.edns
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.dns import DnsServer, Responder, StaticZone, Target
-from tests.support.dns_server import ServerThread
+from tests.support.dns_server import ServerThread, frame, read_frame
 
 HOST = "127.0.0.1"
 DEADLINE = 10.0
@@ -238,24 +237,6 @@ def test_still_answers_udp_and_tcp_after_a_barrage(
 
 
 # -- TCP framing ---------------------------------------------------------------------------------
-
-
-def frame(wire: bytes) -> bytes:
-    return struct.pack("!H", len(wire)) + wire
-
-
-def read_frame(sock: socket.socket) -> bytes:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed by the server")
-            data += chunk
-        return data
-
-    (length,) = struct.unpack("!H", exactly(2))
-    return exactly(length)
 
 
 def closed_by_server(sock: socket.socket) -> bool:

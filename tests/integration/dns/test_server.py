@@ -9,7 +9,6 @@ import errno
 import selectors
 import shutil
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -30,8 +29,8 @@ import pytest
 from edgefleet.dns import DnsServer, Responder, StaticZone, Target, WireHandler
 from edgefleet.dns import server as server_module
 from edgefleet.dns.server import UDP_BATCH, UDP_MMSG_AVAILABLE
-from tests.conftest import free_port
-from tests.support.dns_server import ServerThread
+from edgefleet.localfleet import free_port
+from tests.support.dns_server import ServerThread, frame, read_frame
 
 HOST = "127.0.0.1"
 PARIS = Target("paris", "10.0.0.1", "fd00::1", 8080)
@@ -212,30 +211,12 @@ def test_dnspython_resolver(server: ServerThread) -> None:
         resolver.resolve("idle.demo.edge.internal.", "A")
 
 
-def tcp_frame(wire: bytes) -> bytes:
-    return struct.pack("!H", len(wire)) + wire
-
-
-def read_frame(sock: socket.socket) -> bytes:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return data
-
-    (length,) = struct.unpack("!H", exactly(2))
-    return exactly(length)
-
-
 def test_tcp_answers_several_queries_on_one_connection(server: ServerThread) -> None:
     names = ["hello.demo.edge.internal", "paris.sites.edge.internal", "nope.demo.edge.internal"]
     queries = [dns.message.make_query(name, "A") for name in names]
     with socket.create_connection((HOST, server.port), timeout=DEADLINE) as sock:
         # Pipelined: all queries first, then the answers, in order (RFC 7766 6.2.1.1).
-        sock.sendall(b"".join(tcp_frame(q.to_wire()) for q in queries))
+        sock.sendall(b"".join(frame(q.to_wire()) for q in queries))
         answers = [dns.message.from_wire(read_frame(sock)) for _ in queries]
     assert [a.id for a in answers] == [q.id for q in queries]
     assert [a.rcode() for a in answers] == [

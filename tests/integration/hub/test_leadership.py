@@ -8,8 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefleet.localfleet import LocalFleet, wait_for
-from tests.conftest import free_port
+from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from tests.factories import make_app, make_site
 
 pytestmark = pytest.mark.slow
