@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -55,6 +56,10 @@ assignments = Table(
     Column("app", String(63), primary_key=True),
     Column("replicas", Integer, nullable=False),
     Column("generation", Integer, nullable=False),
+    # Local scaling bounds at the site (traffic mode); NULL: exactly `replicas`. A row with
+    # replicas 0 and max_replicas > 0 keeps an app placed at zero, for the activator to wake.
+    Column("min_replicas", Integer, nullable=True),
+    Column("max_replicas", Integer, nullable=True),
     Index("ix_assignments_app", "tenant", "app"),
 )
 
@@ -108,4 +113,26 @@ events = Table(
     Column("message", Text, nullable=False),
     Column("type", String(16), nullable=False),
     Index("ix_events_object", "kind", "tenant", "name", "id"),
+)
+
+demand = Table(
+    "demand",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("app", String(63), primary_key=True),
+    Column("origin", String(63), primary_key=True),
+    # Exponentially decayed rates as of `updated_at`; a reader decays them to its own now.
+    Column("requests", Float, nullable=False),
+    Column("concurrency", Float, nullable=False),
+    Column("dns", Float, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_request", DateTime(timezone=True), nullable=True),
+)
+
+demand_reports = Table(
+    "demand_reports",
+    metadata,
+    # The newest report sequence number taken from each site: a resent report is ignored.
+    Column("site", String(63), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
 )

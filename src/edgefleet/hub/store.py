@@ -56,7 +56,9 @@ from edgefleet.model import (
     AppStatus,
     DesiredState,
     Event,
+    LocalScaling,
     ObjectMeta,
+    PlacementMode,
     ReplicaState,
     Site,
     SiteReplicas,
@@ -97,6 +99,24 @@ def utcnow() -> datetime:
 def _aware(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything stored is UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SiteShare:
+    """An app's share at one site: replicas, and the bounds the site may scale within itself.
+
+    ``min_replicas``/``max_replicas`` None: exactly ``replicas`` (explicit placement). With
+    ``replicas`` 0 and ``max_replicas`` > 0 the app stays placed at zero, for the activator.
+    """
+
+    replicas: int
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+    @property
+    def placed(self) -> bool:
+        """Whether the site keeps an assignment for the app."""
+        return self.replicas > 0 or (self.max_replicas or 0) > 0
 
 
 @dataclass(frozen=True)
@@ -300,32 +320,51 @@ class Store:
 
     def assignments(self) -> dict[AppId, dict[str, int]]:
         """The current placement: replicas per site for every app."""
-        out: dict[AppId, dict[str, int]] = defaultdict(dict)
+        return {
+            app_id: {site: share.replicas for site, share in by_site.items()}
+            for app_id, by_site in self.shares().items()
+        }
+
+    def shares(self) -> dict[AppId, dict[str, SiteShare]]:
+        """The current placement with each site's local scaling bounds."""
+        out: dict[AppId, dict[str, SiteShare]] = defaultdict(dict)
         with self.engine.connect() as conn:
             for row in conn.execute(select(assignments)):
-                out[(row.tenant, row.app)][row.site] = row.replicas
+                out[(row.tenant, row.app)][row.site] = SiteShare(
+                    row.replicas, row.min_replicas, row.max_replicas
+                )
         return dict(out)
 
-    def write_placement(self, placement: Mapping[AppId, tuple[int, Mapping[str, int]]]) -> set[str]:
+    def write_placement(
+        self, placement: Mapping[AppId, tuple[int, Mapping[str, int | SiteShare]]]
+    ) -> set[str]:
         """Replace the assignments of the given apps; returns the sites whose state changed.
 
-        ``placement`` maps (tenant, app) to (spec generation, replicas per site). Apps not named
-        are left alone. Only rows that differ are written; only those sites get a new revision.
+        ``placement`` maps (tenant, app) to (spec generation, replicas or share per site). Apps
+        not named are left alone. A site whose share is not ``placed`` loses the assignment.
+        Only rows that differ are written; only those sites get a new revision.
         """
         changed: set[str] = set()
         with self.engine.begin() as conn:
             if not placement:
                 return changed
-            current: dict[AppId, dict[str, tuple[int, int]]] = defaultdict(dict)
+            current: dict[AppId, dict[str, tuple[SiteShare, int]]] = defaultdict(dict)
             keys = list(placement)
             for row in conn.execute(
                 select(assignments).where(tuple_(assignments.c.tenant, assignments.c.app).in_(keys))
             ):
-                current[(row.tenant, row.app)][row.site] = (row.replicas, row.generation)
-            for app_id, (generation, by_site) in placement.items():
+                current[(row.tenant, row.app)][row.site] = (
+                    SiteShare(row.replicas, row.min_replicas, row.max_replicas),
+                    row.generation,
+                )
+            for app_id, (generation, given) in placement.items():
                 tenant, app = app_id
+                by_site = {
+                    site: share if isinstance(share, SiteShare) else SiteShare(share)
+                    for site, share in given.items()
+                }
                 before = current.get(app_id, {})
-                for site in set(before) - {s for s, n in by_site.items() if n > 0}:
+                for site in set(before) - {s for s, share in by_site.items() if share.placed}:
                     conn.execute(
                         delete(assignments).where(
                             assignments.c.site == site,
@@ -334,8 +373,8 @@ class Store:
                         )
                     )
                     changed.add(site)
-                for site, replicas in by_site.items():
-                    if replicas <= 0 or before.get(site) == (replicas, generation):
+                for site, share in by_site.items():
+                    if not share.placed or before.get(site) == (share, generation):
                         continue
                     _upsert(
                         conn,
@@ -345,8 +384,10 @@ class Store:
                                 "site": site,
                                 "tenant": tenant,
                                 "app": app,
-                                "replicas": replicas,
+                                "replicas": share.replicas,
                                 "generation": generation,
+                                "min_replicas": share.min_replicas,
+                                "max_replicas": share.max_replicas,
                             }
                         ],
                         keys=("site", "tenant", "app"),
@@ -385,6 +426,12 @@ class Store:
                     replicas=row.replicas,
                     workload=spec.workload,
                     resources=spec.resources,
+                    scaling=_local_scaling(spec, row.min_replicas, row.max_replicas),
+                    selector=(
+                        spec.placement.selector
+                        if spec.placement.mode == PlacementMode.TRAFFIC
+                        else None
+                    ),
                 )
             )
         return DesiredState(site=site, revision=revision or 0, apps=apps)
@@ -669,6 +716,23 @@ class Leadership:
             with contextlib.suppress(Exception):
                 self._conn.invalidate()
             self._conn = None
+
+
+def _local_scaling(
+    spec: AppSpec, min_replicas: int | None, max_replicas: int | None
+) -> LocalScaling | None:
+    if min_replicas is None or max_replicas is None:
+        return None
+    scaling = spec.scaling
+    return LocalScaling(
+        min_replicas=min_replicas,
+        max_replicas=max(min_replicas, max_replicas),
+        target_concurrency=scaling.target_concurrency,
+        stable_window=scaling.stable_window,
+        panic_window=scaling.panic_window,
+        panic_threshold=scaling.panic_threshold,
+        idle_timeout=scaling.idle_timeout,
+    )
 
 
 def _engine(url: str) -> Engine:

@@ -6,9 +6,11 @@ from edgefleet.model.agent import (
     DesiredState,
     Event,
     Heartbeat,
+    LocalScaling,
     ReplicaState,
     StatusReport,
 )
+from edgefleet.model.demand import AppDemand, DemandReport, DemandRow
 from edgefleet.model.objects import (
     API_VERSION,
     App,
@@ -34,6 +36,7 @@ from edgefleet.model.objects import (
     Spread,
     SpreadBy,
     parse_cpu,
+    parse_duration,
     parse_memory,
 )
 from edgefleet.model.routing import AppRoutes, RouteEndpoint, RouteSite, RoutingTable
@@ -42,15 +45,19 @@ __all__ = [
     "API_VERSION",
     "App",
     "AppAssignment",
+    "AppDemand",
     "AppReport",
     "AppRoutes",
     "AppSpec",
     "AppStatus",
     "ContainerWorkload",
+    "DemandReport",
+    "DemandRow",
     "DesiredState",
     "DriverName",
     "Event",
     "Heartbeat",
+    "LocalScaling",
     "Location",
     "ObjectMeta",
     "PlacementMode",
@@ -74,5 +81,6 @@ __all__ = [
     "SpreadBy",
     "StatusReport",
     "parse_cpu",
+    "parse_duration",
     "parse_memory",
 ]

@@ -6,7 +6,20 @@ from datetime import datetime
 
 from pydantic import Field
 
-from edgefleet.model.objects import Resources, Workload, _Base
+from edgefleet.model.objects import Resources, SiteSelector, Workload, _Base
+
+
+class LocalScaling(_Base):
+    """Bounds within which a site scales an app by itself, between the hub's rounds or without
+    the hub; the windows and targets come from the app's ``spec.scaling``."""
+
+    min_replicas: int = Field(ge=0, description="Fewest replicas at this site (0: may sleep).")
+    max_replicas: int = Field(ge=0, description="Most replicas at this site.")
+    target_concurrency: float = Field(gt=0, description="Requests in flight per replica.")
+    stable_window: float = Field(gt=0, description="Seconds concurrency is averaged over.")
+    panic_window: float = Field(gt=0, description="Seconds of the burst-detecting window.")
+    panic_threshold: float = Field(gt=1, description="Burst at this multiple of capacity.")
+    idle_timeout: float = Field(ge=0, description="Seconds without requests before zero; 0 never.")
 
 
 class AppAssignment(_Base):
@@ -18,6 +31,13 @@ class AppAssignment(_Base):
     replicas: int = Field(ge=0, description="Replicas to run at this site.")
     workload: Workload = Field(description="What a replica runs.")
     resources: Resources = Field(default_factory=Resources, description="Per replica.")
+    scaling: LocalScaling | None = Field(
+        default=None,
+        description="Local scaling bounds; unset: run exactly ``replicas`` (explicit placement).",
+    )
+    selector: SiteSelector | None = Field(
+        default=None, description="Sites the app may run at, for offload to a neighbour."
+    )
 
     @property
     def key(self) -> str:

@@ -119,10 +119,33 @@ def parse_memory(value: object) -> int:
     return amount
 
 
+_DURATION = re.compile(r"^(\d+(\.\d+)?)(ms|s|m|h)?$")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number of seconds or a string such as ``"500ms"``, ``"30s"``, ``"5m"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is seconds or a string such as '30s', '5m', '500ms'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(3)]
+    else:
+        raise ValueError(
+            f"duration {value!r} is not valid: write seconds (30) or '500ms', '30s', '5m', '1h'"
+        )
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError("a duration must be a finite number of seconds >= 0")
+    return seconds
+
+
 Cpu = Annotated[float, BeforeValidator(parse_cpu)]
 """CPU cores; accepts Kubernetes quantities ('500m')."""
 Memory = Annotated[int, BeforeValidator(parse_memory)]
 """Bytes; accepts Kubernetes quantities ('512Mi')."""
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds; accepts '500ms', '30s', '5m', '1h'."""
 
 
 class ObjectMeta(_Base):
@@ -305,15 +328,49 @@ class Resources(_Base):
 
 
 class Scaling(_Base):
-    """Bounds on the total number of replicas across the fleet."""
+    """Bounds on the number of replicas, and how sites scale between the hub's rounds.
+
+    ``minReplicas``/``maxReplicas`` bound the whole fleet. The rest drives traffic placement and
+    each site's local scaling: a replica is meant to carry ``targetConcurrency`` requests in
+    flight; a site averages concurrency over ``stableWindow`` and, when the short
+    ``panicWindow`` average reaches ``panicThreshold`` times its capacity, scales up on that at
+    once and does not scale down until the panic ends. A site that served no request for
+    ``idleTimeout`` goes to zero replicas and stays placed, so its first request wakes it.
+    """
 
     min_replicas: int = Field(default=0, ge=0, description="Fewest replicas in the fleet.")
     max_replicas: int = Field(default=1000, ge=0, description="Most replicas in the fleet.")
+    max_replicas_per_site: int | None = Field(
+        default=None, ge=1, description="Most replicas at one site (traffic mode)."
+    )
+    target_concurrency: float = Field(
+        default=10.0, gt=0, le=100_000, description="Requests in flight one replica should carry."
+    )
+    stable_window: Duration = Field(
+        default=60.0, ge=1, le=3600, description="Window concurrency is averaged over (seconds)."
+    )
+    panic_window: Duration = Field(
+        default=6.0, ge=0.5, le=600, description="Short window that detects bursts (seconds)."
+    )
+    panic_threshold: float = Field(
+        default=2.0,
+        gt=1,
+        le=100,
+        description="Burst: panic-window demand at this multiple of the replicas' capacity.",
+    )
+    idle_timeout: Duration = Field(
+        default=300.0,
+        ge=0,
+        description="A site with no request for this long goes to zero replicas (traffic mode); "
+        "0 never scales to zero.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Scaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must not exceed maxReplicas")
+        if self.panic_window > self.stable_window:
+            raise ValueError("panicWindow must not be longer than stableWindow")
         return self
 
 
@@ -348,6 +405,8 @@ class PlacementMode(StrEnum):
 
     EXPLICIT = "explicit"
     """Selectors, weights and spread, decided by the operator."""
+    TRAFFIC = "traffic"
+    """Where the traffic is: sites and replicas follow demand within the latency bound."""
 
 
 class PlacementPolicy(_Base):
@@ -366,9 +425,31 @@ class PlacementPolicy(_Base):
         description="Static weight per site name; replicas are divided in proportion.",
     )
     spread: Spread | None = Field(default=None, description="Even spread over a topology level.")
+    max_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Traffic mode: most round-trip milliseconds between a client's site and the "
+        "site serving it; unset: no bound, nearest still preferred.",
+    )
+    min_sites: int | None = Field(
+        default=None, ge=0, description="Traffic mode: fewest sites the app stays placed at (1)."
+    )
+    max_sites: int | None = Field(
+        default=None, ge=1, description="Traffic mode: most sites the app runs at."
+    )
 
     @model_validator(mode="after")
     def _one_count(self) -> PlacementPolicy:
+        if self.mode == PlacementMode.TRAFFIC:
+            return self._traffic()
+        for name, value in (
+            ("maxLatencyMs", self.max_latency_ms),
+            ("minSites", self.min_sites),
+            ("maxSites", self.max_sites),
+        ):
+            if value is not None:
+                raise ValueError(f"{name} applies to mode: traffic only; remove it or set the mode")
         if self.replicas is not None and self.replicas_per_site is not None:
             raise ValueError("set either replicas or replicasPerSite, not both")
         if self.replicas is None and self.replicas_per_site is None:
@@ -381,6 +462,27 @@ class PlacementPolicy(_Base):
             _check_dns_label(site)
             if weight < 0:
                 raise ValueError(f"weight of {site!r} must not be negative")
+        return self
+
+    def _traffic(self) -> PlacementPolicy:
+        for name, value in (
+            ("replicas", self.replicas),
+            ("replicasPerSite", self.replicas_per_site),
+            ("spread", self.spread),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{name} does not apply to mode: traffic (demand decides the count); "
+                    "bound it with spec.scaling instead"
+                )
+        if self.weights:
+            raise ValueError("weights do not apply to mode: traffic (demand decides the sites)")
+        if (
+            self.min_sites is not None
+            and self.max_sites is not None
+            and self.min_sites > self.max_sites
+        ):
+            raise ValueError("minSites must not exceed maxSites")
         return self
 
 

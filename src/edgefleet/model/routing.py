@@ -29,6 +29,11 @@ class RouteEndpoint(_Base):
     site: str
     ready: int = Field(description="Ready replicas of the app at the site.")
     headroom: float = Field(default=1.0, description="Free share of the site's capacity, 0..1.")
+    wakeable: bool = Field(
+        default=False,
+        description="Placed here with room to start replicas: the site's activator serves the "
+        "first request while a replica starts, even at zero ready.",
+    )
 
 
 class AppRoutes(_Base):
@@ -36,6 +41,10 @@ class AppRoutes(_Base):
 
     tenant: str
     app: str
+    max_latency_ms: float | None = Field(
+        default=None,
+        description="Latency bound of the app: farther ready sites lose to a nearer wakeable one.",
+    )
     endpoints: list[RouteEndpoint] = Field(default_factory=list)
 
 
