@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import http.cookiejar
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgefleet.model import ReplicaState
+from edgefleet.model import AppAssignment, ReplicaState
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,72 @@ def pick_replica(
     if not ready:
         return None
     return min(ready, key=lambda r: (outstanding.get(r.id, 0), r.index))
+
+
+LOCAL = "local"
+"""Serve the request with a local replica."""
+HOLD = "hold"
+"""Hold the request until a local replica is ready (the activator)."""
+SPILL = "spill"
+"""Send the request to the nearest neighbour serving the app."""
+REFUSE = "refuse"
+"""Answer 503 with Retry-After: too many requests wait already."""
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""Methods a failed request may be repeated with (RFC 9110 9.2.2)."""
+
+HOPS_HEADER = b"x-edgefleet-hops"
+"""How many sites passed the request on before this one."""
+ORIGIN_HEADER = b"x-edgefleet-origin"
+"""The site the client is nearest to, as the first site located it (demand counting)."""
+
+
+def ready_replicas(replicas: Sequence[ReplicaState]) -> list[ReplicaState]:
+    """The replicas a request can go to: ready, with a port."""
+    return [r for r in replicas if r.ready and r.port is not None]
+
+
+def saturation_limit(assignment: AppAssignment | None) -> int | None:
+    """Requests in flight at which a replica counts as full, or None for no limit.
+
+    Apps that scale (traffic placement) size replicas for ``targetConcurrency``; a replica at
+    ``panicThreshold`` times that is what the local scaler panics at, so beyond it requests are
+    better served by a neighbour. Fixed-size apps have no such figure: they never spill for load.
+    """
+    if assignment is None or assignment.scaling is None:
+        return None
+    scaling = assignment.scaling
+    return max(1, math.ceil(scaling.target_concurrency * scaling.panic_threshold))
+
+
+def route(
+    *,
+    placed: bool,
+    ready: Sequence[ReplicaState],
+    outstanding: Mapping[str, int],
+    saturation: int | None,
+    held: int,
+    hold_limit: int,
+    can_spill: bool,
+) -> str:
+    """What to do with a request for an app; one of ``LOCAL``, ``HOLD``, ``SPILL``, ``REFUSE``.
+
+    1. Not placed here: ``SPILL`` (the shell answers 404 when no neighbour serves it either).
+    2. Ready replicas and one below ``saturation`` in flight (or no limit): ``LOCAL``.
+    3. Every ready replica at ``saturation``: ``SPILL`` if the request may move on, else
+       ``LOCAL`` (it queues at the least busy replica).
+    4. No ready replica: ``HOLD`` while fewer than ``hold_limit`` wait, else ``SPILL`` if it may
+       move on, else ``REFUSE``.
+    """
+    if not placed:
+        return SPILL
+    if ready:
+        if saturation is None or any(outstanding.get(r.id, 0) < saturation for r in ready):
+            return LOCAL
+        return SPILL if can_spill else LOCAL
+    if held < hold_limit:
+        return HOLD
+    return SPILL if can_spill else REFUSE
 
 
 def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -225,6 +292,40 @@ class _Body:
                 return
 
 
+_DONE = "done"
+_REFUSED = "refused"
+
+
+@dataclass
+class _Request:
+    """A client's request on its way through the ingress."""
+
+    scope: Scope
+    key: str
+    hops: int
+    origin: str
+    body: _Body
+    receive: Receive
+
+    @property
+    def target(self) -> bytes:
+        """The request target: raw path and query."""
+        target: bytes = self.scope.get("raw_path") or self.scope["path"].encode()
+        if self.scope.get("query_string"):
+            target += b"?" + self.scope["query_string"]
+        return target
+
+
+def _hops(scope: Scope) -> int:
+    value = _header(scope, HOPS_HEADER)
+    if value is None:
+        return 0
+    try:
+        return max(0, int(value))
+    except ValueError:
+        return 0
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -239,8 +340,26 @@ def _has_body(scope: Scope) -> bool:
     return length is not None and length.strip() not in (b"", b"0")
 
 
+@dataclass(frozen=True)
+class Peer:
+    """A neighbour site's ingress that serves an app: where spilled requests go."""
+
+    site: str
+    """Site name."""
+    address: str
+    """IP address of the site's ingress."""
+    port: int
+    """Ingress port."""
+
+
 class Ingress:
-    """ASGI app: app hosts go to a ready local replica, everything else to ``fallback``."""
+    """ASGI app: app hosts go to a ready local replica, everything else to ``fallback``.
+
+    Around the forwarding sit the activator and spill-over (see ``route``): a request for an app
+    placed here with no ready replica is held while ``wake`` starts one; a request the local
+    replicas cannot take (saturated, failing, or the app not placed here) goes to the nearest
+    neighbour ``peers`` names, at most ``hop_limit`` hops from where it entered the fleet.
+    """
 
     def __init__(
         self,
@@ -249,12 +368,28 @@ class Ingress:
         site: str,
         address: str,
         replicas: LocalReplicas,
+        assignments: Callable[[], Mapping[str, AppAssignment]] | None = None,
+        wake: Callable[[str], None] | None = None,
+        peers: Callable[[str], Sequence[Peer]] | None = None,
+        locate: Callable[[str], str | None] | None = None,
+        on_request: Callable[[str, str, float], None] | None = None,
+        on_load: Callable[[str, int], None] | None = None,
+        on_saturated: Callable[[str], None] | None = None,
+        hold_limit: int = 1000,
+        hold_timeout: float = 30.0,
+        hop_limit: int = 1,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> None:
         """Serve ``site``'s apps, whose replicas listen on ``address``.
 
-        ``transport`` replaces the network (tests); one connection pool serves every replica.
+        ``assignments`` names the apps placed here (with their scaling bounds); ``wake(key)``
+        asks for a replica of an app at zero; ``peers(key)`` lists neighbours serving the app,
+        nearest first; ``locate(client address)`` names the site a client is nearest to;
+        ``on_request(key, origin site, seconds)`` counts demand; ``on_load(key, in flight)``
+        follows the app's concurrency here; ``on_saturated(key)`` says local replicas are full
+        and no neighbour serves the app. ``transport`` replaces the network (tests); one
+        connection pool serves every replica and neighbour.
         """
         self.fallback = fallback
         self.site = site
@@ -263,6 +398,23 @@ class Ingress:
         self.via = f"1.1 edgefleet-{site}"
         self.outstanding: dict[str, int] = {}
         """Requests in flight per replica id."""
+        self.in_flight: dict[str, int] = {}
+        """Requests in flight per app key at this site, held ones included."""
+        self.held: dict[str, int] = {}
+        """Requests held per app key, waiting for a replica to become ready."""
+        self.spilled = 0
+        """Requests sent to a neighbour since start."""
+        self._assignments = assignments or (lambda: {})
+        self._wake = wake or (lambda key: None)
+        self._peers = peers or (lambda key: ())
+        self._locate = locate or (lambda address: None)
+        self._on_request = on_request
+        self._on_load = on_load
+        self._on_saturated = on_saturated or (lambda key: None)
+        self._ready_changed = asyncio.Event()
+        self.hold_limit = hold_limit
+        self.hold_timeout = hold_timeout
+        self.hop_limit = hop_limit
         self._client = httpx.AsyncClient(
             transport=transport,
             trust_env=False,
@@ -278,6 +430,12 @@ class Ingress:
         """Close the connection pool."""
         await self._client.aclose()
 
+    def replicas_changed(self) -> None:
+        """The replicas changed (call on the ingress's loop): held requests look again."""
+        self.replicas.changed()
+        event, self._ready_changed = self._ready_changed, asyncio.Event()
+        event.set()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route by ``Host``: an app name goes to its replicas, anything else to ``fallback``."""
         if scope["type"] in ("http", "websocket"):
@@ -292,14 +450,35 @@ class Ingress:
                 return
         await self.fallback(scope, receive, send)
 
+    # -- one request ---------------------------------------------------------------------------
+
+    def _origin(self, scope: Scope, hops: int) -> str:
+        """The site the client is nearest to: as the spilling neighbour said, else located."""
+        if hops > 0:
+            said = _header(scope, ORIGIN_HEADER)
+            if said and _LABEL.match(said.decode("latin-1")):
+                return said.decode("latin-1")
+        client = scope.get("client")
+        located = self._locate(client[0]) if client else None
+        return located or self.site
+
+    def _local(self, key: str) -> list[ReplicaState]:
+        return [r for r in self.replicas.get().get(key, ()) if r.state != _STOPPED]
+
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, tenant: str, app: str
     ) -> None:
         key = f"{tenant}/{app}"
-        placed = [r for r in self.replicas.get().get(key, ()) if r.state != _STOPPED]
-        if not placed:
-            await _plain(send, 404, f"app {key} has no replica at site {self.site}\n")
-            return
+        hops = _hops(scope)
+        started = time.monotonic()
+        request = _Request(
+            scope=scope,
+            key=key,
+            hops=hops,
+            origin=self._origin(scope, hops),
+            body=_Body(receive),
+            receive=receive,
+        )
         responded = False
 
         async def tracked_send(message: Message) -> None:
@@ -307,44 +486,141 @@ class Ingress:
             responded = True
             await send(message)
 
+        counted = self._count_in(key)
         try:
-            await self._forward(scope, receive, tracked_send, placed, key)
+            served_here = await self._route(request, tracked_send)
         except _ClientGone:
-            pass
+            served_here = True
         except Exception:
             # uvicorn would survive this too, but the client deserves an answer, and the log
             # the request that caused it.
             log.exception("ingress: %s %s for %s failed", scope["method"], scope["path"], key)
+            served_here = True
             if not responded:
                 await _plain(send, 502, f"the ingress of site {self.site} failed on {key}\n")
+        finally:
+            if counted:
+                self._count_out(key)
+        if served_here and self._on_request is not None:
+            self._on_request(key, request.origin, time.monotonic() - started)
 
-    async def _forward(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        placed: Sequence[ReplicaState],
-        key: str,
-    ) -> None:
-        client = scope.get("client")
-        headers = forward_request_headers(
-            scope["headers"],
-            client=client[0] if client else None,
-            scheme=scope.get("scheme", "http"),
-            via=self.via,
+    def _count_in(self, key: str) -> bool:
+        count = self.in_flight.get(key, 0) + 1
+        self.in_flight[key] = count
+        if self._on_load is not None:
+            self._on_load(key, count)
+        return True
+
+    def _count_out(self, key: str) -> None:
+        count = self.in_flight[key] - 1
+        if count:
+            self.in_flight[key] = count
+        else:
+            del self.in_flight[key]
+        if self._on_load is not None:
+            self._on_load(key, count)
+
+    async def _route(self, request: _Request, send: Send) -> bool:
+        """Serve ``request``; True when this site served it (False: a neighbour did)."""
+        key = request.key
+        assignment = self._assignments().get(key)
+        local = self._local(key)
+        limit = saturation_limit(assignment)
+        can_spill = request.hops < self.hop_limit
+        decision = route(
+            placed=assignment is not None or bool(local),
+            ready=ready_replicas(local),
+            outstanding=self.outstanding,
+            saturation=limit,
+            held=self.held.get(key, 0),
+            hold_limit=self.hold_limit,
+            can_spill=can_spill,
         )
-        body = _Body(receive)
-        content = body.chunks() if _has_body(scope) else None
-        target = scope.get("raw_path") or scope["path"].encode()
-        if scope.get("query_string"):
-            target += b"?" + scope["query_string"]
+        if decision == SPILL:
+            peers = self._peers(key)
+            if peers:
+                await self._spill(request, send, peers[0])
+                return False
+            if not local and assignment is None:
+                await _plain(send, 404, f"app {key} has no replica at site {self.site}\n")
+                return True
+            if ready_replicas(local):
+                # Saturated, nobody near to share with: queue here, and say so.
+                self._on_saturated(key)
+                decision = LOCAL
+            else:
+                decision = HOLD if self.held.get(key, 0) < self.hold_limit else REFUSE
+        if decision == REFUSE:
+            await _plain(
+                send,
+                503,
+                f"{self.held.get(key, 0)} requests for {key} already wait at site "
+                f"{self.site} for a replica to start\n",
+                headers=[(b"retry-after", b"1")],
+            )
+            return True
+        if decision == HOLD:
+            local = await self._hold(request)
+            if not ready_replicas(local):
+                peers = self._peers(key) if can_spill else ()
+                if peers:
+                    await self._spill(request, send, peers[0])
+                    return False
+                await _plain(
+                    send,
+                    503,
+                    f"no replica of {key} at site {self.site} became ready within "
+                    f"{self.hold_timeout:g} s\n",
+                    headers=[(b"retry-after", b"1")],
+                )
+                return True
+        return await self._forward_local(request, send, local)
+
+    async def _hold(self, request: _Request) -> list[ReplicaState]:
+        """Wait until a replica of the app is ready here, or the hold times out."""
+        key = request.key
+        self.held[key] = self.held.get(key, 0) + 1
+        deadline = time.monotonic() + self.hold_timeout
+        try:
+            self._wake(key)
+            while True:
+                local = self._local(key)
+                if ready_replicas(local):
+                    return local
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return local
+                event = self._ready_changed
+                with contextlib.suppress(TimeoutError):
+                    # Woken by replicas_changed(); the cap also covers a missed wake-up.
+                    await asyncio.wait_for(event.wait(), min(left, 0.25))
+        finally:
+            left_held = self.held[key] - 1
+            if left_held:
+                self.held[key] = left_held
+            else:
+                del self.held[key]
+
+    async def _forward_local(
+        self, request: _Request, send: Send, placed: Sequence[ReplicaState]
+    ) -> bool:
+        """Send the request to the least busy ready replica, another one if it refuses, and a
+        neighbour once if every replica tried failed and the request may be repeated."""
+        key = request.key
         tried: set[str] = set()
         while True:
             replica = pick_replica([r for r in placed if r.id not in tried], self.outstanding)
             if replica is None:
+                if tried and self._may_retry_elsewhere(request):
+                    peers = self._peers(key)
+                    if peers:
+                        await self._spill(request, send, peers[0])
+                        return False
                 if tried:
                     await _plain(
-                        send, 502, f"replicas of {key} at site {self.site} refused the connection\n"
+                        send,
+                        502,
+                        f"replicas of {key} at site {self.site} refused the connection\n",
                     )
                 else:
                     await _plain(
@@ -353,47 +629,105 @@ class Ingress:
                         f"no replica of {key} at site {self.site} is ready\n",
                         headers=[(b"retry-after", b"1")],
                     )
-                return
+                return True
             tried.add(replica.id)
-            request = httpx.Request(
-                scope["method"],
-                httpx.URL(scheme="http", host=self.address, port=replica.port, raw_path=target),
-                headers=headers,
-                content=content,
-            )
             self.outstanding[replica.id] = self.outstanding.get(replica.id, 0) + 1
             try:
-                try:
-                    upstream = await self._client.send(request, stream=True)
-                except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-                    # Nothing was sent: safe to try another replica, once.
-                    log.warning("ingress: replica %s of %s: %s", replica.id, key, error)
-                    if body.started or len(tried) >= 2:
-                        await _plain(
-                            send,
-                            502,
-                            f"replica {replica.id} at site {self.site} refused the connection\n",
-                        )
-                        return
-                    continue
-                except httpx.TimeoutException:
-                    await _plain(send, 504, f"replica {replica.id} did not answer in time\n")
-                    return
-                except httpx.HTTPError as error:
-                    log.warning("ingress: replica %s of %s: %s", replica.id, key, error)
-                    await _plain(send, 502, f"replica {replica.id} failed: {error}\n")
-                    return
-                try:
-                    await self._relay(upstream, receive, send, watch=body.done or content is None)
-                finally:
-                    await upstream.aclose()
-                return
+                url = httpx.URL(
+                    scheme="http", host=self.address, port=replica.port, raw_path=request.target
+                )
+                outcome = await self._exchange(request, send, url, self._headers(request))
             finally:
                 left = self.outstanding[replica.id] - 1
                 if left:
                     self.outstanding[replica.id] = left
                 else:
                     del self.outstanding[replica.id]
+            if outcome == _REFUSED:
+                log.warning("ingress: replica %s of %s refused the connection", replica.id, key)
+                if request.body.started or len(tried) >= 2:
+                    if not request.body.started and self._may_retry_elsewhere(request):
+                        peers = self._peers(key)
+                        if peers:
+                            await self._spill(request, send, peers[0])
+                            return False
+                    await _plain(
+                        send,
+                        502,
+                        f"replica {replica.id} at site {self.site} refused the connection\n",
+                    )
+                    return True
+                continue
+            return True
+
+    def _may_retry_elsewhere(self, request: _Request) -> bool:
+        return (
+            request.hops < self.hop_limit
+            and not request.body.started
+            and request.scope["method"] in IDEMPOTENT
+        )
+
+    async def _spill(self, request: _Request, send: Send, peer: Peer) -> None:
+        """Send the request to a neighbour's ingress, one hop further from where it entered."""
+        self.spilled += 1
+        headers = [
+            *self._headers(request),
+            (HOPS_HEADER, str(request.hops + 1).encode()),
+            (ORIGIN_HEADER, request.origin.encode()),
+        ]
+        url = httpx.URL(scheme="http", host=peer.address, port=peer.port, raw_path=request.target)
+        outcome = await self._exchange(request, send, url, headers)
+        if outcome == _REFUSED:
+            await _plain(
+                send,
+                502,
+                f"site {self.site} passed {request.key} to site {peer.site}, which refused\n",
+            )
+
+    def _headers(self, request: _Request) -> list[tuple[bytes, bytes]]:
+        scope = request.scope
+        client = scope.get("client")
+        return forward_request_headers(
+            [(n, v) for n, v in scope["headers"] if n.lower() not in (HOPS_HEADER, ORIGIN_HEADER)],
+            client=client[0] if client else None,
+            scheme=scope.get("scheme", "http"),
+            via=self.via,
+        )
+
+    async def _exchange(
+        self,
+        request: _Request,
+        send: Send,
+        url: httpx.URL,
+        headers: list[tuple[bytes, bytes]],
+    ) -> str:
+        """One upstream exchange streamed to the client: ``_DONE`` or ``_REFUSED`` (nothing
+        was sent, so the request may go elsewhere)."""
+        content = request.body.chunks() if _has_body(request.scope) else None
+        upstream_request = httpx.Request(
+            request.scope["method"], url, headers=headers, content=content
+        )
+        try:
+            upstream = await self._client.send(upstream_request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            return _REFUSED
+        except httpx.TimeoutException:
+            await _plain(send, 504, f"{url.host}:{url.port} did not answer in time\n")
+            return _DONE
+        except httpx.HTTPError as error:
+            log.warning("ingress: %s for %s: %s", url, request.key, error)
+            await _plain(send, 502, f"upstream for {request.key} failed: {error}\n")
+            return _DONE
+        try:
+            await self._relay(
+                upstream,
+                request.receive,
+                send,
+                watch=request.body.done or content is None,
+            )
+        finally:
+            await upstream.aclose()
+        return _DONE
 
     async def _relay(
         self, upstream: httpx.Response, receive: Receive, send: Send, *, watch: bool

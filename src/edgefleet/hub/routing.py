@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 def build_routing_table(sites: Sequence[Site], apps: Sequence[App]) -> RoutingTable:
     """The routing table for these sites and apps; its version is a hash of its content.
 
-    An endpoint is a site where the app has desired or ready replicas. Headroom is the share of
-    the site's replica slots still free, the same for every app there.
+    An endpoint is a site where the app has desired or ready replicas, or is placed at zero
+    (wakeable). Headroom is the share of the site's replica slots still free, the same for every
+    app there.
     """
     route_sites = [
         RouteSite(
@@ -54,12 +55,22 @@ def build_routing_table(sites: Sequence[Site], apps: Sequence[App]) -> RoutingTa
     routes = []
     for app in sorted(apps, key=lambda a: (a.metadata.tenant or "", a.metadata.name)):
         endpoints = [
-            RouteEndpoint(site=p.site, ready=p.ready, headroom=round(headroom.get(p.site, 0.0), 3))
+            RouteEndpoint(
+                site=p.site,
+                ready=p.ready,
+                headroom=round(headroom.get(p.site, 0.0), 3),
+                wakeable=p.wakeable,
+            )
             for p in app.status.sites
-            if p.desired or p.ready
+            if p.desired or p.ready or p.wakeable
         ]
         routes.append(
-            AppRoutes(tenant=app.metadata.tenant or "", app=app.metadata.name, endpoints=endpoints)
+            AppRoutes(
+                tenant=app.metadata.tenant or "",
+                app=app.metadata.name,
+                max_latency_ms=app.spec.placement.max_latency_ms,
+                endpoints=endpoints,
+            )
         )
     content = RoutingTable(version="", sites=route_sites, apps=routes)
     digest = hashlib.sha256(

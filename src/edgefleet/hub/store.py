@@ -638,11 +638,14 @@ class Store:
         ids = [(r.tenant, r.name) for r in rows]
         desired: dict[AppId, dict[str, int]] = defaultdict(dict)
         observed: dict[AppId, dict[str, ReplicaCount]] = defaultdict(dict)
+        wakeable: dict[AppId, set[str]] = defaultdict(set)
         if ids:
             for a in conn.execute(
                 select(assignments).where(tuple_(assignments.c.tenant, assignments.c.app).in_(ids))
             ):
                 desired[(a.tenant, a.app)][a.site] = a.replicas
+                if (a.max_replicas or 0) > 0:
+                    wakeable[(a.tenant, a.app)].add(a.site)
             for c in conn.execute(
                 select(replica_counts).where(
                     tuple_(replica_counts.c.tenant, replica_counts.c.app).in_(ids)
@@ -659,6 +662,7 @@ class Store:
                     desired=want.get(site, 0),
                     running=have[site].running if site in have else 0,
                     ready=have[site].ready if site in have else 0,
+                    wakeable=site in wakeable.get(app_id, ()),
                 )
                 for site in sorted(set(want) | set(have))
             ]

@@ -502,6 +502,10 @@ class SiteReplicas(_Base):
     desired: int = Field(default=0, description="Replicas placement asks for.")
     ready: int = Field(default=0, description="Replicas the agent reports ready.")
     running: int = Field(default=0, description="Replicas the agent reports running.")
+    wakeable: bool = Field(
+        default=False,
+        description="The site may start replicas itself (traffic mode), from zero on a request.",
+    )
 
 
 class AppStatus(_Base):

@@ -9,11 +9,16 @@ networks contain it. The DNS servers call both on cache misses; nothing here doe
 The rules of ``choose``:
 
 1. An endpoint is eligible when its site is in the table, the hub holds the site reachable, no
-   local probe says it is down and it has a ready replica. A probe can take a site out but not
+   local probe says it is down and it has a ready replica or is wakeable (placed at zero: its
+   activator holds the request while a replica starts). A probe can take a site out but not
    bring back one the hub lost: a site the hub cannot reach misses placement changes, so what
    it still serves may be stale.
-2. Eligible endpoints are ordered: the origin site first (local traffic stays local); then sites
-   with headroom > 0 before saturated ones; within each group by distance from the origin, the
+2. Eligible endpoints fall in four classes, in this order: ready within the app's latency bound,
+   wakeable within it, ready beyond it, wakeable beyond it (an app without a bound has every
+   site within; a site whose distance is unknown counts as within). So a ready site nearby is
+   better than a cold start, and a cold start nearby better than a far site that breaks the
+   bound. Within a class: the origin site first (local traffic stays local); then sites with
+   headroom > 0 before saturated ones; within each group by distance from the origin, the
    measured round trip where there is one, else the estimate from great-circle km. Sites whose
    distance is unknown (no origin point and no measurement) come after the known ones, by
    headroom, higher first. Ties go to the site name, so the answer never depends on the order of
@@ -85,8 +90,8 @@ class Answer:
     """True when the origin site serves the app and so comes first."""
 
 
-_SortKey = tuple[bool, int, bool, float, str, int, float]
-"""(ineligible, tier, distance unknown, distance or -headroom, site, -ready, -headroom)."""
+_SortKey = tuple[bool, int, int, bool, float, str, int, float]
+"""(ineligible, class, tier, distance unknown, distance or -headroom, site, -ready, -headroom)."""
 
 
 def choose(
@@ -112,6 +117,7 @@ def choose(
     if endpoints is None:
         return None
     here = _origin_point(table, origin)
+    bound = table.latency_bounds.get((tenant, app))
     verdicts: Mapping[str, bool] = {} if health is None else health
     measurements: Mapping[str, float] = {} if rtt_ms is None else rtt_ms
 
@@ -123,6 +129,10 @@ def choose(
         rtt, measured = _distance(endpoint.site, point, here, measurements)
         # NaN sorts unpredictably; a NaN headroom counts as saturated and as 0 in the order.
         headroom = 0.0 if math.isnan(endpoint.headroom) else endpoint.headroom
+        # Classes: ready within the bound, wakeable within, ready beyond, wakeable beyond.
+        beyond = bound is not None and rtt is not None and rtt > bound
+        cold = endpoint.ready <= 0
+        grade = 2 * beyond + cold
         # Tiers: the origin site, then sites with headroom, then saturated sites.
         if endpoint.site == origin.site:
             tier = 0
@@ -132,6 +142,7 @@ def choose(
             tier = 2
         key = (
             reason is not None,
+            grade,
             tier,
             rtt is None,
             -headroom if rtt is None else rtt,
@@ -226,7 +237,7 @@ def _skip_reason(
         return UNREACHABLE
     if not health.get(endpoint.site, True):
         return DOWN
-    if endpoint.ready <= 0:
+    if endpoint.ready <= 0 and not endpoint.wakeable:
         return NO_READY_REPLICA
     return None
 

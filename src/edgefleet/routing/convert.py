@@ -28,8 +28,10 @@ def route_table(wire: RoutingTable) -> RouteTable:
     }
     apps = {
         (a.tenant, a.app): tuple(
-            Endpoint(site=e.site, ready=e.ready, headroom=e.headroom) for e in a.endpoints
+            Endpoint(site=e.site, ready=e.ready, headroom=e.headroom, wakeable=e.wakeable)
+            for e in a.endpoints
         )
         for a in wire.apps
     }
-    return RouteTable(version=wire.version, sites=sites, apps=apps)
+    bounds = {(a.tenant, a.app): a.max_latency_ms for a in wire.apps if a.max_latency_ms}
+    return RouteTable(version=wire.version, sites=sites, apps=apps, latency_bounds=bounds)

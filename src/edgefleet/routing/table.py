@@ -52,6 +52,8 @@ class Endpoint:
     """Ready replicas of the app at the site."""
     headroom: float = 1.0
     """Free share of the site's capacity for more load, 0 (saturated) to 1 (idle)."""
+    wakeable: bool = False
+    """The site may start a replica itself: its activator serves a request even at zero ready."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class RouteTable:
     """All sites by name."""
     apps: Mapping[AppId, tuple[Endpoint, ...]] = field(default_factory=dict)
     """Sites serving each app. An app present with no endpoint exists but has no server."""
+    latency_bounds: Mapping[AppId, float] = field(default_factory=dict)
+    """Round-trip ms bound of apps that have one (traffic placement's ``maxLatencyMs``)."""
 
 
 @dataclass(frozen=True)

@@ -115,9 +115,10 @@ def test_ingress_routes_balances_and_streams(sqlite_fleet: LocalFleet, site: Sit
     assert asyncio.run(round_trip(data)) == expected
 
 
-def test_ingress_answers_503_while_no_replica_is_ready(
+def test_ingress_holds_requests_while_no_replica_is_ready(
     sqlite_fleet: LocalFleet, site: Site
 ) -> None:
+    """The activator: with the only replica paused, a request waits, then is served."""
     (only,) = run_hello(sqlite_fleet, site, 1)
     pid = only["pid"]
     os.kill(pid, signal.SIGSTOP)
@@ -127,10 +128,21 @@ def test_ingress_answers_503_while_no_replica_is_ready(
             timeout=15,
             what="the agent to report the paused replica not ready",
         )
-        reply = httpx.get(base(site), headers={"Host": HOST}, timeout=5)
-        assert reply.status_code == 503
-        assert reply.headers["retry-after"] == "1"
-        assert "demo/hello" in reply.text
+
+        async def held() -> httpx.Response:
+            async with httpx.AsyncClient(timeout=40) as client:
+                return await client.get(base(site), headers={"Host": HOST})
+
+        async def scenario() -> httpx.Response:
+            request = asyncio.ensure_future(held())
+            await asyncio.sleep(1.0)
+            assert not request.done(), "the request was answered while no replica was ready"
+            os.kill(pid, signal.SIGCONT)
+            return await request
+
+        reply = asyncio.run(scenario())
+        assert reply.status_code == 200, reply.text
+        assert "edgefleet-" in reply.headers["via"]
     finally:
         os.kill(pid, signal.SIGCONT)
     # Ready again (the same process, or its replacement after failed liveness checks).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -195,7 +196,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def make_ingress(
-    replicas: Mapping[str, Sequence[ReplicaState]], handler: Handler
+    replicas: Mapping[str, Sequence[ReplicaState]], handler: Handler, **options: Any
 ) -> tuple[Ingress, httpx.AsyncClient]:
     api = FastAPI()
 
@@ -209,6 +210,7 @@ def make_ingress(
         address="127.0.80.1",
         replicas=LocalReplicas(lambda: replicas),
         transport=httpx.MockTransport(handler),
+        **options,
     )
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=ingress), base_url="http://127.0.80.1:8080"
@@ -224,9 +226,10 @@ def run(
     method: str = "GET",
     path: str = "/",
     content: bytes | None = None,
+    **options: Any,
 ) -> httpx.Response:
     async def go() -> httpx.Response:
-        ingress, client = make_ingress(replicas, handler)
+        ingress, client = make_ingress(replicas, handler, **options)
         async with client:
             reply = await client.request(method, path, headers={"Host": host}, content=content)
             await reply.aread()
@@ -276,8 +279,8 @@ def test_stopped_replicas_do_not_place_an_app() -> None:
     assert run({"demo/hello": [gone]}, echo).status_code == 404
 
 
-def test_no_ready_replica_is_503_with_retry_after() -> None:
-    reply = run({"demo/hello": [replica(0, ready=False)]}, echo)
+def test_no_replica_ready_in_time_is_503_with_retry_after() -> None:
+    reply = run({"demo/hello": [replica(0, ready=False)]}, echo, hold_timeout=0.2)
     assert reply.status_code == 503
     assert reply.headers["retry-after"] == "1"
 
