@@ -675,3 +675,50 @@ def test_locate_maps_clients_to_sites(address: str, site: str | None, length: in
 def test_locate_refuses_text_that_is_no_address() -> None:
     with pytest.raises(ValueError, match="does not appear to be"):
         locate(located_table(), "paris")
+
+
+# ---------------------------------------------------------------------------------------------
+# Wakeable sites and the latency bound (scale to zero)
+
+
+def bounded(table: RouteTable, bound: float) -> RouteTable:
+    """``table`` with a latency bound on acme/shop."""
+    return replace(table, latency_bounds={("acme", "shop"): bound})
+
+
+ASLEEP_IN_PARIS = Endpoint(site="paris", ready=0, wakeable=True)
+
+
+def test_a_ready_site_comes_before_a_wakeable_one_when_both_are_within_the_bound() -> None:
+    table = demo_table(ASLEEP_IN_PARIS, "london")
+    assert names(choose(table, "acme", "shop", PARIS)) == ["london", "paris"]
+    # London is 7.9 ms from Paris: within a 10 ms bound, so still no cold start.
+    assert names(choose(bounded(table, 10), "acme", "shop", PARIS)) == ["london", "paris"]
+
+
+def test_a_wakeable_site_within_the_bound_beats_a_ready_one_beyond_it() -> None:
+    table = bounded(demo_table(ASLEEP_IN_PARIS, "london"), 5)
+    answer = choose(table, "acme", "shop", PARIS)
+    assert names(answer) == ["paris", "london"]
+    assert answer is not None and answer.local
+    assert {c.site: c.ready for c in answer.considered} == {"paris": 0, "london": 2}
+
+
+def test_beyond_the_bound_ready_sites_still_come_before_wakeable_ones() -> None:
+    far_asleep = Endpoint(site="tokyo", ready=0, wakeable=True)
+    table = bounded(demo_table(far_asleep, "london"), 5)
+    assert names(choose(table, "acme", "shop", PARIS)) == ["london", "tokyo"]
+
+
+def test_a_site_at_zero_that_cannot_wake_is_not_answered() -> None:
+    table = demo_table(Endpoint(site="paris", ready=0), "london")
+    answer = choose(bounded(table, 5), "acme", "shop", PARIS)
+    assert names(answer) == ["london"]
+    assert reasons(answer)["paris"] == NO_READY_REPLICA
+
+
+def test_a_wakeable_site_the_hub_lost_is_not_answered() -> None:
+    table = bounded(demo_table(ASLEEP_IN_PARIS, "london", unreachable=("paris",)), 5)
+    answer = choose(table, "acme", "shop", PARIS)
+    assert names(answer) == ["london"]
+    assert reasons(answer)["paris"] == UNREACHABLE
