@@ -17,10 +17,14 @@ import httpx
 
 from edgefleet.dns.routed import RoutedZone
 from edgefleet.dns.zone import Client, Lookup
+from edgefleet.routing.answer import choose, locate
 from edgefleet.routing.geo import estimated_rtt_ms, great_circle_km
-from edgefleet.routing.table import AppId, Origin, RouteTable
+from edgefleet.routing.table import AppId, Origin, RouteTable, SitePoint
 
 log = logging.getLogger(__name__)
+
+
+_UNSET = "\0unset"
 
 
 def app_id(key: str) -> AppId:
@@ -151,6 +155,8 @@ class EdgeZone(RoutedZone):
         self._rtt: dict[str, float] = {}
         self._version = ""
         self._generation = 0
+        self._peers: dict[tuple[str, str, int], list[SitePoint]] = {}
+        self._located: dict[str, str | None] = {}
 
     def update(
         self,
@@ -170,6 +176,9 @@ class EdgeZone(RoutedZone):
             self._rtt = floor_by_distance(self.table, self.site, rtt_ms)
         self._generation += 1
         self._version = f"{self.hub_table.version}/{self._generation}"
+        self._peers = {}
+        if hub_table is not None:
+            self._located = {}
 
     def version(self) -> str:
         """Changes with every update."""
@@ -178,6 +187,58 @@ class EdgeZone(RoutedZone):
     def client_key(self, client: Client) -> Hashable:
         """Every client of an edge DNS is near this site: answers do not depend on who asks."""
         return None
+
+    def peers(self, tenant: str, app: str, *, limit: int = 2) -> list[SitePoint]:
+        """Neighbours with ready replicas of the app, best first: where to spill requests.
+
+        The DNS order (within the latency bound first, then headroom, then distance), without
+        this site and without sites that would only wake. Cached until the next ``update``.
+        """
+        key = (tenant, app, limit)
+        cached = self._peers.get(key)
+        if cached is not None:
+            return cached
+        endpoints = self.table.apps.get((tenant, app), ())
+        answer = choose(
+            self.table,
+            tenant,
+            app,
+            Origin(site=self.site),
+            health=self._health,
+            rtt_ms=self._rtt,
+            limit=max(1, len(endpoints)),
+        )
+        found: list[SitePoint] = []
+        if answer is not None:
+            for candidate in answer.considered:
+                if len(found) >= limit:
+                    break
+                point = self.table.sites.get(candidate.site)
+                if (
+                    candidate.chosen
+                    and candidate.ready > 0
+                    and candidate.site != self.site
+                    and point is not None
+                ):
+                    found.append(point)
+        if len(self._peers) > 10_000:
+            self._peers.clear()
+        self._peers[key] = found
+        return found
+
+    def locate(self, address: str) -> str | None:
+        """The site whose client networks hold ``address``, or None."""
+        cached = self._located.get(address, _UNSET)
+        if cached is not _UNSET:
+            return cached
+        try:
+            origin, _ = locate(self.table, address)
+        except ValueError:
+            origin = Origin()
+        if len(self._located) > 10_000:
+            self._located.clear()
+        self._located[address] = origin.site
+        return origin.site
 
     def lookup(self, tenant: str, app: str, client: Client) -> Lookup | None:
         """This site if it serves the app, else its nearest healthy neighbours that do."""

@@ -11,33 +11,40 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from edgefleet._version import __version__
 from edgefleet.agent.backoff import Backoff
 from edgefleet.agent.cache import DesiredStateCache, RoutingTableCache
 from edgefleet.agent.drivers.base import Driver
-from edgefleet.agent.edge import EdgeZone, NeighbourProber, app_id
-from edgefleet.agent.ingress import Ingress, LocalReplicas
+from edgefleet.agent.edge import EdgeZone, NeighbourProber, app_id, nearest_neighbours
+from edgefleet.agent.ingress import Ingress, LocalReplicas, Peer
+from edgefleet.agent.scaling import Autoscaler
 from edgefleet.dns.responder import Responder
 from edgefleet.dns.server import DnsServer
 from edgefleet.model import (
+    AppAssignment,
     AppReport,
     DesiredState,
     Heartbeat,
     ReplicaState,
     RoutingTable,
+    SiteSelector,
     StatusReport,
 )
 from edgefleet.routing.convert import route_table
+from edgefleet.routing.table import SitePoint
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,16 @@ class AgentConfig:
     """Seconds between probes of each neighbour."""
     neighbours: int = 8
     """How many of the nearest sites to probe."""
+    scale_interval: float = 0.5
+    """Seconds between local scaling decisions."""
+    hold_timeout: float = 30.0
+    """Seconds the activator holds a request while a replica starts."""
+    hold_limit: int = 1000
+    """Requests held per app at most; beyond, 503 with Retry-After (or a neighbour)."""
+    offload_ttl: float = 60.0
+    """Seconds a neighbour keeps replicas started at our request unless asked again."""
+    max_offload_replicas: int = 8
+    """Most replicas this site runs at neighbours' requests, all apps together."""
 
 
 @dataclass
@@ -90,9 +107,30 @@ def ready_counts(observed: Mapping[str, Sequence[ReplicaState]]) -> dict[str, in
     return {key: sum(r.ready for r in replicas) for key, replicas in observed.items()}
 
 
-def local_api(driver: Driver, site: str, replicas_view: LocalReplicas) -> FastAPI:
-    """The agent's own HTTP API on the site address: health, replicas and logs."""
+class OffloadRequest(BaseModel):
+    """A neighbour asks this site to run replicas of an app it cannot serve alone."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    requester: str = Field(description="Site asking.")
+    assignment: AppAssignment = Field(description="The app, with its local scaling bounds.")
+
+
+def local_api(
+    driver: Driver,
+    site: str,
+    replicas_view: LocalReplicas,
+    offload: Callable[[OffloadRequest], str | None] | None = None,
+) -> FastAPI:
+    """The agent's own HTTP API on the site address: health, replicas, logs, offload."""
     api = FastAPI(title=f"edgefleet agent {site}", version=__version__)
+
+    @api.post("/_edgefleet/offload", status_code=202)
+    def accept_offload(request: OffloadRequest) -> dict[str, str]:
+        refusal = "this site takes no offload" if offload is None else offload(request)
+        if refusal is not None:
+            raise HTTPException(409, refusal)
+        return {"status": "accepted", "site": site}
 
     @api.get("/_edgefleet/healthz")
     def healthz() -> dict[str, Any]:
@@ -143,14 +181,35 @@ class Agent:
             headers=headers,
             timeout=httpx.Timeout(10.0, read=config.watch_timeout + 10.0),
         )
+        self._peer_http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(3.0))
         self._api_server: uvicorn.Server | None = None
         self.replicas = LocalReplicas(driver.observe)
         """The one cached view of the driver's replicas: ingress, health answers, edge DNS."""
+        self.scaler = Autoscaler()
+        """Local scaling of apps with bounds (traffic placement), with or without the hub."""
+        self.desired: DesiredState | None = None
+        """The hub's last word (or the cache's)."""
+        self.offloads: dict[str, tuple[AppAssignment, float]] = {}
+        """Apps run at neighbours' request: assignment and when it lapses (monotonic)."""
+        self.placed: dict[str, AppAssignment] = {}
+        """Every app this site runs or may wake, as last handed to the driver."""
+        self._converged: list[AppAssignment] | None = None
+        self._converge_lock = asyncio.Lock()
+        self._asked: dict[str, float] = {}
+        """When we last asked a neighbour to take an app (monotonic), per app."""
         self.ingress = Ingress(
-            local_api(driver, config.site, self.replicas),
+            local_api(driver, config.site, self.replicas, self.accept_offload),
             site=config.site,
             address=config.address,
             replicas=self.replicas,
+            assignments=lambda: self.placed,
+            wake=self.wake,
+            peers=self.spill_peers,
+            locate=self.zone.locate,
+            on_load=self._on_load,
+            on_saturated=self._on_saturated,
+            hold_limit=config.hold_limit,
+            hold_timeout=config.hold_timeout,
         )
 
     @property
@@ -164,8 +223,153 @@ class Agent:
         # Called from the driver's thread.
         self.replicas.changed()
         if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.ingress.replicas_changed)
             self._loop.call_soon_threadsafe(self.progress.report_dirty.set)
             self._loop.call_soon_threadsafe(self.refresh_zone)
+
+    # -- local scaling, activator, spill-over ------------------------------------------------------
+
+    def assignments(self, now: float) -> list[AppAssignment]:
+        """What this site must run before local scaling: the hub's share, then offloads."""
+        hub = list(self.desired.apps) if self.desired is not None else []
+        keys = {a.key for a in hub}
+        for key, (assignment, until) in list(self.offloads.items()):
+            if until <= now:
+                log.info("offload of %s lapsed: nobody asked again", key)
+                del self.offloads[key]
+            elif key not in keys:
+                hub.append(assignment)
+        return hub
+
+    def effective(self, now: float) -> list[AppAssignment]:
+        """The assignments with the local scaler's counts: what the driver runs."""
+        wanted = self.assignments(now)
+        ready = ready_counts(self.replicas.get())
+        out = self.scaler.effective(wanted, now, ready)
+        self.placed = {a.key: a for a in out}
+        return out
+
+    async def converge(self) -> None:
+        """Hand the driver the current effective assignments, if they changed."""
+        async with self._converge_lock:
+            now = time.monotonic()
+            effective = self.effective(now)
+            if effective == self._converged:
+                return
+            before = {a.key: a.replicas for a in self._converged or ()}
+            for a in effective:
+                if a.scaling is not None and before.get(a.key) != a.replicas:
+                    log.info("scaling %s", self.scaler.explain(a.key))
+            await asyncio.to_thread(self.driver.converge, effective)
+            self._converged = effective
+
+    def wake(self, key: str) -> None:
+        """The activator holds a request for ``key``: start a replica now if it sleeps."""
+        if self.scaler.wake(key, time.monotonic()) and self._loop is not None:
+            log.info("waking %s for a held request", key)
+            self._loop.create_task(self.converge())
+
+    def _on_load(self, key: str, in_flight: int) -> None:
+        now = time.monotonic()
+        self.scaler.record(key, now, in_flight)
+        self.scaler.request_seen(key, now)
+
+    def spill_peers(self, key: str) -> list[Peer]:
+        """Neighbours serving ``key`` with ready replicas, nearest first."""
+        tenant, app = app_id(key)
+        return [
+            Peer(site=p.name, address=p.ip, port=p.ingress_port)
+            for p in self.zone.peers(tenant, app)
+        ]
+
+    def _on_saturated(self, key: str) -> None:
+        """Local replicas are full and no neighbour serves ``key``: ask one to, if we are at
+        our own ceiling (below it the local scaler adds replicas first)."""
+        assignment = self.placed.get(key)
+        if assignment is None or assignment.scaling is None or self._loop is None:
+            return
+        desired = self.scaler.desired(key) or 0
+        if desired < assignment.scaling.max_replicas:
+            return
+        now = time.monotonic()
+        if now - self._asked.get(key, -1e9) < self.config.offload_ttl / 4:
+            return
+        self._asked[key] = now
+        self._loop.create_task(self._ask_neighbours(assignment))
+
+    async def _ask_neighbours(self, assignment: AppAssignment) -> None:
+        """Ask the nearest neighbours, in turn, to run ``assignment``, until one accepts."""
+        table = self.zone.table
+        health = self.prober.health()
+        request = OffloadRequest(requester=self.config.site, assignment=assignment)
+        body = request.model_dump_json(by_alias=True)
+        for name in nearest_neighbours(table, self.config.site, self.config.neighbours):
+            point = table.sites.get(name)
+            if point is None or not point.reachable or health.get(name) is False:
+                continue
+            if assignment.selector is not None and refuses(assignment.selector, point):
+                continue
+            url = f"http://{point.ip}:{point.ingress_port}/_edgefleet/offload"
+            try:
+                reply = await self._peer_http.post(
+                    url, content=body, headers={"Content-Type": "application/json"}
+                )
+            except httpx.HTTPError as exc:
+                log.warning("offload of %s to %s failed: %s", assignment.key, name, exc)
+                continue
+            if reply.status_code == 202:
+                log.info("site %s runs %s for us now", name, assignment.key)
+                return
+            log.info("site %s declined %s: %s", name, assignment.key, _reason_text(reply))
+        log.warning("no neighbour took %s: local replicas stay saturated", assignment.key)
+
+    def accept_offload(self, request: OffloadRequest) -> str | None:
+        """A neighbour asks us to run an app; None when accepted, else why not."""
+        assignment = request.assignment
+        key = assignment.key
+        if self.desired is not None and any(a.key == key for a in self.desired.apps):
+            return f"{key} is placed here by the hub already"
+        if assignment.scaling is None:
+            return f"{key} has fixed replicas: only the hub places it"
+        me = self.zone.table.sites.get(self.config.site)
+        if assignment.selector is not None:
+            if me is None:
+                return "this site does not know its own region yet (no routing table)"
+            refusal = refuses(assignment.selector, me)
+            if refusal is not None:
+                return refusal
+        bounds = assignment.scaling
+        max_here = min(bounds.max_replicas, self.config.max_offload_replicas)
+        taken = sum(
+            a.scaling.max_replicas if a.scaling else a.replicas
+            for k, (a, _) in self.offloads.items()
+            if k != key
+        )
+        if taken + 1 > self.config.max_offload_replicas:
+            return f"this site runs {taken} replicas for neighbours already (the most it takes)"
+        max_here = min(max_here, self.config.max_offload_replicas - taken)
+        offload = assignment.model_copy(
+            update={
+                "replicas": max(1, assignment.replicas if assignment.replicas <= max_here else 1),
+                "scaling": bounds.model_copy(update={"min_replicas": 0, "max_replicas": max_here}),
+            }
+        )
+        renewed = key in self.offloads
+        self.offloads[key] = (offload, time.monotonic() + self.config.offload_ttl)
+        if not renewed:
+            log.info("running %s for site %s (up to %d replicas)", key, request.requester, max_here)
+        if self._loop is not None:
+            # Called from the local API's worker thread.
+            asyncio.run_coroutine_threadsafe(self.converge(), self._loop)
+        return None
+
+    async def _scale_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.scale_interval)
+            try:
+                await self.converge()
+            except Exception:
+                log.exception("local scaling failed")
 
     def _probes_changed(self) -> None:
         self.refresh_zone()
@@ -187,7 +391,8 @@ class Agent:
         )
 
     async def _apply(self, state: DesiredState) -> None:
-        await asyncio.to_thread(self.driver.converge, state.apps)
+        self.desired = state
+        await self.converge()
         self.progress.revision = state.revision
         self.progress.report_dirty.set()
 
@@ -203,7 +408,10 @@ class Agent:
             log.info(
                 "resuming from cached revision %d (%d apps)", cached.revision, len(cached.apps)
             )
-            self.driver.converge(cached.apps)
+            self.desired = cached
+            effective = self.effective(time.monotonic())
+            self.driver.converge(effective)
+            self._converged = effective
             self.progress.revision = cached.revision
         return cached
 
@@ -366,6 +574,7 @@ class Agent:
             asyncio.create_task(self.prober.run(self._probes_changed)),
             asyncio.create_task(self._report_loop()),
             asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._scale_loop()),
         ]
         log.info("agent for site %s started (hub %s)", self.config.site, self.config.hub)
         stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
@@ -394,6 +603,7 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._http.aclose()
+        await self._peer_http.aclose()
         await self.ingress.aclose()
         if self.config.stop_replicas_on_exit:
             await asyncio.to_thread(self.driver.stop_all)
@@ -408,6 +618,31 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def refuses(selector: SiteSelector, site: SitePoint) -> str | None:
+    """Why ``selector`` does not allow ``site``, or None when it does.
+
+    A site's labels are not in the routing table, so a selector with ``matchLabels`` refuses
+    every site: only the hub, which knows the labels, places such an app.
+    """
+    if selector.regions and site.region not in selector.regions:
+        return f"region {site.region} is not among the app's regions {selector.regions}"
+    if selector.zones and site.zone not in selector.zones:
+        return f"zone {site.zone} is not among the app's zones {selector.zones}"
+    if selector.sites and site.name not in selector.sites:
+        return f"site {site.name} is not among the app's sites"
+    if selector.match_labels:
+        return "the app selects sites by labels, which only the hub knows"
+    return None
+
+
+def _reason_text(reply: httpx.Response) -> str:
+    try:
+        detail = reply.json().get("detail")
+    except ValueError:
+        detail = reply.text[:200]
+    return f"HTTP {reply.status_code}: {detail}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -485,11 +485,16 @@ class ProcessDriver:
         *,
         port_range: tuple[int, int] = (20000, 29999),
         probe_interval: float = 1.0,
+        startup_probe_interval: float = 0.05,
         probe_timeout: float = 1.0,
         stop_grace: float = 5.0,
         extra_path: Sequence[str] = (),
     ) -> None:
         """Prepare a driver; nothing runs until ``start``.
+
+        A replica that has never been ready is probed every ``startup_probe_interval`` seconds
+        instead of every ``probe_interval``: a request held for a cold start waits for that
+        probe, so it must come soon after the replica listens.
 
         ``host`` is the site address replicas bind (env ``HOST``) and are probed on; ports come
         from ``port_range`` unless the workload fixes one. ``extra_path`` goes first on the
@@ -497,13 +502,17 @@ class ProcessDriver:
         """
         if not 0 < port_range[0] <= port_range[1] <= 65535:
             raise ValueError(f"port_range {port_range} must be (low, high) within 1..65535")
-        if probe_interval <= 0 or probe_timeout <= 0 or stop_grace < 0:
-            raise ValueError("probe_interval and probe_timeout must be > 0, stop_grace >= 0")
+        if probe_interval <= 0 or startup_probe_interval <= 0 or probe_timeout <= 0:
+            raise ValueError("probe intervals and probe_timeout must be > 0")
+        if stop_grace < 0:
+            raise ValueError("stop_grace must be >= 0")
         self.site = site
         self.state_dir = Path(state_dir)
         self.host = host
         self._port_range = port_range
         self._probe_interval = probe_interval
+        self._startup_probe_interval = min(startup_probe_interval, probe_interval)
+        self._next_startup_probe = 0.0
         self._probe_timeout = probe_timeout
         self._stop_grace = stop_grace
         self._extra_path = list(extra_path)
@@ -674,12 +683,17 @@ class ProcessDriver:
         targets: list[tuple[_Replica, int, str]] = []
         with self._lock:
             now = time.monotonic()
-            if now >= self._next_probe:
+            everyone = now >= self._next_probe
+            if everyone:
                 self._next_probe = now + self._probe_interval
+            if everyone or now >= self._next_startup_probe:
+                self._next_startup_probe = now + self._startup_probe_interval
                 targets = [
                     (replica, replica.pid, self._health_url(replica, replica.port))
                     for replica in self._replicas()
-                    if replica.pid is not None and replica.port is not None
+                    if replica.pid is not None
+                    and replica.port is not None
+                    and (everyone or not replica.has_been_ready)
                 ]
         # Probes run without the lock: converge() and observe() must not wait for slow replicas.
         results = self._probe_all([url for _, _, url in targets])
@@ -725,6 +739,8 @@ class ProcessDriver:
         for replica in self._replicas():
             if replica.pid is None and replica.next_start is not None:
                 wake_at.append(max(replica.next_start, now + 0.05))
+            elif replica.pid is not None and not replica.has_been_ready:
+                wake_at.append(self._next_startup_probe)
         if self._stopping:
             # Exits are polled (non-children cannot be waited on); a fixed port may wait on one.
             wake_at.append(now + 0.05)
