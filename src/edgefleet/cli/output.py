@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from edgefleet.model import App, Event, ReplicaState, Site
+from edgefleet.model import App, Event, PlacementMode, ReplicaState, Site
 
 
 class OutputFormat(StrEnum):
@@ -93,7 +93,11 @@ def apps_table(apps: Sequence[App], *, wide: bool = False) -> Table:
         table.add_column(column, no_wrap=True)
     for app in apps:
         status = app.status
-        sites = ",".join(f"{s.site}({s.ready}/{s.desired})" for s in status.sites if s.desired)
+        sites = ",".join(
+            f"{s.site}({s.ready}/{s.desired})" if s.desired or s.ready else f"{s.site}(asleep)"
+            for s in status.sites
+            if s.desired or s.ready or s.wakeable
+        )
         row = [
             app.metadata.tenant or "",
             app.metadata.name,
@@ -106,11 +110,13 @@ def apps_table(apps: Sequence[App], *, wide: bool = False) -> Table:
             workload = app.spec.workload
             what = workload.command if workload.type == "process" else workload.image
             policy = app.spec.placement
-            how = (
-                f"{policy.replicas_per_site}/site"
-                if policy.replicas_per_site is not None
-                else f"{policy.replicas} total"
-            )
+            if policy.mode == PlacementMode.TRAFFIC:
+                bound = policy.max_latency_ms
+                how = "traffic" + (f", within {bound:g} ms" if bound else "")
+            elif policy.replicas_per_site is not None:
+                how = f"{policy.replicas_per_site}/site"
+            else:
+                how = f"{policy.replicas} total"
             if policy.spread:
                 how += f", spread by {policy.spread.by.value}"
             if policy.weights:
