@@ -397,6 +397,42 @@ def dns_query(
 
 
 @app.command()
+def load(
+    from_site: Annotated[
+        str, typer.Option("--from", help="Send as clients of this site (its DNS, its networks).")
+    ],
+    app_name: Annotated[str, typer.Option("--app", help="App to send to.")],
+    rps: Annotated[float, typer.Option(help="Requests started per second.", min=0.001)],
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant of the app.")] = "demo",
+    duration: Annotated[
+        str, typer.Option(help="Seconds to send for, or 'forever' (until Ctrl-C).")
+    ] = "10",
+    path: Annotated[str, typer.Option(help="Path (and query) of every request.")] = "/",
+    work: Annotated[
+        int | None, typer.Option(help="Service time to ask of the app, ms (?work=MS).", min=0)
+    ] = None,
+    concurrency_limit: Annotated[
+        int, typer.Option(help="Most requests in flight; more due are dropped.", min=1)
+    ] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Send open-loop HTTP load to an app as clients near one site do, and show who serves it."""
+    from edgefleet.cli.load import load_command
+
+    load_command(
+        from_site=from_site,
+        app=app_name,
+        tenant=tenant,
+        rps=rps,
+        duration=duration,
+        path=path,
+        work=work,
+        concurrency_limit=concurrency_limit,
+        as_json=as_json,
+    )
+
+
+@app.command()
 def version() -> None:
     """Print the CLI's version (and the hub's, if one answers)."""
     out.print(f"client: {__version__}")

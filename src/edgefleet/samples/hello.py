@@ -3,7 +3,7 @@
 Standard library only, so that it starts fast and runs anywhere the agent runs. Installed as the
 console script ``edgefleet-hello``; ``python -m edgefleet.samples.hello`` works too.
 
-Environment (the process driver sets all but the last):
+Environment (the process driver sets all but the last two):
 
 ``HOST``, ``PORT``
     Address to listen on (default ``127.0.0.1:8000``).
@@ -12,6 +12,8 @@ Environment (the process driver sets all but the last):
 ``HELLO_CRASH_AFTER``
     For tests of crash recovery: after answering this many ``GET /`` requests, the process
     exits with status 1. Unset or 0: never.
+``HELLO_WORK_MS``
+    Default service time of ``GET /`` in milliseconds (unset or 0: none; see ``?work=``).
 
 Endpoints: ``GET /healthz`` answers 200 ``ok``; ``GET /`` answers 200 with JSON
 ``{"app", "site", "replica", "message"}``; ``POST /echo`` answers 200 with the request body
@@ -20,6 +22,12 @@ chunked transfer encoding and the header ``X-Replica``; anything else is 404. Th
 whole body before it answers: HTTP/1.1 clients (httpx among them) send the whole request before
 they read the response, so answering while reading could stall both sides once the socket buffers
 are full. Connections are kept alive (HTTP/1.1).
+
+Service time: ``GET /?work=MS`` waits MS milliseconds (at most 10,000; default ``HELLO_WORK_MS``)
+before it answers, and says so in the header ``X-Work-Ms``. A load test at a given rate then
+keeps requests in flight as a real app would. The wait holds only that request's connection
+thread, not the CPU, so requests wait side by side. A ``work`` that is not a whole number of
+milliseconds >= 0 answers 400.
 
 One line per request goes to stderr, except successful health checks, which the agent makes every
 second and would drown the rest. SIGTERM (and Ctrl-C) shut the server down cleanly with status 0.
@@ -33,15 +41,36 @@ import signal
 import socket
 import sys
 import threading
+import time
+from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from urllib.parse import parse_qs
 
 HEALTH_PATH = "/healthz"
 ECHO_PATH = "/echo"
 ECHO_MAX = 64 * 1024 * 1024
 """Largest body ``POST /echo`` takes."""
+WORK_MAX_MS = 10_000
+"""Longest service time ``GET /?work=MS`` waits; larger values are capped to it."""
 _CHUNK = 64 * 1024
+
+
+def work_ms(query: str, default: int) -> int:
+    """The service time of one ``GET /`` in milliseconds, from its query string.
+
+    ``work=MS`` in ``query`` (the part after ``?``) wins over ``default`` (``HELLO_WORK_MS``);
+    the result is capped at ``WORK_MAX_MS`` so that a typo cannot hold a connection for hours.
+    Raises ValueError, with a message for the client, when ``work`` is not a whole number >= 0.
+    """
+    values = parse_qs(query, keep_blank_values=True).get("work")
+    if not values:
+        return min(default, WORK_MAX_MS)
+    text = values[-1].strip()
+    if not text.isdigit():
+        raise ValueError(f"work={values[-1]!r}: expected whole milliseconds >= 0, e.g. work=50")
+    return min(int(text), WORK_MAX_MS)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -57,12 +86,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         """``/healthz``, ``/`` or 404."""
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == HEALTH_PATH:
             self._send(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/":
+            try:
+                work = work_ms(query, self.server.work_ms)
+            except ValueError as exc:
+                self._send(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode(), "text/plain; charset=utf-8")
+                return
+            if work:
+                # Sleeps this connection's thread only: other requests are served meanwhile.
+                time.sleep(work / 1000)
             body = json.dumps(self.server.greeting()).encode() + b"\n"
-            self._send(HTTPStatus.OK, body, "application/json")
+            extra = {"X-Work-Ms": str(work)} if work else {}
+            self._send(HTTPStatus.OK, body, "application/json", extra)
             self.server.count_request()
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
@@ -120,10 +158,18 @@ class _Handler(BaseHTTPRequestHandler):
         if self._read_body(ECHO_MAX) is None:
             self.close_connection = True
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
@@ -144,7 +190,9 @@ class _HelloServer(ThreadingHTTPServer):
     # socketserver's default backlog (5) drops connections when a proxy opens a pool at once.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], *, crash_after: int) -> None:
+    def __init__(self, address: tuple[str, int], *, crash_after: int, work_ms: int = 0) -> None:
+        self.work_ms = work_ms
+        """Default service time of ``GET /`` (``HELLO_WORK_MS``)."""
         self.site = os.environ.get("EDGEFLEET_SITE", "local")
         self.replica = os.environ.get("EDGEFLEET_REPLICA", "hello-0")
         self.app = os.environ.get("EDGEFLEET_APP", "hello")
@@ -181,9 +229,14 @@ def main() -> None:
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
     crash_after = int(os.environ.get("HELLO_CRASH_AFTER", "0") or 0)
+    try:
+        default_work = work_ms(f"work={os.environ.get('HELLO_WORK_MS', '').strip() or 0}", 0)
+    except ValueError as error:
+        sys.stderr.write(f"hello: HELLO_WORK_MS: {error}\n")
+        raise SystemExit(1) from None
     shown = f"[{host}]" if ":" in host else host
     try:
-        server = _HelloServer((host, port), crash_after=crash_after)
+        server = _HelloServer((host, port), crash_after=crash_after, work_ms=default_work)
     except OSError as error:
         sys.stderr.write(f"hello: cannot listen on {shown}:{port}: {error}\n")
         raise SystemExit(1) from None
