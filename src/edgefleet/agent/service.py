@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic.alias_generators import to_camel
 from edgefleet._version import __version__
 from edgefleet.agent.backoff import Backoff
 from edgefleet.agent.cache import DesiredStateCache, RoutingTableCache
+from edgefleet.agent.demand import DemandCounter, DemandReporter
 from edgefleet.agent.drivers.base import Driver
 from edgefleet.agent.edge import EdgeZone, NeighbourProber, app_id, nearest_neighbours
 from edgefleet.agent.ingress import Ingress, LocalReplicas, Peer
@@ -83,6 +85,8 @@ class AgentConfig:
     """Seconds between probes of each neighbour."""
     neighbours: int = 8
     """How many of the nearest sites to probe."""
+    demand_window: float = 10.0
+    """Seconds per demand report."""
     scale_interval: float = 0.5
     """Seconds between local scaling decisions."""
     hold_timeout: float = 30.0
@@ -197,6 +201,18 @@ class Agent:
         self._converge_lock = asyncio.Lock()
         self._asked: dict[str, float] = {}
         """When we last asked a neighbour to take an app (monotonic), per app."""
+        self.demand = DemandCounter()
+        """Requests and DNS queries per app and origin site, in the current window."""
+        self.dns_tally: Counter[bytes] = Counter()
+        """Edge DNS queries per question name, moved into ``demand`` once per window."""
+        self.demand_reporter = DemandReporter(
+            config.site,
+            self.demand,
+            self._http,
+            config.state_dir,
+            window=config.demand_window,
+            dns_tally=self.dns_tally,
+        )
         self.ingress = Ingress(
             local_api(driver, config.site, self.replicas, self.accept_offload),
             site=config.site,
@@ -207,6 +223,7 @@ class Agent:
             peers=self.spill_peers,
             locate=self.zone.locate,
             on_load=self._on_load,
+            on_request=self.demand.request,
             on_saturated=self._on_saturated,
             hold_limit=config.hold_limit,
             hold_timeout=config.hold_timeout,
@@ -558,7 +575,10 @@ class Agent:
         )
         if self.config.dns_port >= 0:
             responder = Responder(
-                self.zone, ttl=self.config.dns_ttl, max_answers=self.config.dns_answers
+                self.zone,
+                ttl=self.config.dns_ttl,
+                max_answers=self.config.dns_answers,
+                tally=self.dns_tally,
             )
             self.dns = DnsServer(responder, self.config.address, self.config.dns_port)
             await self.dns.start()
@@ -575,6 +595,7 @@ class Agent:
             asyncio.create_task(self._report_loop()),
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._scale_loop()),
+            asyncio.create_task(self.demand_reporter.run()),
         ]
         log.info("agent for site %s started (hub %s)", self.config.site, self.config.hub)
         stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from edgefleet.client.config import Context, load_context
-from edgefleet.model import App, Event, ReplicaState, RoutingTable, Site
+from edgefleet.model import App, AppDemand, Event, ReplicaState, RoutingTable, Site
 
 
 class HubError(Exception):
@@ -124,6 +124,11 @@ class Client:
     def delete_app(self, tenant: str, name: str) -> None:
         """Delete an app."""
         self._call("DELETE", f"/api/v1/tenants/{tenant}/apps/{name}")
+
+    def app_demand(self, tenant: str, name: str) -> list[AppDemand]:
+        """The app's decayed demand per origin site, busiest first."""
+        reply = self._call("GET", f"/api/v1/tenants/{tenant}/apps/{name}/demand")
+        return [AppDemand.model_validate(d) for d in reply.json()]
 
     def events(
         self,

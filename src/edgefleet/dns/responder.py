@@ -54,16 +54,25 @@ no parsing at all, and the ECS option is parsed only the first time those query 
 The cache holds one version of the zone: the first query after ``zone.version()`` changes
 empties it. It holds at most ``cache_size`` answers: reaching that empties it too (a full
 flush is O(1) per insert amortized and needs no bookkeeping on the hit path, unlike an LRU).
+
+The tally. Demand is counted where the queries are answered: a count in the zone would miss
+every cache hit. Given a ``tally`` (a ``collections.Counter``), the responder adds one to the
+question name (wire format, lowercased) of every query it answers: through ``handle`` (cached
+or not, UDP or TCP) and through the flat table, which then counts the hits the server's UDP
+loop takes from it. Without a tally nothing changes: the flat table is a plain dict and
+``handle`` pays one test. Counts are added by one C call each, so another thread may take them
+with ``Counter.pop`` without losing or doubling any (the GIL orders the two).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import struct
 import time
 import zlib
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable, MutableMapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
@@ -121,6 +130,12 @@ _SOA_RETRY = 600
 _SOA_EXPIRE = 86400
 _MISSING = object()
 _ERROR_LOG_INTERVAL = 1.0
+
+# Counter.update's C helper: a count's read and write are one call, which holds the GIL, so
+# a ``pop`` of the same name in another thread cannot fall between them (no count lost or
+# counted twice). ``tally[name] += 1`` is two steps of the interpreter.
+_CountInto = Callable[[MutableMapping[bytes, int], Iterable[bytes]], None]
+_count: _CountInto = collections._count_elements  # type: ignore[attr-defined]
 
 _Subnet = IPv4Network | IPv6Network
 _Entry = tuple[bytes | None, _Subnet | None, dict[Hashable, bytes]]
@@ -461,6 +476,46 @@ def _render(response: dns.message.Message, max_size: int) -> bytes:
     return response.to_wire(max_size=max_size, want_shuffle=False)
 
 
+def _question_name(query: bytes) -> bytes | None:
+    """The question name of ``query`` (a message without its ID), in wire format, lowercased.
+
+    None without a question, or with a name that is compressed or runs past the end.
+    """
+    if query[2:4] == b"\x00\x00":
+        return None
+    start = HEADER_SIZE - 2
+    try:
+        end = _skip_name(query, start)
+    except (IndexError, ValueError):
+        return None
+    if query[end - 1] != 0:  # ended in a compression pointer: no name of its own
+        return None
+    return query[start:end].lower()
+
+
+class _TallyingAnswers(dict[bytes, bytes]):
+    """The flat table of a responder with a tally: each answer taken from it is counted.
+
+    The server's UDP loop calls ``get`` for every datagram; a hit adds one to the question
+    name, which ``names`` holds for every query bytes in the table.
+    """
+
+    __slots__ = ("names", "tally")
+
+    def __init__(self, tally: collections.Counter[bytes], names: dict[bytes, bytes]) -> None:
+        super().__init__()
+        self.tally = tally
+        self.names = names
+        """Query bytes after the ID -> lowercased question name."""
+
+    def get(self, query: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        body = dict.get(self, query)
+        if body is None:
+            return default
+        _count(self.tally, (self.names[query],))
+        return body
+
+
 class Responder:
     """Answers queries about ``zone`` in wire format, with the fast-path cache.
 
@@ -477,7 +532,10 @@ class Responder:
         max_answers: int = 2,
         negative_ttl: int = 5,
         cache_size: int = 100_000,
+        tally: collections.Counter[bytes] | None = None,
     ) -> None:
+        """``tally``, if given, counts every query answered by its question name (wire format,
+        lowercased); the caller takes the counts out with ``pop``, from any thread."""
         if ttl < 0 or negative_ttl < 0:
             raise ValueError("ttl and negative_ttl must be >= 0 seconds")
         if max_answers < 1:
@@ -493,8 +551,11 @@ class Responder:
         # query bytes after the ID -> (ECS data or None, ECS subnet or None, {client key: body})
         self._udp: dict[bytes, _Entry] = {}
         self._tcp: dict[bytes, _Entry] = {}
+        self._tally = tally
+        # query bytes after the ID -> question name, for the tally; emptied with the caches.
+        self._names: dict[bytes, bytes] = {}
         # UDP answers that depend on nothing but the query bytes, for the server's hot loop.
-        self._flat: dict[bytes, bytes] = {}
+        self._flat: dict[bytes, bytes] = self._new_flat()
         self._size = 0
         # source address, or (source address, ECS data) -> client key
         self._client_keys: dict[object, Hashable] = {}
@@ -538,17 +599,37 @@ class Responder:
                     key = self._client_key(memo_key, Client(source=source, subnet=subnet))
                 body = answers.get(key)
                 if body is not None:
+                    if self._tally is not None:
+                        self._count_query(self._tally, wire)
                     return wire[:2] + body
-            return self._answer(wire, source, tcp=tcp, version=version)
+            answer = self._answer(wire, source, tcp=tcp, version=version)
         except Exception:  # never let one query stop the server: SERVFAIL and go on
             self._log_error()
-            return self._servfail(wire)
+            answer = self._servfail(wire)
+        if self._tally is not None and answer is not None:
+            self._count_query(self._tally, wire)
+        return answer
+
+    def _count_query(self, tally: collections.Counter[bytes], wire: bytes) -> None:
+        query = wire[2:]
+        name = self._names.get(query)
+        if name is None:
+            name = _question_name(query)
+            if name is None:
+                return
+        _count(tally, (name,))
+
+    def _new_flat(self) -> dict[bytes, bytes]:
+        if self._tally is None:
+            return {}
+        return _TallyingAnswers(self._tally, self._names)
 
     def _new_version(self, version: str) -> None:
         self._version = version
         self._udp = {}
         self._tcp = {}
-        self._flat = {}
+        self._names = {}
+        self._flat = self._new_flat()
         self._client_keys = {}
         self._size = 0
 
@@ -677,9 +758,19 @@ class Responder:
         if self._size >= self._cache_size:
             self._udp = {}
             self._tcp = {}
-            self._flat = {}
+            self._names = {}
+            self._flat = self._new_flat()
             self._size = 0
-        if not tcp and ecs is None and getattr(self._zone, "client_independent", False):
+        if self._tally is not None and query not in self._names:
+            name = _question_name(query)
+            if name is not None:
+                self._names[query] = name
+        if (
+            not tcp
+            and ecs is None
+            and getattr(self._zone, "client_independent", False)
+            and (self._tally is None or query in self._names)
+        ):
             self._flat[query] = body
         cache = self._tcp if tcp else self._udp
         entry = cache.get(query)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from edgefleet.hub.controllers import HealthMonitor, HeartbeatBuffer, PlacementController
+from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
 from edgefleet.hub.store import Leadership, Store
 from edgefleet.hub.watch import SiteWatch
@@ -49,6 +50,8 @@ class HubConfig:
     """Run placement and health loops in this process (while it leads)."""
     leader_check: float = 2.0
     """Seconds between checks of the controller lead (PostgreSQL advisory lock)."""
+    demand_tau: float = DEFAULT_TAU
+    """Time constant of the decayed demand rates, seconds (a rate halves in tau * ln 2)."""
 
 
 @dataclass
@@ -63,6 +66,8 @@ class Hub:
     health: HealthMonitor
     routing: RoutingState
     """The routing table agents and the central DNS answer from."""
+    demand: DemandBuffer
+    """Demand reports received, written to the store once a second."""
     peers: PeerVerdicts = field(default_factory=PeerVerdicts)
     """What agents' probes say of their neighbours."""
     dns: Any = None
@@ -97,7 +102,8 @@ class Hub:
         health = HealthMonitor(
             store, heartbeats, grace=config.heartbeat_grace, on_change=health_changed
         )
-        hub = cls(config, store, watch, heartbeats, placement, health, routing)
+        demand = DemandBuffer(store, tau=config.demand_tau)
+        hub = cls(config, store, watch, heartbeats, placement, health, routing, demand)
         hub.leadership = Leadership(store)
         placement.is_leader = health.is_leader = lambda: hub.leader
         return hub
@@ -130,7 +136,12 @@ class Hub:
             from edgefleet.hub.dns import start_central_dns
 
             self.dns = await start_central_dns(self)
-        loops = [self._refresh_loop(), self.heartbeats.run(), self.routing.run()]
+        loops = [
+            self._refresh_loop(),
+            self.heartbeats.run(),
+            self.demand.run(),
+            self.routing.run(),
+        ]
         if self.config.controllers:
             assert self.leadership is not None
             # Decide the lead before serving, so /healthz is right from the first answer.
@@ -141,7 +152,7 @@ class Hub:
         self.tasks += [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self) -> None:
-        """Stop the loops and the DNS, write pending heartbeats, close the store."""
+        """Stop the loops and the DNS, write pending heartbeats and demand, close the store."""
         if self.dns is not None:
             await self.dns.stop()
         for task in self.tasks:
@@ -150,6 +161,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.heartbeats.flush()
+        await self.demand.flush()
         if self.leadership is not None:
             self.leadership.release()
         self.store.close()

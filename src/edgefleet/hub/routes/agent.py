@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
+from edgefleet.hub.demand import ORIGIN_MAX
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.model import DesiredState, Heartbeat, RoutingTable, StatusReport
+from edgefleet.model import DemandReport, DesiredState, Heartbeat, RoutingTable, StatusReport
 
 router = APIRouter(prefix="/api/v1/agent/sites/{site}", tags=["agent"])
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -87,3 +88,35 @@ async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
     hub.heartbeats.beat(site, beat.observed_revision)
     if beat.probes:
         hub.peers.record(site, beat.probes)
+
+
+@router.post(
+    "/demand",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={503: {"description": "Too many reports wait to be written; send it again."}},
+)
+async def report_demand(site: str, report: DemandReport, hub: HubDep) -> None:
+    """One window's demand counts. Buffered in memory and written in batches; a report whose
+    ``seq`` was already taken is ignored, so an agent resends whatever it is unsure of."""
+    if report.site != site:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"demand report is for site {report.site!r}, URL names {site!r}",
+        )
+    for index, row in enumerate(report.rows):
+        if len(row[1]) > ORIGIN_MAX:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"rows[{index}]: the origin is {len(row[1])} characters long; a site name "
+                f"has at most {ORIGIN_MAX}",
+            )
+    if site not in hub.known_sites:
+        await _known(hub, site)
+        hub.known_sites.add(site)
+    if not hub.demand.add(report):
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the hub cannot write demand reports as fast as they come: keep this one and "
+            "send it again later",
+            headers={"Retry-After": "10"},
+        )

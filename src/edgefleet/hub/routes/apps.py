@@ -11,7 +11,8 @@ from fastapi.responses import PlainTextResponse
 
 from edgefleet.hub.routes.common import ObjectList, apply_object, record_event
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.model import App
+from edgefleet.hub.store import utcnow
+from edgefleet.model import App, AppDemand
 
 router = APIRouter(prefix="/api/v1", tags=["apps"])
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -116,3 +117,21 @@ async def app_logs(
             except httpx.HTTPError as exc:
                 chunks.append(f"# site {site_name}: agent did not answer: {exc}\n")
     return "".join(chunks)
+
+
+@router.get(
+    "/tenants/{tenant}/apps/{name}/demand",
+    response_model=list[AppDemand],
+    response_model_exclude_none=True,
+)
+async def app_demand(tenant: str, name: str, hub: HubDep) -> list[AppDemand]:
+    """The app's decayed demand per origin site, busiest first (by requests in flight).
+
+    Rates are decayed to now with the hub's ``demand_tau``; reports received in the last second
+    may not be counted yet (they are written once a second).
+    """
+    await asyncio.to_thread(hub.store.get_app, tenant, name)
+    matrix = await asyncio.to_thread(
+        hub.store.demand_matrix, utcnow(), hub.demand.tau, tenant, name
+    )
+    return matrix.get((tenant, name), [])
