@@ -16,6 +16,7 @@ def make_site(
     lon: float = 2.35,
     labels: dict[str, str] | None = None,
     max_replicas: int = 20,
+    networks: list[str] | None = None,
 ) -> Site:
     """A site manifest for tests."""
     return Site.model_validate(
@@ -27,6 +28,7 @@ def make_site(
                 "location": {"lat": lat, "lon": lon},
                 "capacity": {"cpu": 4, "memory": "8Gi", "maxReplicas": max_replicas},
                 "addresses": {"ip": ip, "ingressPort": port},
+                "networks": networks or [],
             },
         }
     )
@@ -38,6 +40,7 @@ def make_app(
     tenant: str = "demo",
     placement: dict[str, object] | None = None,
     env: dict[str, str] | None = None,
+    scaling: dict[str, object] | None = None,
 ) -> App:
     """An app manifest running the bundled sample server."""
     return App.model_validate(
@@ -47,6 +50,7 @@ def make_app(
                 "workload": {"type": "process", "command": "edgefleet-hello", "env": env or {}},
                 "resources": {"cpu": "100m", "memory": "32Mi"},
                 "placement": placement or {"replicas": 1},
+                **({"scaling": scaling} if scaling else {}),
             },
         }
     )

@@ -75,6 +75,12 @@ class LocalFleet:
     heartbeat_interval: float = 1.0
     dns_port: int = 5353
     """Central DNS port on the hub's address (0: a free one); sites use their own dnsPort."""
+    placement_resync: float = 10.0
+    """Seconds between the hub's placement passes."""
+    demand_tau: float = 60.0
+    """Time constant of the hub's decayed demand, seconds."""
+    demand_window: float = 10.0
+    """Seconds per agent demand report."""
     python: str = sys.executable
     hub_process: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -123,6 +129,10 @@ class LocalFleet:
                 str(self.heartbeat_grace),
                 "--dns-listen",
                 f"{self.hub_host}:{self.dns_port}",
+                "--placement-resync",
+                str(self.placement_resync),
+                "--demand-tau",
+                str(self.demand_tau),
             ],
         )
         process = self.hub_process
@@ -175,6 +185,8 @@ class LocalFleet:
                 str(self.heartbeat_interval),
                 "--dns-port",
                 str(site.spec.addresses.dns_port),
+                "--demand-window",
+                str(self.demand_window),
             ],
         )
         self.agents[name] = process

@@ -114,7 +114,7 @@ def overlay(table: RouteTable, ready: Mapping[str, Mapping[AppId, int]]) -> Rout
         )
         for app_id, endpoints in table.apps.items()
     }
-    return RouteTable(version=table.version, sites=table.sites, apps=apps)
+    return replace(table, apps=apps)
 
 
 def floor_by_distance(
@@ -155,7 +155,7 @@ class EdgeZone(RoutedZone):
         self._rtt: dict[str, float] = {}
         self._version = ""
         self._generation = 0
-        self._peers: dict[tuple[str, str, int], list[SitePoint]] = {}
+        self._peers: dict[tuple[str, str, int, bool], list[SitePoint]] = {}
         self._located: dict[str, str | None] = {}
 
     def update(
@@ -188,13 +188,16 @@ class EdgeZone(RoutedZone):
         """Every client of an edge DNS is near this site: answers do not depend on who asks."""
         return None
 
-    def peers(self, tenant: str, app: str, *, limit: int = 2) -> list[SitePoint]:
+    def peers(
+        self, tenant: str, app: str, *, limit: int = 2, wakeable: bool = False
+    ) -> list[SitePoint]:
         """Neighbours with ready replicas of the app, best first: where to spill requests.
 
         The DNS order (within the latency bound first, then headroom, then distance), without
-        this site and without sites that would only wake. Cached until the next ``update``.
+        this site, and without sites that would only wake unless ``wakeable``. Cached until the
+        next ``update``.
         """
-        key = (tenant, app, limit)
+        key = (tenant, app, limit, wakeable)
         cached = self._peers.get(key)
         if cached is not None:
             return cached
@@ -216,7 +219,7 @@ class EdgeZone(RoutedZone):
                 point = self.table.sites.get(candidate.site)
                 if (
                     candidate.chosen
-                    and candidate.ready > 0
+                    and (candidate.ready > 0 or wakeable)
                     and candidate.site != self.site
                     and point is not None
                 ):

@@ -93,6 +93,9 @@ class AgentConfig:
     """Seconds the activator holds a request while a replica starts."""
     hold_limit: int = 1000
     """Requests held per app at most; beyond, 503 with Retry-After (or a neighbour)."""
+    drain: float = 15.0
+    """Seconds an app that scales keeps being served here after the hub moved it away, while
+    clients with cached DNS answers still come (three DNS TTLs by default)."""
     offload_ttl: float = 60.0
     """Seconds a neighbour keeps replicas started at our request unless asked again."""
     max_offload_replicas: int = 8
@@ -195,6 +198,8 @@ class Agent:
         """The hub's last word (or the cache's)."""
         self.offloads: dict[str, tuple[AppAssignment, float]] = {}
         """Apps run at neighbours' request: assignment and when it lapses (monotonic)."""
+        self.draining: dict[str, tuple[AppAssignment, float]] = {}
+        """Apps the hub moved away, still served until then (monotonic)."""
         self.placed: dict[str, AppAssignment] = {}
         """Every app this site runs or may wake, as last handed to the driver."""
         self._converged: list[AppAssignment] | None = None
@@ -247,7 +252,8 @@ class Agent:
     # -- local scaling, activator, spill-over ------------------------------------------------------
 
     def assignments(self, now: float) -> list[AppAssignment]:
-        """What this site must run before local scaling: the hub's share, then offloads."""
+        """What this site must run before local scaling: the hub's share, then offloads, then
+        apps being drained."""
         hub = list(self.desired.apps) if self.desired is not None else []
         keys = {a.key for a in hub}
         for key, (assignment, until) in list(self.offloads.items()):
@@ -256,7 +262,37 @@ class Agent:
                 del self.offloads[key]
             elif key not in keys:
                 hub.append(assignment)
+                keys.add(key)
+        for key, (assignment, until) in list(self.draining.items()):
+            if until <= now or key in keys:
+                del self.draining[key]
+            else:
+                hub.append(assignment)
         return hub
+
+    def _start_draining(self, before: Sequence[AppAssignment], now: float) -> None:
+        """Apps that scale and that the hub just took away stay a while, for cached answers;
+        apps gone from the routing table (deleted) go at once."""
+        if self.config.drain <= 0 or self.desired is None:
+            return
+        kept = {a.key for a in self.desired.apps}
+        existing = self.zone.hub_table.apps
+        for assignment in before:
+            key = assignment.key
+            if (
+                key not in kept
+                and key not in self.offloads
+                and assignment.scaling is not None
+                and app_id(key) in existing
+                and key not in self.draining
+            ):
+                log.info(
+                    "draining %s for %g s: the hub placed it elsewhere", key, self.config.drain
+                )
+                drained = assignment.model_copy(
+                    update={"scaling": assignment.scaling.model_copy(update={"min_replicas": 0})}
+                )
+                self.draining[key] = (drained, now + self.config.drain)
 
     def effective(self, now: float) -> list[AppAssignment]:
         """The assignments with the local scaler's counts: what the driver runs."""
@@ -292,12 +328,16 @@ class Agent:
         self.scaler.request_seen(key, now)
 
     def spill_peers(self, key: str) -> list[Peer]:
-        """Neighbours serving ``key`` with ready replicas, nearest first."""
+        """Neighbours serving ``key`` with ready replicas, nearest first.
+
+        For an app not placed here (a client with a stale DNS answer), a neighbour where it
+        sleeps will do too: its activator wakes it.
+        """
         tenant, app = app_id(key)
-        return [
-            Peer(site=p.name, address=p.ip, port=p.ingress_port)
-            for p in self.zone.peers(tenant, app)
-        ]
+        found = self.zone.peers(tenant, app)
+        if not found and key not in self.placed:
+            found = self.zone.peers(tenant, app, wakeable=True)
+        return [Peer(site=p.name, address=p.ip, port=p.ingress_port) for p in found]
 
     def _on_saturated(self, key: str) -> None:
         """Local replicas are full and no neighbour serves ``key``: ask one to, if we are at
@@ -408,7 +448,9 @@ class Agent:
         )
 
     async def _apply(self, state: DesiredState) -> None:
+        before = list(self.placed.values())
         self.desired = state
+        self._start_draining(before, time.monotonic())
         await self.converge()
         self.progress.revision = state.revision
         self.progress.report_dirty.set()

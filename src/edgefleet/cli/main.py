@@ -229,6 +229,12 @@ def hub(
     dns_answers: Annotated[
         int, typer.Option(help="Most addresses in one DNS answer, nearest first.", min=1)
     ] = 2,
+    placement_resync: Annotated[
+        float, typer.Option(help="Seconds between placement passes (traffic follows demand).")
+    ] = 10.0,
+    demand_tau: Annotated[
+        float, typer.Option(help="Time constant of the decayed demand rates, seconds.")
+    ] = 60.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
     """Run the hub: API, store, placement, site health and the central DNS."""
@@ -252,6 +258,8 @@ def hub(
         dns_port=dns_port,
         dns_ttl=dns_ttl,
         dns_answers=dns_answers,
+        placement_resync=placement_resync,
+        demand_tau=demand_tau,
     )
     serve(config, log_level=log_level)
 
@@ -282,6 +290,12 @@ def agent(
     probe_interval: Annotated[
         float, typer.Option(help="Seconds between probes of each neighbour.")
     ] = 0.5,
+    demand_window: Annotated[
+        float, typer.Option(help="Seconds of demand counted per report to the hub.")
+    ] = 10.0,
+    hold_timeout: Annotated[
+        float, typer.Option(help="Seconds a request waits for a replica to start.")
+    ] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
     """Run a site's agent: watch the hub, run replicas, report status."""
@@ -303,6 +317,8 @@ def agent(
         dns_ttl=dns_ttl,
         dns_answers=dns_answers,
         probe_interval=probe_interval,
+        demand_window=demand_window,
+        hold_timeout=hold_timeout,
     )
     try:
         instance = Agent(config, make_driver(driver, config))

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
+from edgefleet.hub.demand import DEFAULT_TAU
 from edgefleet.hub.health import site_phase
-from edgefleet.hub.store import AppId, Store, utcnow
-from edgefleet.model import App, Event, Site, SitePhase
-from edgefleet.placement import AppKey, AppView, SiteName, SiteView, place_fleet
+from edgefleet.hub.store import AppId, SiteShare, Store, utcnow
+from edgefleet.model import App, AppDemand, Event, PlacementMode, Site, SitePhase
+from edgefleet.placement import AppKey, AppView, SiteName, SiteView, Usage, place_fleet
+from edgefleet.placement.traffic import Demand, Share, TrafficApp, TrafficParams, place_traffic
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,61 @@ def site_view(site: Site) -> SiteView:
         cpu=site.spec.capacity.cpu,
         memory=site.spec.capacity.memory,
         max_replicas=site.spec.capacity.max_replicas,
+        lat=site.spec.location.lat,
+        lon=site.spec.location.lon,
     )
+
+
+def traffic_app(app: App, demand: Sequence[AppDemand], now: datetime) -> TrafficApp:
+    """What traffic placement needs to know about an app, with its demand as of ``now``."""
+    scaling, policy = app.spec.scaling, app.spec.placement
+    return TrafficApp(
+        key=AppKey(app.key),
+        cpu=app.spec.resources.cpu,
+        memory=app.spec.resources.memory,
+        selector=policy.selector,
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        max_replicas_per_site=scaling.max_replicas_per_site,
+        target_concurrency=scaling.target_concurrency,
+        max_latency_ms=policy.max_latency_ms,
+        min_sites=1 if policy.min_sites is None else policy.min_sites,
+        max_sites=policy.max_sites,
+        idle_timeout=scaling.idle_timeout,
+        demand=tuple(
+            Demand(
+                origin=SiteName(d.origin),
+                concurrency=d.concurrency,
+                requests_per_second=d.requests_per_second,
+                idle_seconds=(
+                    None
+                    if d.last_request is None
+                    else max(0.0, (now - d.last_request).total_seconds())
+                ),
+            )
+            for d in demand
+        ),
+    )
+
+
+def as_share(share: SiteShare) -> Share:
+    """A stored share as traffic placement takes it (a fixed one is bounded by its count)."""
+    low = 0 if share.min_replicas is None else min(share.min_replicas, share.replicas)
+    high = share.replicas if share.max_replicas is None else max(share.max_replicas, share.replicas)
+    return Share(replicas=share.replicas, min_replicas=low, max_replicas=high)
+
+
+def usage_of(
+    result: Mapping[AppKey, Mapping[SiteName, int]], apps: Sequence[AppView]
+) -> dict[SiteName, Usage]:
+    """What explicitly placed apps take at each site: traffic apps share what is left."""
+    need = {a.key: a for a in apps}
+    used: dict[SiteName, Usage] = {}
+    for key, by_site in result.items():
+        app = need[key]
+        for site, count in by_site.items():
+            used[site] = used.get(site, Usage()).plus(app, count)
+    return used
 
 
 def app_view(app: App) -> AppView:
@@ -60,10 +116,14 @@ class PlacementController:
         *,
         on_written: Callable[[], Awaitable[None]],
         resync: float = 10.0,
+        demand_tau: float = DEFAULT_TAU,
+        params: TrafficParams | None = None,
     ) -> None:
         self._store = store
         self._on_written = on_written
         self._resync = resync
+        self._tau = demand_tau
+        self._params = params
         self._dirty = asyncio.Event()
         self.passes = 0
         self.is_leader: Callable[[], bool] = lambda: True
@@ -97,25 +157,63 @@ class PlacementController:
             self._store.list_apps(),
             key=lambda a: (a.metadata.creation_timestamp, a.metadata.tenant, a.metadata.name),
         )
-        current = self._store.assignments()
+        shares = self._store.shares()
+        current = {
+            AppKey(f"{t}/{n}"): {SiteName(s): share for s, share in by_site.items()}
+            for (t, n), by_site in shares.items()
+        }
+        views = [site_view(s) for s in sites]
+        explicit = [a for a in apps if a.spec.placement.mode != PlacementMode.TRAFFIC]
+        traffic = [a for a in apps if a.spec.placement.mode == PlacementMode.TRAFFIC]
+        explicit_views = [app_view(a) for a in explicit]
         result = place_fleet(
-            [app_view(a) for a in apps],
-            [site_view(s) for s in sites],
+            explicit_views,
+            views,
             {
-                AppKey(f"{t}/{n}"): {SiteName(s): r for s, r in by_site.items()}
-                for (t, n), by_site in current.items()
+                key: {site: share.replicas for site, share in by_site.items()}
+                for key, by_site in current.items()
             },
         )
-        placement: dict[AppId, tuple[int, dict[str, int]]] = {}
+        now = utcnow()
+        placed: dict[AppKey, dict[SiteName, SiteShare]] = {
+            key: {site: SiteShare(n) for site, n in by_site.items()}
+            for key, by_site in result.replicas.items()
+        }
+        shortfalls: dict[AppKey, str] = dict(result.shortfalls)
+        if traffic:
+            demand = self._store.demand_matrix(now, self._tau)
+            followed = place_traffic(
+                [
+                    traffic_app(a, demand.get((a.metadata.tenant or "", a.metadata.name), []), now)
+                    for a in traffic
+                ],
+                views,
+                {
+                    AppKey(a.key): {
+                        site: as_share(share)
+                        for site, share in current.get(AppKey(a.key), {}).items()
+                    }
+                    for a in traffic
+                },
+                used=usage_of(result.replicas, explicit_views),
+                params=self._params,
+            )
+            for key, by_site in followed.shares.items():
+                placed[key] = {
+                    site: SiteShare(s.replicas, s.min_replicas, s.max_replicas)
+                    for site, s in by_site.items()
+                }
+            shortfalls.update(followed.shortfalls)
+        placement: dict[AppId, tuple[int, dict[str, SiteShare]]] = {}
         statuses: dict[AppId, tuple[int, str | None]] = {}
         new_events: list[Event] = []
-        now = utcnow()
         for app in apps:
             tenant, name = app.metadata.tenant or "", app.metadata.name
             generation = app.metadata.generation or 1
-            by_site = {str(s): n for s, n in result.replicas.get(AppKey(app.key), {}).items()}
-            placement[(tenant, name)] = (generation, by_site)
-            shortfall = result.shortfalls.get(AppKey(app.key))
+            shares_here = {str(s): share for s, share in placed.get(AppKey(app.key), {}).items()}
+            placement[(tenant, name)] = (generation, shares_here)
+            counts = {s: share.replicas for s, share in shares_here.items()}
+            shortfall = shortfalls.get(AppKey(app.key))
             if (app.status.observed_generation, app.status.message) != (generation, shortfall):
                 statuses[(tenant, name)] = (generation, shortfall)
                 if shortfall:
@@ -130,8 +228,12 @@ class PlacementController:
                             type="Warning",
                         )
                     )
-            before = {s: n for s, n in current.get((tenant, name), {}).items() if n > 0}
-            if before != {s: n for s, n in by_site.items() if n > 0}:
+            before = {
+                str(s): share.replicas
+                for s, share in current.get(AppKey(app.key), {}).items()
+                if share.replicas > 0
+            }
+            if before != {s: n for s, n in counts.items() if n > 0}:
                 new_events.append(
                     Event(
                         time=now,
@@ -139,7 +241,7 @@ class PlacementController:
                         tenant=tenant,
                         name=name,
                         reason="Placed",
-                        message=f"replicas: {_describe(by_site)} (was {_describe(before)})",
+                        message=f"replicas: {_describe(counts)} (was {_describe(before)})",
                     )
                 )
         changed = self._store.write_placement(placement)

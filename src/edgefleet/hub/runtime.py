@@ -93,7 +93,9 @@ class Hub:
             await watch.refresh()
             routing.trigger()
 
-        placement = PlacementController(store, on_written=placed, resync=config.placement_resync)
+        placement = PlacementController(
+            store, on_written=placed, resync=config.placement_resync, demand_tau=config.demand_tau
+        )
 
         def health_changed() -> None:
             placement.trigger()

@@ -96,6 +96,18 @@ def test_overlay_replaces_ready_counts_of_sites_we_know_better() -> None:
     assert overlay(table, {}) is table
 
 
+def test_overlay_keeps_latency_bounds_and_wakeable_sites() -> None:
+    table = RouteTable(
+        version="v",
+        sites={"a": point("a", 0, 0)},
+        apps={("t", "x"): (Endpoint("a", 0, wakeable=True),)},
+        latency_bounds={("t", "x"): 20.0},
+    )
+    fresh = overlay(table, {"a": {}})
+    assert fresh.latency_bounds == {("t", "x"): 20.0}
+    assert fresh.apps[("t", "x")] == (Endpoint("a", 0, wakeable=True),)
+
+
 def test_probes_make_neighbours_farther_never_nearer() -> None:
     table = RouteTable(
         version="v",

@@ -1,0 +1,144 @@
+"""Traffic placement end to end: hub, agents and replicas as processes on loopback.
+
+Clients "near" a site send from an address in that site's client networks and ask that site's
+edge DNS, as ``edgefleet load --from SITE`` does. Replicas follow the demand; a site whose
+clients went quiet goes to zero but stays placed, and its next request starts a replica there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgefleet.localfleet import LocalFleet, free_port, wait_for
+from edgefleet.loadgen import LoadSpec, LoadSummary, run_load
+from edgefleet.model import App, Site
+from tests.factories import make_app, make_site
+
+pytestmark = pytest.mark.slow
+
+_subnets = itertools.count(120)
+
+
+@pytest.fixture
+def traffic_fleet(tmp_path: Path) -> Iterator[tuple[LocalFleet, dict[str, Site]]]:
+    """A hub with fast demand and placement rounds, and three sites in two regions."""
+    local = LocalFleet(
+        workdir=tmp_path / "fleet",
+        hub_port=free_port(),
+        dns_port=free_port(),
+        placement_resync=1.0,
+        demand_tau=3.0,
+        demand_window=1.0,
+    )
+    places = {
+        "paris": ("eu-west", 48.8566, 2.3522),
+        "lyon": ("eu-west", 45.764, 4.8357),
+        "new-york": ("us-east", 40.7128, -74.006),
+    }
+    sites = {}
+    for name, (region, lat, lon) in places.items():
+        n = next(_subnets)
+        sites[name] = make_site(
+            name,
+            region=region,
+            ip=f"127.0.{n}.1",
+            lat=lat,
+            lon=lon,
+            networks=[f"127.1.{n}.0/24"],
+        )
+    with local.running():
+        local.start_hub()
+        with local.client() as client:
+            for site in sites.values():
+                client.apply(site)
+        local.start_agents(list(sites.values()))
+        yield local, sites
+
+
+def follow_app() -> App:
+    return make_app(
+        "follow",
+        placement={"mode": "traffic", "maxLatencyMs": 30, "minSites": 1},
+        scaling={
+            "minReplicas": 0,
+            "maxReplicas": 10,
+            "targetConcurrency": 1,
+            "stableWindow": "3s",
+            "panicWindow": "1s",
+            "idleTimeout": "6s",
+        },
+    )
+
+
+def load_from(site: Site, *, rps: float, seconds: float) -> LoadSummary:
+    """Requests to ``follow`` as clients near ``site`` send them: its DNS, its networks."""
+    source = site.spec.networks[0].replace(".0/24", ".1")
+    spec = LoadSpec(
+        app="follow",
+        rps=rps,
+        duration=seconds,
+        dns_server=site.spec.addresses.ip,
+        dns_port=site.spec.addresses.dns_port,
+        source_address=source,
+        path="/?work=50",
+        timeout=40,
+    )
+    return asyncio.run(run_load(spec))
+
+
+def shares(local: LocalFleet) -> dict[str, tuple[int, int, bool]]:
+    """(desired, ready, wakeable) of ``follow`` per site."""
+    with local.client() as client:
+        app = client.get_app("demo", "follow")
+    return {s.site: (s.desired, s.ready, s.wakeable) for s in app.status.sites}
+
+
+def test_replicas_follow_demand_sleep_and_wake(
+    traffic_fleet: tuple[LocalFleet, dict[str, Site]],
+) -> None:
+    local, sites = traffic_fleet
+    with local.client() as client:
+        client.apply(follow_app())
+    # No demand yet: placed at one site, at zero, wakeable.
+    placed = wait_for(
+        lambda: (found := shares(local)) and found,
+        timeout=30,
+        what="follow to be placed at zero somewhere",
+    )
+    assert len(placed) == 1
+    ((_, (desired, ready, wakeable)),) = placed.items()
+    assert (desired, ready, wakeable) == (0, 0, True)
+
+    # Clients in New York: the first requests wake the app through an activator; none fails.
+    first = load_from(sites["new-york"], rps=10, seconds=6)
+    assert first.failed_total == 0 and first.ok == first.sent, first.to_json()
+    wait_for(
+        lambda: shares(local).get("new-york", (0, 0, False))[1] >= 1,
+        timeout=60,
+        what="a ready replica in New York, where the demand is",
+    )
+
+    # The clients move to Paris: replicas follow into Europe.
+    moved = load_from(sites["paris"], rps=10, seconds=10)
+    assert moved.failed_total == 0, moved.to_json()
+    wait_for(
+        lambda: any(shares(local).get(s, (0, 0, False))[1] >= 1 for s in ("paris", "lyon")),
+        timeout=60,
+        what="a ready replica in Europe",
+    )
+    # New York went quiet: after the idle timeout it sleeps at zero, still placed.
+    wait_for(
+        lambda: shares(local).get("new-york") == (0, 0, True),
+        timeout=60,
+        what="New York at zero replicas, still placed",
+    )
+
+    # A New York client again: answered by New York (within the bound), which wakes.
+    again = load_from(sites["new-york"], rps=1, seconds=1)
+    assert again.ok == again.sent == 1, again.to_json()
+    assert again.served_by == {"new-york": 1}, again.to_json()
