@@ -14,6 +14,9 @@ Environment (the process driver sets all but the last two):
     exits with status 1. Unset or 0: never.
 ``HELLO_WORK_MS``
     Default service time of ``GET /`` in milliseconds (unset or 0: none; see ``?work=``).
+``HELLO_CONCURRENCY``
+    Most ``GET /`` requests served at once (unset or 0: no limit); one more answers 503 with
+    ``Retry-After: 1`` at once, as a server with that many workers and no queue would.
 
 Endpoints: ``GET /healthz`` answers 200 ``ok``; ``GET /`` answers 200 with JSON
 ``{"app", "site", "replica", "message"}``; ``POST /echo`` answers 200 with the request body
@@ -95,12 +98,23 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 self._send(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode(), "text/plain; charset=utf-8")
                 return
-            if work:
-                # Sleeps this connection's thread only: other requests are served meanwhile.
-                time.sleep(work / 1000)
-            body = json.dumps(self.server.greeting()).encode() + b"\n"
-            extra = {"X-Work-Ms": str(work)} if work else {}
-            self._send(HTTPStatus.OK, body, "application/json", extra)
+            if not self.server.admit():
+                self._send(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    b"busy: HELLO_CONCURRENCY requests in flight\n",
+                    "text/plain; charset=utf-8",
+                    {"Retry-After": "1"},
+                )
+                return
+            try:
+                if work:
+                    # Sleeps this connection's thread only: other requests are served meanwhile.
+                    time.sleep(work / 1000)
+                body = json.dumps(self.server.greeting()).encode() + b"\n"
+                extra = {"X-Work-Ms": str(work)} if work else {}
+                self._send(HTTPStatus.OK, body, "application/json", extra)
+            finally:
+                self.server.release()
             self.server.count_request()
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
@@ -190,9 +204,19 @@ class _HelloServer(ThreadingHTTPServer):
     # socketserver's default backlog (5) drops connections when a proxy opens a pool at once.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], *, crash_after: int, work_ms: int = 0) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        crash_after: int,
+        work_ms: int = 0,
+        concurrency: int = 0,
+    ) -> None:
         self.work_ms = work_ms
         """Default service time of ``GET /`` (``HELLO_WORK_MS``)."""
+        self.concurrency = concurrency
+        """Most ``GET /`` in flight (``HELLO_CONCURRENCY``); 0: no limit."""
+        self._in_flight = 0
         self.site = os.environ.get("EDGEFLEET_SITE", "local")
         self.replica = os.environ.get("EDGEFLEET_REPLICA", "hello-0")
         self.app = os.environ.get("EDGEFLEET_APP", "hello")
@@ -211,6 +235,19 @@ class _HelloServer(ThreadingHTTPServer):
             "replica": self.replica,
             "message": f"hello from {self.site}",
         }
+
+    def admit(self) -> bool:
+        """Take a slot for a ``GET /``; False when ``HELLO_CONCURRENCY`` are in flight."""
+        with self._count_lock:
+            if self.concurrency and self._in_flight >= self.concurrency:
+                return False
+            self._in_flight += 1
+            return True
+
+    def release(self) -> None:
+        """Give the slot back."""
+        with self._count_lock:
+            self._in_flight -= 1
 
     def count_request(self) -> None:
         """Exit with status 1 after ``HELLO_CRASH_AFTER`` answers (tests of crash recovery)."""
@@ -234,9 +271,18 @@ def main() -> None:
     except ValueError as error:
         sys.stderr.write(f"hello: HELLO_WORK_MS: {error}\n")
         raise SystemExit(1) from None
+    try:
+        concurrency = int(os.environ.get("HELLO_CONCURRENCY", "").strip() or 0)
+        if concurrency < 0:
+            raise ValueError
+    except ValueError:
+        sys.stderr.write("hello: HELLO_CONCURRENCY must be a whole number >= 0\n")
+        raise SystemExit(1) from None
     shown = f"[{host}]" if ":" in host else host
     try:
-        server = _HelloServer((host, port), crash_after=crash_after, work_ms=default_work)
+        server = _HelloServer(
+            (host, port), crash_after=crash_after, work_ms=default_work, concurrency=concurrency
+        )
     except OSError as error:
         sys.stderr.write(f"hello: cannot listen on {shown}:{port}: {error}\n")
         raise SystemExit(1) from None

@@ -387,3 +387,19 @@ def test_load_command(load_fleet: LocalFleet, capsys: pytest.CaptureFixture[str]
     with pytest.raises(typer.Exit):
         load_command(from_site="paris", app="hello", rps=10, duration="soon")
     assert "--duration 'soon'" in capsys.readouterr().err
+
+
+def test_hello_concurrency_limit_answers_503_beyond_it(tmp_path: Path) -> None:
+    with hello_process(tmp_path / "hello.log", HELLO_CONCURRENCY="1") as busy:
+
+        async def two_at_once() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=10) as client:
+                slow = asyncio.ensure_future(client.get(f"{busy.url}/?work=800"))
+                await asyncio.sleep(0.3)
+                quick = await client.get(f"{busy.url}/")
+                return [await slow, quick]
+
+        slow, quick = asyncio.run(two_at_once())
+        assert slow.status_code == 200
+        assert quick.status_code == 503 and quick.headers["retry-after"] == "1"
+        assert httpx.get(f"{busy.url}/", timeout=5).status_code == 200  # the slot is back
