@@ -111,10 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
                     # Sleeps this connection's thread only: other requests are served meanwhile.
                     time.sleep(work / 1000)
                 body = json.dumps(self.server.greeting()).encode() + b"\n"
-                extra = {"X-Work-Ms": str(work)} if work else {}
-                self._send(HTTPStatus.OK, body, "application/json", extra)
             finally:
+                # Before the answer goes out: a client that sends its next request as soon as
+                # it has this answer must find the slot free.
                 self.server.release()
+            extra = {"X-Work-Ms": str(work)} if work else {}
+            self._send(HTTPStatus.OK, body, "application/json", extra)
             self.server.count_request()
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")

@@ -294,11 +294,47 @@ def test_saturated_replicas_spill_to_the_nearest_neighbour() -> None:
     assert world.demand == []  # the neighbour counts it, not this site
 
 
-def test_saturated_with_no_neighbour_queues_here_and_says_so() -> None:
+def test_saturated_with_no_neighbour_waits_for_a_free_slot_here() -> None:
+    world = World([replica(0)])
+    freed: list[bool] = []
+    released: list[bool] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        world.seen.append(request)
+        freed.append(bool(released))
+        return echo(request)
+
+    world.handler = handler  # type: ignore[method-assign]
+
+    async def go() -> httpx.Response:
+        ingress, client = world.build(hold_timeout=30)
+        ingress.outstanding["demo-hello-0"] = 4  # full: target 2 x threshold 2
+
+        async def finish_one() -> None:
+            await asyncio.sleep(0.3)
+            released.append(True)
+            ingress.outstanding["demo-hello-0"] = 3
+
+        async with client:
+            finishing = asyncio.ensure_future(finish_one())
+            reply = await client.get("/", headers={"Host": HOST})
+            await finishing
+        assert ingress.held == {}
+        del ingress.outstanding["demo-hello-0"]
+        await ingress.aclose()
+        return reply
+
+    assert asyncio.run(go()).status_code == 200
+    assert world.seen[0].url.port == 20000
+    assert freed == [True], "forwarded only once a slot was free"
+    assert world.saturated == [KEY]
+
+
+def test_saturated_queue_gives_up_after_the_hold_timeout_and_tries_anyway() -> None:
     world = World([replica(0)])
 
     async def go() -> httpx.Response:
-        ingress, client = world.build()
+        ingress, client = world.build(hold_timeout=0.2)
         ingress.outstanding["demo-hello-0"] = 4
         async with client:
             reply = await client.get("/", headers={"Host": HOST})
@@ -307,7 +343,28 @@ def test_saturated_with_no_neighbour_queues_here_and_says_so() -> None:
 
     assert asyncio.run(go()).status_code == 200
     assert world.seen[0].url.port == 20000
-    assert world.saturated == [KEY]
+
+
+def test_saturated_queue_moves_to_a_neighbour_that_starts_serving() -> None:
+    world = World([replica(0)])
+
+    async def go() -> httpx.Response:
+        ingress, client = world.build(hold_timeout=30)
+        ingress.outstanding["demo-hello-0"] = 4
+
+        async def neighbour_wakes() -> None:
+            await asyncio.sleep(0.3)
+            world.peers = [LYON]
+
+        async with client:
+            waking = asyncio.ensure_future(neighbour_wakes())
+            reply = await client.get("/", headers={"Host": HOST})
+            await waking
+        await ingress.aclose()
+        return reply
+
+    assert asyncio.run(go()).status_code == 200
+    assert world.seen[0].url.host == "127.0.81.1"
 
 
 def test_a_spilled_request_is_never_spilled_again() -> None:
@@ -315,7 +372,7 @@ def test_a_spilled_request_is_never_spilled_again() -> None:
     world.peers = [LYON]
 
     async def go() -> httpx.Response:
-        ingress, client = world.build()
+        ingress, client = world.build(hold_timeout=0.2)
         ingress.outstanding["demo-hello-0"] = 4
         async with client:
             reply = await client.get(
