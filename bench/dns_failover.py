@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.cli.demo import ask_dns, sample_manifests
 from edgefleet.localfleet import LocalFleet, free_port, wait_for
+from edgefleet.model import PlacementPolicy, Spread, SpreadBy
 
 FQDN = "hello.demo.edge.internal"
 
@@ -99,6 +100,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="failures of each kind")
     args = parser.parse_args()
     sites, hello = sample_manifests()
+    # Four replicas spread over the regions, placed explicitly: failover, not demand, is measured.
+    hello.spec.placement = PlacementPolicy(replicas=4, spread=Spread(by=SpreadBy.REGION))
     for k, site in enumerate(sites, start=1):
         site.spec.addresses.ip = f"127.0.3.{k}"  # away from a demo that may be running
     with tempfile.TemporaryDirectory() as workdir:

@@ -34,31 +34,29 @@ def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         env={**os.environ, "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "120"},
         check=False,
     )
 
 
-def test_demo_check_brings_the_fleet_up_and_verifies_every_serving_site(tmp_path: Path) -> None:
+def test_demo_check_tours_traffic_placement_and_verifies_every_edge_dns(tmp_path: Path) -> None:
     result = demo(tmp_path, "--check")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for site in ("paris", "london", "new-york", "boston", "tokyo", "singapore"):
         assert f"site {site}" in out
-    # Four replicas spread over three regions: every region serves, four sites answer.
-    ok_lines = [
-        line for line in out.splitlines() if line.strip().startswith("ok") and "dns at" not in line
-    ]
+    steps = [line.strip() for line in out.splitlines()]
+    assert any(s.startswith("ok") and "replicas follow clients to eu-west" in s for s in steps)
+    assert any(s.startswith("ok") and "goes to zero, stays placed" in s for s in steps)
+    woke = [s for s in steps if "succeeds through the activator" in s]
+    assert len(woke) == 1 and woke[0].startswith("ok"), woke
+    assert "served by paris" in woke[0] or "served by london" in woke[0]
+    assert "3 of 3 tour steps passed" in out
     dns_lines = [line for line in out.splitlines() if "dns at" in line]
     assert len(dns_lines) == 6 and all(line.strip().startswith("ok") for line in dns_lines)
-    assert len(ok_lines) == 4
-    assert "4 of 4 replicas answered HTTP" in out
     assert "6 of 6 edge DNS answered as routed" in out
     assert "check passed" in out
-    assert any("tokyo" in line or "singapore" in line for line in ok_lines)
-    assert any("paris" in line or "london" in line for line in ok_lines)
-    assert any("new-york" in line or "boston" in line for line in ok_lines)
     # The demo left a CLI context behind for `edgefleet get sites` in another shell.
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["current-context"] == "demo"
@@ -86,9 +84,9 @@ def demo_replicas() -> list[int]:
 
 
 def test_demo_with_duration_stops_by_itself(tmp_path: Path) -> None:
-    result = demo(tmp_path, "--duration", "2")
+    result = demo(tmp_path, "--duration", "2", "--no-tour")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "all replicas of hello ready" in result.stdout
+    assert "every edge DNS answers for it" in result.stdout
     assert "stopping the fleet" in result.stdout
 
 

@@ -1,11 +1,19 @@
-"""``edgefleet demo``: a hub and six sites on this machine, running the sample app."""
+"""``edgefleet demo``: a hub and six sites on this machine, running the sample app.
+
+The sample app ``hello`` is placed by traffic. The demo tours what that means: clients near
+Paris send load and replicas appear in Europe; the clients move to New York, replicas follow and
+Europe goes to zero (still placed); then one request from Paris wakes Europe again through the
+activator. ``--check`` checks each step and every edge DNS, and exits.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -13,14 +21,15 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
-import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from edgefleet.cli.load import tick_line
 from edgefleet.cli.output import apps_table, sites_table
 from edgefleet.client import Client, Context, save_context
+from edgefleet.loadgen import LoadSpec, LoadSummary, Tick, choose_source, run_load
 from edgefleet.localfleet import LocalFleet, wait_for
 from edgefleet.model import App, Site
 from edgefleet.model.manifests import load_text
@@ -35,44 +44,6 @@ def sample_manifests() -> tuple[list[Site], App]:
     hello = load_text((folder / "hello.yaml").read_text(), "hello.yaml")[0].obj
     assert isinstance(hello, App)
     return [s for s in sites if isinstance(s, Site)], hello
-
-
-def all_ready(client: Client, tenant: str, name: str) -> bool:
-    """True when the app has all its desired replicas and all are ready."""
-    app = client.get_app(tenant, name)
-    return (
-        app.status.desired_replicas > 0
-        and app.status.ready_replicas >= sum(s.desired for s in app.status.sites)
-        and all(s.ready == s.desired for s in app.status.sites)
-    )
-
-
-def check_serving(client: Client, tenant: str, name: str) -> list[tuple[str, str, bool, str]]:
-    """Call every ready replica of the app at every site that should serve it.
-
-    Returns (site, url, ok, detail) per replica and per serving site without one.
-    """
-    app = client.get_app(tenant, name)
-    results = []
-    for placed in app.status.sites:
-        if placed.desired == 0:
-            continue
-        site = client.get_site(placed.site)
-        replicas = client.site_replicas(placed.site).get(f"{tenant}/{name}", [])
-        ready = [r for r in replicas if r.ready and r.port]
-        if not ready:
-            results.append((placed.site, "-", False, "no ready replica"))
-        for replica in ready:
-            url = f"http://{site.spec.addresses.ip}:{replica.port}/"
-            try:
-                reply = httpx.get(url, timeout=3.0)
-                body = reply.json()
-                ok = reply.status_code == 200 and body.get("site") == placed.site
-                detail = f"{reply.status_code} {body.get('message', '')}"
-            except (httpx.HTTPError, ValueError) as exc:
-                ok, detail = False, str(exc) or type(exc).__name__
-            results.append((placed.site, url, ok, detail))
-    return results
 
 
 def ask_dns(ip: str, port: int, fqdn: str) -> list[str]:
@@ -125,6 +96,144 @@ def check_dns(
     ]
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of the tour, checked."""
+
+    what: str
+    ok: bool
+    detail: str
+
+
+def region_of(sites: list[Site], name: str) -> str:
+    """The region of the site called ``name``."""
+    return next(s.spec.region for s in sites if s.metadata.name == name)
+
+
+def replicas_by_region(client: Client, sites: list[Site], tenant: str, name: str) -> dict[str, int]:
+    """Ready replicas of the app per region."""
+    out: dict[str, int] = {}
+    for placed in client.get_app(tenant, name).status.sites:
+        region = region_of(sites, placed.site)
+        out[region] = out.get(region, 0) + placed.ready
+    return out
+
+
+def asleep_in(client: Client, sites: list[Site], tenant: str, name: str, region: str) -> bool:
+    """True when the app is placed in ``region`` at zero replicas only (wakeable)."""
+    placed = [
+        s for s in client.get_app(tenant, name).status.sites if region_of(sites, s.site) == region
+    ]
+    return bool(placed) and all(
+        s.wakeable and s.desired == 0 and s.ready == 0 and s.running == 0 for s in placed
+    )
+
+
+def send_load(site: Site, app: App, *, rps: float, seconds: float, work_ms: int) -> LoadSummary:
+    """What ``edgefleet load --from SITE`` does, printing a line a second."""
+    spec = LoadSpec(
+        app=app.metadata.name,
+        tenant=app.metadata.tenant or "",
+        rps=rps,
+        duration=seconds,
+        dns_server=site.spec.addresses.ip,
+        dns_port=site.spec.addresses.dns_port,
+        http_port=site.spec.addresses.ingress_port,
+        source_address=choose_source(site.spec.networks),
+        work_ms=work_ms,
+        timeout=40,
+    )
+
+    def every_five(tick: Tick) -> None:
+        if tick.second % 5 == 0 or tick.failed:
+            console.print("   " + tick_line(tick))
+
+    return asyncio.run(run_load(spec, on_second=every_five))
+
+
+def traffic_tour(client: Client, sites: list[Site], app: App) -> list[Step]:
+    """Move the sample app's clients from Europe to America and back; check what follows."""
+    tenant, name = app.metadata.tenant or "", app.metadata.name
+    by_name = {s.metadata.name: s for s in sites}
+    paris, new_york = by_name["paris"], by_name["new-york"]
+    europe, america = paris.spec.region, new_york.spec.region
+    idle = app.spec.scaling.idle_timeout
+    steps: list[Step] = []
+
+    def show() -> None:
+        console.print(apps_table(client.list_apps()))
+
+    console.print(
+        f"\n[bold]1.[/] clients near paris: `edgefleet load --from paris --app {name} --rps 20 "
+        "--work 50` for 20 s"
+    )
+    first = send_load(paris, app, rps=20, seconds=20, work_ms=50)
+    by_region = {}
+    try:
+        wait_for(
+            lambda: replicas_by_region(client, sites, tenant, name).get(europe, 0) > 0,
+            timeout=30,
+            what=f"replicas in {europe}",
+        )
+        here = True
+    except TimeoutError:
+        here = False
+    by_region = replicas_by_region(client, sites, tenant, name)
+    show()
+    steps.append(
+        Step(
+            f"replicas follow clients to {europe}",
+            here and first.failed_total == 0,
+            f"{first.ok} of {first.sent} requests ok, served by "
+            f"{dict(first.served_by)}; ready by region {by_region}",
+        )
+    )
+
+    console.print(
+        f"\n[bold]2.[/] the clients move to new-york: 20 requests/s for {idle + 15:g} s; "
+        f"{europe} gets none, and after {idle:g} s idle goes to zero"
+    )
+    second = send_load(new_york, app, rps=20, seconds=idle + 15, work_ms=50)
+    try:
+        wait_for(
+            lambda: (
+                replicas_by_region(client, sites, tenant, name).get(america, 0) > 0
+                and asleep_in(client, sites, tenant, name, europe)
+            ),
+            timeout=60,
+            what=f"replicas in {america}, {europe} asleep",
+        )
+        moved = True
+    except TimeoutError:
+        moved = False
+    show()
+    steps.append(
+        Step(
+            f"replicas follow clients to {america}; {europe} goes to zero, stays placed",
+            moved and second.failed_total == 0,
+            f"{second.ok} of {second.sent} requests ok, served by {dict(second.served_by)}",
+        )
+    )
+
+    console.print(
+        f"\n[bold]3.[/] one request from paris, where {name} sleeps: the activator wakes it"
+    )
+    third = send_load(paris, app, rps=1, seconds=1, work_ms=0)
+    latency = third.latency.p50_ms
+    served = next(iter(third.served_by), "-")
+    woke = third.ok == 1 and served in by_name and by_name[served].spec.region == europe
+    steps.append(
+        Step(
+            "the first request in a sleeping region succeeds through the activator",
+            woke,
+            f"served by {served} in "
+            + (f"{latency:.0f} ms (cold start included)" if latency is not None else "-"),
+        )
+    )
+    show()
+    return steps
+
+
 def run_demo(
     *,
     workdir: Path,
@@ -132,6 +241,7 @@ def run_demo(
     check: bool,
     hub_port: int = 7700,
     dns_port: int = 5353,
+    tour: bool = True,
 ) -> int:
     """Bring the demo fleet up, deploy ``hello``, then watch, wait or check; 0 on success."""
     sites, hello = sample_manifests()
@@ -146,7 +256,15 @@ def run_demo(
         shutil.rmtree(workdir)  # a demo starts clean; its state is disposable
     workdir.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    fleet = LocalFleet(workdir=workdir.resolve(), hub_port=hub_port, dns_port=dns_port)
+    fleet = LocalFleet(
+        workdir=workdir.resolve(),
+        hub_port=hub_port,
+        dns_port=dns_port,
+        # Demo timings: placement follows demand within seconds.
+        placement_resync=2.0,
+        demand_tau=5.0,
+        demand_window=2.0,
+    )
     central = (fleet.hub_host, dns_port)
     started = time.monotonic()
     interrupted = False
@@ -179,20 +297,24 @@ def run_demo(
             console.print(f"applied app {name} (tenant {tenant})")
             path = save_context(Context("demo", fleet.hub_url))
             console.print(f"CLI context 'demo' written to {path}: try 'edgefleet get sites'")
-            wait_for(lambda: all_ready(client, tenant, name), timeout=60, what="hello ready")
+            wait_for(
+                lambda: all(
+                    ask_dns(s.spec.addresses.ip, s.spec.addresses.dns_port, fqdn) for s in sites
+                ),
+                timeout=60,
+                what=f"every edge DNS to answer for {name}",
+            )
             console.print(
-                f"[green]all replicas of {name} ready[/] "
+                f"[green]{name} placed, every edge DNS answers for it[/] "
                 f"{time.monotonic() - started:.1f}s after start"
             )
+            steps = traffic_tour(client, sites, hello) if tour else []
+            for step in steps:
+                mark = "[green]ok[/]  " if step.ok else "[red]FAIL[/]"
+                console.print(f"  {mark} {step.what}: {step.detail}")
             if check:
-                results = check_serving(client, tenant, name)
-                for site_name, url, ok, detail in results:
-                    mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
-                    console.print(f"  {mark} {site_name:<10} {url:<28} {detail}")
-                served = bool(results) and all(ok for *_, ok, _ in results)
-                console.print(
-                    f"{sum(r[2] for r in results)} of {len(results)} replicas answered HTTP"
-                )
+                served = all(step.ok for step in steps)
+                console.print(f"{sum(s.ok for s in steps)} of {len(steps)} tour steps passed")
                 try:
                     dns_results = wait_for(
                         lambda: (

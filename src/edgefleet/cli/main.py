@@ -333,8 +333,15 @@ def demo(
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
     check: Annotated[
-        bool, typer.Option("--check", help="Verify every serving site answers HTTP, then exit.")
+        bool,
+        typer.Option("--check", help="Check every step of the tour and every edge DNS, then exit."),
     ] = False,
+    tour: Annotated[
+        bool,
+        typer.Option(
+            help="Move the sample app's clients between regions and show replicas follow."
+        ),
+    ] = True,
     workdir: Annotated[Path, typer.Option(help="Where the demo keeps state and logs.")] = Path(
         ".edgefleet-demo"
     ),
@@ -346,7 +353,12 @@ def demo(
 
     raise typer.Exit(
         run_demo(
-            workdir=workdir, duration=duration, check=check, hub_port=hub_port, dns_port=dns_port
+            workdir=workdir,
+            duration=duration,
+            check=check,
+            hub_port=hub_port,
+            dns_port=dns_port,
+            tour=tour,
         )
     )
 
