@@ -64,8 +64,18 @@ class SiteView:
     """Bytes of memory for replicas, all apps together."""
     max_replicas: int
     """Most replicas the site runs, all apps together."""
+    lat: float | None = None
+    """Latitude in degrees, for distances (traffic placement); None: location unknown."""
+    lon: float | None = None
+    """Longitude in degrees; None: location unknown. Set both or neither."""
 
     def __post_init__(self) -> None:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError(f"site {self.name}: set both lat and lon, or neither")
+        if self.lat is not None and not -90 <= self.lat <= 90:
+            raise ValueError(f"site {self.name}: lat must be in -90..90, not {self.lat}")
+        if self.lon is not None and not -180 <= self.lon <= 180:
+            raise ValueError(f"site {self.name}: lon must be in -180..180, not {self.lon}")
         if not math.isfinite(self.cpu) or self.cpu < 0:
             raise ValueError(f"site {self.name}: cpu must be a finite number >= 0, not {self.cpu}")
         if self.memory < 0:
