@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.cli.demo import ask_dns
-from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from edgefleet.loadgen import LoadSpec, LoadSummary, run_load
+from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from edgefleet.model import Site
 from tests.factories import make_app, make_site
 
@@ -83,9 +83,9 @@ def line(name: str, summary: LoadSummary) -> str:
 
 def scenario(args: argparse.Namespace, *, only_paris: bool) -> list[tuple[str, LoadSummary]]:
     with tempfile.TemporaryDirectory(prefix="edgefleet-spill-") as tmp:
-        workdir = Path(args.workdir) / ("alone" if only_paris else "fleet") if args.workdir else None
+        kept = Path(args.workdir) / ("alone" if only_paris else "fleet") if args.workdir else None
         fleet = LocalFleet(
-            workdir=workdir or Path(tmp),
+            workdir=kept or Path(tmp),
             hub_port=free_port(),
             dns_port=free_port(),
             placement_resync=2.0,

@@ -5,7 +5,8 @@ The agent's HTTP server on the site address and ingress port serves two things: 
 agent's own ``/_edgefleet/...`` API) goes to the local API.
 
 The decisions are pure functions (``parse_app_host``, ``pick_replica``, the header rewriting);
-``Ingress`` is the thin ASGI shell that applies them with an ``httpx.AsyncClient``. Bodies are
+``Ingress`` is the thin ASGI shell that applies them, forwarding over kept-alive HTTP/1.1
+connections (``UpstreamPool``, ``edgefleet.agent.upstream``). Bodies are
 streamed both ways, never held whole.
 
 Answers of the ingress itself (plain text):
@@ -20,17 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.cookiejar
 import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edgefleet.agent.upstream import (
+    CONNECT_TIMEOUT,
+    HEAD_TIMEOUT,
+    READ_TIMEOUT,
+    ConnectFailed,
+    HeadTimeout,
+    HttpxUpstream,
+    ResponseBroken,
+    Upstream,
+    UpstreamError,
+    UpstreamPool,
+)
 from edgefleet.model import AppAssignment, ReplicaState
 
 log = logging.getLogger(__name__)
@@ -294,6 +307,7 @@ class _Body:
 
 _DONE = "done"
 _REFUSED = "refused"
+_BUSY = "busy"
 
 
 @dataclass
@@ -412,19 +426,21 @@ class Ingress:
         self._on_load = on_load
         self._on_saturated = on_saturated or (lambda key: None)
         self._ready_changed = asyncio.Event()
+        self._slot_freed = asyncio.Event()
         self.hold_limit = hold_limit
         self.hold_timeout = hold_timeout
         self.hop_limit = hop_limit
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            trust_env=False,
-            timeout=timeout or httpx.Timeout(60.0, connect=2.0),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-            # Responses pass through: the ingress keeps no cookies of anybody's.
-            cookies=http.cookiejar.CookieJar(
-                http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
-            ),
-        )
+        self._client: Upstream
+        if transport is not None:
+            # Tests: the same exchanges over httpx's fake network (httpx.MockTransport).
+            self._client = HttpxUpstream(transport)
+        else:
+            # Not httpx: its CPU cost per request caps a site at a few hundred requests/s.
+            self._client = UpstreamPool(
+                connect_timeout=(timeout and timeout.connect) or CONNECT_TIMEOUT,
+                head_timeout=(timeout and timeout.read) or HEAD_TIMEOUT,
+                read_timeout=(timeout and timeout.read) or READ_TIMEOUT,
+            )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -545,8 +561,14 @@ class Ingress:
                 await _plain(send, 404, f"app {key} has no replica at site {self.site}\n")
                 return True
             if ready_replicas(local):
-                # Saturated, nobody near to share with: queue here, and say so.
+                # Saturated, nobody near to share with: say so, and queue here for a free
+                # slot (or a neighbour that starts serving) rather than overfill a replica.
                 self._on_saturated(key)
+                peer = await self._queue(request, limit)
+                if peer is not None:
+                    await self._spill(request, send, peer)
+                    return False
+                local = self._local(key)
                 decision = LOCAL
             else:
                 decision = HOLD if self.held.get(key, 0) < self.hold_limit else REFUSE
@@ -575,6 +597,38 @@ class Ingress:
                 )
                 return True
         return await self._forward_local(request, send, local)
+
+    async def _queue(self, request: _Request, limit: int | None) -> Peer | None:
+        """Wait, as one of the app's held requests, until a ready replica here has fewer than
+        ``limit`` in flight, or a neighbour serves the app (returned); at most ``hold_timeout``.
+        """
+        key = request.key
+        if limit is None or self.held.get(key, 0) >= self.hold_limit:
+            return None
+        self.held[key] = self.held.get(key, 0) + 1
+        deadline = time.monotonic() + self.hold_timeout
+        try:
+            while True:
+                ready = ready_replicas(self._local(key))
+                if any(self.outstanding.get(r.id, 0) < limit for r in ready) or not ready:
+                    return None
+                if request.hops < self.hop_limit:
+                    peers = self._peers(key)
+                    if peers:
+                        return peers[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                event = self._slot_freed
+                with contextlib.suppress(TimeoutError):
+                    # Set when a request ends here; the cap lets a new neighbour be noticed.
+                    await asyncio.wait_for(event.wait(), min(left, 0.1))
+        finally:
+            left_held = self.held[key] - 1
+            if left_held:
+                self.held[key] = left_held
+            else:
+                del self.held[key]
 
     async def _hold(self, request: _Request) -> list[ReplicaState]:
         """Wait until a replica of the app is ready here, or the hold times out."""
@@ -632,17 +686,27 @@ class Ingress:
                 return True
             tried.add(replica.id)
             self.outstanding[replica.id] = self.outstanding.get(replica.id, 0) + 1
+            # A replica answering 503 is full: an idempotent request may go to a neighbour.
+            busy_peers = self._peers(key) if self._may_retry_elsewhere(request) else ()
             try:
-                url = httpx.URL(
-                    scheme="http", host=self.address, port=replica.port, raw_path=request.target
+                outcome = await self._exchange(
+                    request,
+                    send,
+                    (self.address, replica.port or 0),  # ready replicas have a port
+                    self._headers(request),
+                    pass_on_busy=bool(busy_peers),
                 )
-                outcome = await self._exchange(request, send, url, self._headers(request))
             finally:
                 left = self.outstanding[replica.id] - 1
                 if left:
                     self.outstanding[replica.id] = left
                 else:
                     del self.outstanding[replica.id]
+                freed, self._slot_freed = self._slot_freed, asyncio.Event()
+                freed.set()
+            if outcome == _BUSY:
+                await self._spill(request, send, busy_peers[0])
+                return False
             if outcome == _REFUSED:
                 log.warning("ingress: replica %s of %s refused the connection", replica.id, key)
                 if request.body.started or len(tried) >= 2:
@@ -675,8 +739,7 @@ class Ingress:
             (HOPS_HEADER, str(request.hops + 1).encode()),
             (ORIGIN_HEADER, request.origin.encode()),
         ]
-        url = httpx.URL(scheme="http", host=peer.address, port=peer.port, raw_path=request.target)
-        outcome = await self._exchange(request, send, url, headers)
+        outcome = await self._exchange(request, send, (peer.address, peer.port), headers)
         if outcome == _REFUSED:
             await _plain(
                 send,
@@ -698,79 +761,121 @@ class Ingress:
         self,
         request: _Request,
         send: Send,
-        url: httpx.URL,
+        where: tuple[str, int],
         headers: list[tuple[bytes, bytes]],
+        *,
+        pass_on_busy: bool = False,
     ) -> str:
-        """One upstream exchange streamed to the client: ``_DONE`` or ``_REFUSED`` (nothing
-        was sent, so the request may go elsewhere)."""
+        """One upstream exchange streamed to the client: ``_DONE``, or ``_REFUSED`` (nothing
+        was sent, so the request may go elsewhere), or with ``pass_on_busy`` ``_BUSY`` (the
+        upstream answered 503, which the client was not sent)."""
         content = request.body.chunks() if _has_body(request.scope) else None
-        upstream_request = httpx.Request(
-            request.scope["method"], url, headers=headers, content=content
-        )
+        relay = self._relay(request, send, where, headers, content, pass_on_busy=pass_on_busy)
+        if content is None:
+            # All receive() can still say is that the client left: watch for it from the start,
+            # so that a client that gives up while the replica thinks frees the connection.
+            return await _unless_client_leaves(request.receive, relay)
+        return await relay
+
+    async def _relay(
+        self,
+        request: _Request,
+        send: Send,
+        where: tuple[str, int],
+        headers: list[tuple[bytes, bytes]],
+        content: AsyncIterator[bytes] | None,
+        *,
+        pass_on_busy: bool = False,
+    ) -> str:
+        """Send the request upstream, then stream the response to the client."""
+        host, port = where
+        url = f"{host}:{port}"
         try:
-            upstream = await self._client.send(upstream_request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout):
+            upstream = await self._client.request(
+                request.scope["method"],
+                host=host,
+                port=port,
+                target=request.target,
+                headers=headers,
+                body=content,
+            )
+        except ConnectFailed as error:
+            log.debug("ingress: %s for %s: %s", url, request.key, error)
             return _REFUSED
-        except httpx.TimeoutException:
-            await _plain(send, 504, f"{url.host}:{url.port} did not answer in time\n")
+        except HeadTimeout:
+            await _plain(send, 504, f"{url} did not answer in time\n")
             return _DONE
-        except httpx.HTTPError as error:
+        except UpstreamError as error:
             log.warning("ingress: %s for %s: %s", url, request.key, error)
             await _plain(send, 502, f"upstream for {request.key} failed: {error}\n")
             return _DONE
-        try:
-            await self._relay(
-                upstream,
-                request.receive,
-                send,
-                watch=request.body.done or content is None,
-            )
-        finally:
+        if pass_on_busy and upstream.status == 503 and content is None:
             await upstream.aclose()
-        return _DONE
-
-    async def _relay(
-        self, upstream: httpx.Response, receive: Receive, send: Send, *, watch: bool
-    ) -> None:
-        """Stream the replica's response to the client; stop if the client goes away."""
+            return _BUSY
 
         async def pump() -> None:
             await send(
                 {
                     "type": "http.response.start",
-                    "status": upstream.status_code,
-                    "headers": forward_response_headers(upstream.headers.raw, via=self.via),
+                    "status": upstream.status,
+                    "headers": forward_response_headers(upstream.headers, via=self.via),
                 }
             )
             try:
-                async for chunk in upstream.aiter_raw():
+                async for chunk in upstream:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.HTTPError as error:
+            except ResponseBroken as error:
                 # Headers are gone: all that is left is to cut the connection, so that the
                 # client sees a truncated response rather than a complete-looking one.
-                log.warning("ingress: response from replica broke off: %s", error)
+                log.warning("ingress: response from %s broke off: %s", url, error)
                 raise _ClientGone from error
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        if not watch:
-            # The request body is still being read: receive() belongs to it.
-            await pump()
-            return
+        try:
+            if content is not None and request.body.done:
+                # The whole body went upstream: receive() is free to watch for a disconnect.
+                await _unless_client_leaves(request.receive, pump())
+            else:
+                # No body (watched already), or an answer before the whole body was read:
+                # receive() still belongs to the body.
+                await pump()
+        finally:
+            await upstream.aclose()
+        return _DONE
 
-        async def client_left() -> None:
+
+_T = TypeVar("_T")
+
+
+async def _unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work`` in this task; raise ``_ClientGone`` once ``receive`` says the client left.
+
+    One watching task that cancels this one, rather than two tasks and ``asyncio.wait``: the
+    cheaper form matters at thousands of requests a second. Cancelling ``work`` closes its
+    upstream connection (see ``UpstreamPool``).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        with contextlib.suppress(Exception):
             while (await receive())["type"] != "http.disconnect":
                 pass
+            left = True
+            task.cancel()
 
-        pumping = asyncio.ensure_future(pump())
-        watching = asyncio.ensure_future(client_left())
-        try:
-            await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (pumping, watching):
-                task.cancel()
-            for task in (pumping, watching):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if left:
+            task.uncancel()
+            raise _ClientGone from None
+        raise
+    finally:
+        watcher.cancel()
 
 
 async def _plain(

@@ -433,3 +433,28 @@ def test_neighbour_refusing_a_spilled_request_is_502_naming_it() -> None:
     reply = call(world)
     assert reply.status_code == 502
     assert "lyon" in reply.text
+
+
+@pytest.mark.parametrize(("method", "passed_on"), [("GET", True), ("POST", False)])
+def test_a_full_replica_answering_503_passes_idempotent_requests_on(
+    method: str, passed_on: bool
+) -> None:
+    world = World([replica(0)])
+    world.peers = [LYON]
+
+    def local_busy(request: httpx.Request) -> httpx.Response:
+        world.seen.append(request)
+        if request.url.host == "127.0.80.1":
+            return httpx.Response(
+                503, stream=httpx.ByteStream(b"busy"), headers={"Retry-After": "1"}
+            )
+        return echo(request)
+
+    world.handler = local_busy  # type: ignore[method-assign]
+    reply = call(world, method=method)
+    if passed_on:
+        assert reply.status_code == 200
+        assert [r.url.host for r in world.seen] == ["127.0.80.1", "127.0.81.1"]
+    else:
+        assert reply.status_code == 503 and reply.text == "busy"
+        assert [r.url.host for r in world.seen] == ["127.0.80.1"]
