@@ -12,10 +12,12 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from edgefleet.localfleet import LocalFleet, free_port, wait_for
+from edgefleet.cli.demo import ask_dns
 from edgefleet.loadgen import LoadSpec, LoadSummary, run_load
+from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from edgefleet.model import App, Site
 from tests.factories import make_app, make_site
 
@@ -75,7 +77,7 @@ def follow_app() -> App:
     )
 
 
-def load_from(site: Site, *, rps: float, seconds: float) -> LoadSummary:
+def load_from(site: Site, *, rps: float, seconds: float, work: int = 100) -> LoadSummary:
     """Requests to ``follow`` as clients near ``site`` send them: its DNS, its networks."""
     source = site.spec.networks[0].replace(".0/24", ".1")
     spec = LoadSpec(
@@ -85,7 +87,7 @@ def load_from(site: Site, *, rps: float, seconds: float) -> LoadSummary:
         dns_server=site.spec.addresses.ip,
         dns_port=site.spec.addresses.dns_port,
         source_address=source,
-        path="/?work=50",
+        path=f"/?work={work}",
         timeout=40,
     )
     return asyncio.run(run_load(spec))
@@ -142,3 +144,80 @@ def test_replicas_follow_demand_sleep_and_wake(
     again = load_from(sites["new-york"], rps=1, seconds=1)
     assert again.ok == again.sent == 1, again.to_json()
     assert again.served_by == {"new-york": 1}, again.to_json()
+
+
+def replicas_at(site: Site) -> list[dict[str, object]]:
+    """The agent's own view of ``follow``'s replicas (its local API answers without the hub)."""
+    base = f"http://{site.spec.addresses.ip}:{site.spec.addresses.ingress_port}"
+    found: list[dict[str, object]] = (
+        httpx.get(f"{base}/_edgefleet/replicas", timeout=3).json().get("demo/follow", [])
+    )
+    return [r for r in found if r["state"] != "stopped"]
+
+
+def test_with_the_hub_down_sites_scale_offload_sleep_and_wake(
+    traffic_fleet: tuple[LocalFleet, dict[str, Site]],
+) -> None:
+    local, sites = traffic_fleet
+    paris, lyon = sites["paris"], sites["lyon"]
+    app = make_app(
+        "follow",
+        # A replica takes 2 requests at once (as the ingress's limit: target 1 x threshold 2).
+        env={"HELLO_CONCURRENCY": "2"},
+        placement={
+            "mode": "traffic",
+            "maxLatencyMs": 30,
+            "minSites": 1,
+            "selector": {"sites": ["paris", "lyon"]},
+        },
+        scaling={
+            "minReplicas": 0,
+            "maxReplicas": 10,
+            "targetConcurrency": 1,
+            "stableWindow": "3s",
+            "panicWindow": "1s",
+            "idleTimeout": "4s",
+        },
+    )
+    with local.client() as client:
+        client.apply(app)
+    fqdn = "follow.demo.edge.internal"
+    wait_for(
+        lambda: ask_dns(paris.spec.addresses.ip, paris.spec.addresses.dns_port, fqdn),
+        timeout=30,
+        what="Paris's edge DNS to answer for follow",
+    )
+    # Wake it once from Paris so that the hub places it there, then take the hub away.
+    load_from(paris, rps=5, seconds=3)
+    wait_for(
+        lambda: shares(local).get("paris", (0, 0, False))[2],
+        timeout=60,
+        what="follow placed at paris",
+    )
+    local.stop_hub()
+
+    # Load: the site scales itself within the bounds the hub last gave it ...
+    steady = load_from(paris, rps=20, seconds=5)
+    assert steady.failed_total == 0, steady.to_json()
+    assert len(replicas_at(paris)) >= 2, "scaled up locally with the hub down"
+    # ... and beyond its ceiling asks its neighbour to run the app, site to site.
+    burst = load_from(paris, rps=60, seconds=8)
+    assert burst.served_by.get("lyon", 0) > 0, burst.to_json()
+    assert burst.failed_total <= burst.sent // 100, burst.to_json()
+
+    # Quiet: both sites go to zero by themselves after the idle timeout.
+    wait_for(
+        lambda: not replicas_at(paris) and not replicas_at(lyon),
+        timeout=60,
+        what="paris and lyon asleep",
+    )
+    # Once Paris's probes have seen Lyon asleep too, Paris answers for itself ...
+    wait_for(
+        lambda: ask_dns(paris.spec.addresses.ip, paris.spec.addresses.dns_port, fqdn)[:1]
+        == [paris.spec.addresses.ip],
+        timeout=30,
+        what="Paris's edge DNS to answer Paris first",
+    )
+    # ... and the next request wakes Paris through its activator, still without the hub.
+    again = load_from(paris, rps=1, seconds=1)
+    assert again.ok == again.sent == 1 and again.served_by == {"paris": 1}, again.to_json()
