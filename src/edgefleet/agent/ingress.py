@@ -330,6 +330,10 @@ class _Request:
         return target
 
 
+def _all_full(ready: Sequence[ReplicaState], outstanding: Mapping[str, int], limit: int) -> bool:
+    return bool(ready) and all(outstanding.get(r.id, 0) >= limit for r in ready)
+
+
 def _hops(scope: Scope) -> int:
     value = _header(scope, HOPS_HEADER)
     if value is None:
@@ -596,6 +600,14 @@ class Ingress:
                     headers=[(b"retry-after", b"1")],
                 )
                 return True
+        if limit is not None and _all_full(ready_replicas(local), self.outstanding, limit):
+            # Full, and the request may not move on (it made its hop already): wait here for
+            # a free slot rather than overfill a replica.
+            peer = await self._queue(request, limit)
+            if peer is not None:
+                await self._spill(request, send, peer)
+                return False
+            local = self._local(key)
         return await self._forward_local(request, send, local)
 
     async def _queue(self, request: _Request, limit: int | None) -> Peer | None:

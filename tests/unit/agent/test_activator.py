@@ -458,3 +458,41 @@ def test_a_full_replica_answering_503_passes_idempotent_requests_on(
     else:
         assert reply.status_code == 503 and reply.text == "busy"
         assert [r.url.host for r in world.seen] == ["127.0.80.1"]
+
+
+def test_a_spilled_request_at_a_full_site_waits_for_a_slot_there() -> None:
+    world = World([replica(0)])
+    world.peers = [LYON]
+    released: list[bool] = []
+    order: list[bool] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        world.seen.append(request)
+        order.append(bool(released))
+        return echo(request)
+
+    world.handler = handler  # type: ignore[method-assign]
+
+    async def go() -> httpx.Response:
+        ingress, client = world.build(hold_timeout=30)
+        ingress.outstanding["demo-hello-0"] = 4
+
+        async def finish_one() -> None:
+            await asyncio.sleep(0.3)
+            released.append(True)
+            ingress.outstanding["demo-hello-0"] = 3
+
+        async with client:
+            finishing = asyncio.ensure_future(finish_one())
+            reply = await client.get(
+                "/",
+                headers={"Host": HOST, "X-Edgefleet-Hops": "1", "X-Edgefleet-Origin": "nice"},
+            )
+            await finishing
+        del ingress.outstanding["demo-hello-0"]
+        await ingress.aclose()
+        return reply
+
+    assert asyncio.run(go()).status_code == 200
+    assert [r.url.host for r in world.seen] == ["127.0.80.1"]  # never passed on again
+    assert order == [True], "forwarded only once a slot was free"
