@@ -411,7 +411,7 @@ def dns_query(
         table.add_row(
             c["site"],
             rtt,
-            str(c["ready"]),
+            str(c["ready"]) + (" (wakes)" if c.get("wakeable") and not c["ready"] else ""),
             f"{c['headroom']:.2f}",
             "yes" if c["chosen"] else "",
             c["reason"] or "",

@@ -72,6 +72,8 @@ class Candidate:
     """The endpoint's headroom: free share of the site's capacity."""
     ready: int
     """Ready replicas of the app at the site."""
+    wakeable: bool
+    """The site may start a replica itself (placed at zero: its activator holds requests)."""
     chosen: bool
     """Whether the site is in the answer."""
     reason: str | None
@@ -174,6 +176,7 @@ def choose(
             measured=measured,
             headroom=endpoint.headroom,
             ready=endpoint.ready,
+            wakeable=endpoint.wakeable,
             chosen=reason is None,
             reason=reason,
         )

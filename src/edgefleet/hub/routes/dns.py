@@ -71,6 +71,7 @@ def explain(
                 "measured": c.measured,
                 "ready": c.ready,
                 "headroom": c.headroom,
+                "wakeable": c.wakeable,
                 "chosen": c.chosen,
                 "reason": c.reason,
             }
