@@ -37,16 +37,18 @@ The rules, in the order they apply to one app:
    else the estimate from coordinates (``edgefleet.geo``), 0 at the origin itself. A site serves
    an origin only within the app's bound (compared in float arithmetic). A site without
    coordinates is used only when nothing with coordinates qualifies: as its own origin, through
-   a measured round trip, or, for an app without a bound, for origins no located site can serve
-   (at ``UNKNOWN_RTT_MS``).
+   a measured round trip, or, for an app without a bound, for origins that no located site
+   reaches (at ``UNKNOWN_RTT_MS``).
 3. Capacity. Apps are placed one after the other; each takes what ``used`` and the apps before
    it left, as in explicit placement. Apps with a tighter latency bound have fewer sites to
    choose from, so they choose first: by ``max_latency_ms`` (unbounded last), then in the order
-   given. An unreachable eligible site keeps its share unchanged: charged to its
-   capacity, outside the app's bounds, nothing new; reachable sites serve its demand. Shares at
-   ineligible or unknown sites are dropped.
-4. Sites. Greedy covering (open the site that serves the most unserved origins and demand within
-   the bound and its room, ties to the shorter round trips, then the name), then local search
+   given. An unreachable eligible site keeps its share unchanged: charged to its capacity,
+   outside the app's bounds, nothing new; reachable sites serve its demand. Shares at ineligible
+   or unknown sites are dropped.
+4. Sites. Candidates are the eligible reachable sites with room within the bound of an active
+   origin (more than ``TrafficParams.candidate_limit`` of them: only those a covering can need,
+   see there). Greedy covering (open the site that serves the most unserved origins and demand
+   within the bound and its room, ties to the shorter round trips, then the name), then search
    until nothing improves: close a site, replace two by one, and swap one for another when the
    app has at most ``TrafficParams.swap_limit`` candidate sites. Each origin then goes to its
    nearest open site with room, split when room forces it, and load is shifted between sites
@@ -62,10 +64,11 @@ The rules, in the order they apply to one app:
    ``max(minSites - open, min(max_parked_sites, regions with past demand and no active
    demand))``, nearest to active demand (else to past demand) first, then by name; the rest are
    dropped.
-7. minSites and minReplicas. With fewer placed sites than ``minSites``, more are parked: nearest
-   to demand (active, else past), else spread over the fleet by a hash of the app key, located
-   sites first. ``minReplicas`` is divided evenly over the open sites by name (then over the
-   parked ones, which then run); each site's part is its local minimum.
+7. minSites and minReplicas. With fewer placed sites than ``minSites`` (at least 1 when
+   ``minReplicas`` > 0), more are parked: nearest to demand (active, else past), else spread over
+   the fleet by a hash of the app key, located sites first. ``minReplicas`` is divided evenly
+   over the open sites by name, or when none is open over the parked ones (which then run);
+   each site's part is its local minimum.
 8. Local bounds. ``max_replicas`` is ``min(room, maxReplicasPerSite, max(2r, r + 2))`` and at
    least ``max(r, 1)``; the headroom above that is trimmed, largest first, to keep the sum within
    the app's ``maxReplicas`` where it can.
@@ -278,8 +281,10 @@ class TrafficParams:
     swap_limit: int = 64
     """Candidate sites up to which the local search also tries every swap (quadratic)."""
     candidate_limit: int = 256
-    """Candidate sites beyond which an app considers only those a covering can need: the origin
-    sites, each origin's nearest three, the 64 reaching the most origins, the current sites."""
+    """Candidate sites beyond which an app considers only those a covering can need (a wide bound
+    reaches a whole continent): the origin sites, the current sites, the widest-reaching sites in
+    up to 32 areas of demand (16 each), and the three nearest with room for each origin its own
+    site cannot serve. Fewer candidates, faster passes, and fewer sites whose room matters."""
 
     def __post_init__(self) -> None:
         for name in ("keep_load_margin", "move_margin", "scale_down_margin"):
@@ -422,6 +427,9 @@ class TrafficPlanner:
         """Replace the given apps (same keys, new demand or spec) and place again, incrementally.
 
         Equal to ``full`` over all apps, in the same order, with ``current`` = the last result.
+        Recomputed: the apps given that changed, those that read room at a site whose use
+        changed, and those whose result differed from their ``current`` last time (once more,
+        to confirm they settled).
         """
         if self._fleet is None or self._result is None:
             raise RuntimeError("no pass yet: call full() first")
@@ -478,14 +486,22 @@ class TrafficPlanner:
         shares = {key: shares[key] for key in self._given}
         routes = {key: routes[key] for key in self._given}
         shortfalls = {key: shortfalls[key] for key in self._given if key in shortfalls}
-        used = {
-            fleet.names[i]: Usage(
-                cpu=float(ledger.cpu[i]),
-                memory=int(ledger.memory[i]),
-                replicas=int(ledger.replicas[i]),
-            )
-            for i in np.flatnonzero(ledger.replicas | ledger.memory | (ledger.cpu != 0)).tolist()
-        }
+        if changed is None or self._result is None:
+            sites = np.flatnonzero(ledger.replicas | ledger.memory | (ledger.cpu != 0)).tolist()
+            used: dict[SiteName, Usage] = {}
+        else:
+            # Only the sites whose use changed (the same sums elsewhere: the same values).
+            sites = sorted(dirty)
+            used = dict(self._result.used)
+        for i in sites:
+            if ledger.replicas[i] or ledger.memory[i] or ledger.cpu[i]:
+                used[fleet.names[i]] = Usage(
+                    cpu=float(ledger.cpu[i]),
+                    memory=int(ledger.memory[i]),
+                    replicas=int(ledger.replicas[i]),
+                )
+            else:
+                used.pop(fleet.names[i], None)
         self._result = TrafficResult(shares=shares, routes=routes, shortfalls=shortfalls, used=used)
         return self._result
 
@@ -788,14 +804,15 @@ class _Space:
 
     origins: list[SiteName]
     loads: Floats
-    weight: Floats
-    """Unserved cost per origin, in units of ``UNSERVED_COST``: ``1 + load / T``."""
+    """Requests in flight per active origin."""
     cols: Ints
     """Candidate site indices, ascending (name order)."""
     rtt: Floats
     """Round trip per origin and candidate, inf beyond the bound."""
     in_bound: Bools
     """Whether each candidate is within the bound of each origin, room or not."""
+    addable: Bools
+    """Candidates that may be opened (the others may only stay open)."""
     cap: Floats
     """Requests in flight each candidate can carry: room * T."""
     usable: Bools
@@ -808,14 +825,14 @@ class _Space:
     within: Bools = field(init=False)
     """Within the bound and with room: where an origin can be served."""
     options: Ints = field(init=False)
-    """Candidates per origin that can serve it."""
+    """Candidates per origin that can serve it and may be opened."""
     rtt0: Floats = field(init=False)
     """``rtt`` with 0 where it cannot serve, for sums."""
 
     def __post_init__(self) -> None:
         self.within = self.in_bound & self.usable[None, :]
         self.rtt = np.where(self.within, self.rtt, np.inf)
-        self.options = self.within.sum(axis=1).astype(np.int64)
+        self.options = (self.within & self.addable[None, :]).sum(axis=1).astype(np.int64)
         self.rtt0 = np.where(self.within, self.rtt, 0.0)
 
 
@@ -830,7 +847,6 @@ class _Solution:
     unserved: Floats
     served: Bools
     cost: float
-    penalty: float
     capped: bool
     """Whether the app's ``maxReplicas`` cut replicas the demand needed."""
 
@@ -881,7 +897,7 @@ def _place_app(
     reads = _Reads(fleet, ledger, app, clip)
     if now:
         reads(np.array(sorted(now), dtype=np.int64))
-    cols, rtt = _near(
+    cols, rtt, addable = _near(
         fleet,
         pool,
         [d.origin for d in active],
@@ -893,10 +909,10 @@ def _place_app(
     space = _Space(
         origins=[d.origin for d in active],
         loads=loads,
-        weight=1 + loads / target,
         cols=cols,
         rtt=rtt,
         in_bound=np.isfinite(rtt),
+        addable=addable,
         cap=rooms.astype(float) * target,
         usable=rooms >= 1,
         target=target,
@@ -971,7 +987,9 @@ def _place_app(
     }
     n_open = len(open_sites)
     room_left_sites = (app.max_sites - n_open) if app.max_sites is not None else len(pool)
-    limit = max(app.min_sites - n_open, min(params.max_parked_sites, len(past_regions)))
+    # minReplicas needs a site to run at, demand or not.
+    min_sites = max(app.min_sites, 1 if app.min_replicas > 0 else 0)
+    limit = max(min_sites - n_open, min(params.max_parked_sites, len(past_regions)))
     limit = max(0, min(limit, room_left_sites)) if fleet_max > 0 else 0
     anchors = active or past
     parked: list[int] = []
@@ -980,7 +998,7 @@ def _place_app(
         nearness = _nearness(fleet, anchors, candidates, measured)
         candidates.sort(key=lambda i: (nearness[i], fleet.names[i]))
         parked = candidates[:limit]
-    want_more = min(app.min_sites - n_open, room_left_sites) - len(parked)
+    want_more = min(min_sites - n_open, room_left_sites) - len(parked)
     if want_more > 0 and fleet_max > 0:
         taken = set(replicas) | set(parked)
         parked += _new_sites(app, fleet, pool, anchors, want_more, taken, reads, measured, bound)
@@ -989,11 +1007,12 @@ def _place_app(
     local_min: dict[int, int] = {}
     spare = app.min_replicas
     if spare > 0:
-        for group in (open_sites, parked):
-            if not group or spare <= 0:
-                continue
-            caps_left = reads.room_at(group)
-            spare = _spread_min(group, spare, caps_left, local_min)
+        # Over the open sites, or if none, the parked ones (which then run); by name, not in the
+        # order chosen, so the same next round. Not over parked sites while some are open: next
+        # round they would count as open, and which to keep would be a coin toss.
+        group = sorted(open_sites) or sorted(parked)
+        if group:
+            spare = _spread_min(group, spare, reads.room_at(group), local_min)
     for i, count in local_min.items():
         replicas[i] = max(replicas.get(i, 0), count)
     if sum(replicas.values()) > fleet_max:
@@ -1089,23 +1108,27 @@ def _near(
     measured: Mapping[SiteName, Mapping[SiteName, float]],
     *,
     narrow: _Narrowing | None = None,
-) -> tuple[Ints, Floats]:
-    """Candidate sites in ``pool`` for ``origins`` and the round trips, inf beyond ``bound``.
+) -> tuple[Ints, Floats, Bools]:
+    """Candidate sites in ``pool`` for ``origins``, the round trips (inf beyond ``bound``), and
+    which candidates may be opened (not those kept only because the app runs there now).
 
     A coarse grid first keeps the cells near the origins; a matrix product of unit vectors then
     the sites that may be within the bound (the cosine of the angle bounds the distance), and the
     haversine gives the round trips that count. With ``narrow``, when the cells hold more than
-    ``narrow.limit`` sites, only those a covering can need are considered (see ``_narrowed``).
+    ``narrow.limit`` sites, only those a covering can need are considered (see ``_narrowed``),
+    and the current sites; those may stay open but no new choice may depend on them, or placing
+    again from the result could choose differently.
     """
     k = len(origins)
     if k == 0 or len(pool) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros((k, 0))
+        return np.zeros(0, dtype=np.int64), np.zeros((k, 0)), np.zeros(0, dtype=bool)
     at = [fleet.index.get(o, -1) for o in origins]
     located = np.array([i >= 0 and bool(fleet.has_xy[i]) for i in at], dtype=bool)
     rows_xy = np.flatnonzero(located)
     origin_idx = np.array([i if i >= 0 else 0 for i in at], dtype=np.int64)
     in_pool = np.zeros(len(fleet.names), dtype=bool)
     in_pool[pool] = True
+    sticky = np.zeros(0, dtype=np.int64)
     angle = math.pi
     if bound is not None:
         km = max(0.0, (bound - BASE_RTT_MS) * FIBRE_KM_PER_MS / 2)
@@ -1131,6 +1154,13 @@ def _near(
                 extra_ms.append(value)
     er = np.array(extra_r, dtype=np.int64)
     ec = np.array(extra_c, dtype=np.int64)
+    if bound is None and narrow is not None:
+        # An origin no located site reaches may go anywhere (below): every site is a candidate
+        # then, and narrowing would only make the choice depend on the current sites.
+        reached = np.zeros(k, dtype=bool)
+        reached[er] = True
+        if (~reached & (~located | ~fleet.has_xy[pool].any())).any():
+            narrow = None
 
     # Located sites that may be within the bound of some located origin.
     vectors = fleet.xyz[origin_idx[rows_xy]]
@@ -1141,6 +1171,10 @@ def _near(
             xy_cols = _narrowed(
                 fleet, narrow, vectors, threshold, cells, central, own[rows_xy], in_pool
             )
+            current = np.array(narrow.current, dtype=np.int64)
+            current = current[in_pool[current] & fleet.has_xy[current]] if len(current) else current
+            sticky = np.setdiff1d(current, np.union1d(xy_cols, ec))
+            xy_cols = np.union1d(xy_cols, sticky)
         else:
             xy_cols = fleet.members(cells, in_pool)
     maybe = (vectors @ fleet.xyz[xy_cols].T) >= threshold
@@ -1169,7 +1203,8 @@ def _near(
             wider[lost] = UNKNOWN_RTT_MS
             cols, rtt = cols_all, wider
     found = np.isfinite(rtt).any(axis=0)
-    return cols[found], rtt[:, found]
+    addable = ~np.isin(cols, sticky)
+    return cols[found], rtt[:, found], addable[found]
 
 
 def _narrowed(
@@ -1184,17 +1219,17 @@ def _narrowed(
 ) -> Ints:
     """The candidates a covering can need, of too many (a wide bound reaches a continent).
 
-    The origin sites themselves and the current sites; the ``_WIDEST_KEPT`` sites with room
-    reaching the most origins, looked for in the grid cells whose centres reach the most; and
-    for each origin its own site cannot serve, the ``_NEAREST_KEPT`` nearest sites with room.
-    Only the rooms of the sites looked at are read.
+    The origin sites themselves; up to ``_CELLS_KEPT`` grid cells, chosen
+    as a covering chooses sites (the cell whose centre reaches the most origins not reached yet,
+    then the next), and in each the ``_PER_CELL_KEPT`` sites with room reaching the most
+    origins; and for each origin its own site cannot serve, the ``_NEAREST_KEPT`` nearest sites
+    with room. Only the rooms of the sites looked at are read, so the result depends on few.
     """
-    current = np.array(narrow.current, dtype=np.int64)
-    keep = [own[own >= 0], current[in_pool[current]] if len(current) else current]
+    keep = [own[own >= 0]]
     # Cells chosen as a covering would choose sites (the one whose centre reaches the most
     # origins not reached yet, then the next), so that every cluster of demand gets some; of
     # each, the sites with room reaching the most origins.
-    reached = central_reach(fleet, vectors, cells, threshold)
+    reached = _central_reach(fleet, vectors, cells, threshold)
     waiting = np.ones(len(vectors), dtype=bool)
     taken = np.zeros(len(cells), dtype=bool)
     for _ in range(_CELLS_KEPT):
@@ -1235,10 +1270,13 @@ def _narrowed(
                     order = order[np.isfinite(close[row, order])]
                     picked = _with_room(narrow.reads, everyone[order], _NEAREST_KEPT)
                 keep.append(picked)
-    return np.unique(np.concatenate(keep)).astype(np.int64)
+    kept = np.unique(np.concatenate(keep)).astype(np.int64)
+    # Unlocated sites come in only as their own origin or through a measured round trip.
+    out: Ints = kept[fleet.has_xy[kept]]
+    return out
 
 
-def central_reach(fleet: _Fleet, vectors: Floats, cells: Ints, threshold: float) -> Bools:
+def _central_reach(fleet: _Fleet, vectors: Floats, cells: Ints, threshold: float) -> Bools:
     """Which origins (rows) each cell's centre (columns) reaches."""
     out: Bools = (vectors @ fleet.cell_centre[cells].T) >= threshold
     return out
@@ -1299,17 +1337,13 @@ def _new_sites(
     """``count`` more sites to park the app at: near the anchors, else spread by a hash."""
     chosen: list[int] = []
     if anchors:
-        cols, rtt = _near(fleet, pool, [d.origin for d in anchors], bound, measured)
+        cols, rtt, _ = _near(fleet, pool, [d.origin for d in anchors], bound, measured)
         if len(cols):
             nearest = rtt.min(axis=0)
             order = sorted(range(len(cols)), key=lambda j: (nearest[j], j))
             ranked = cols[np.array(order, dtype=np.int64)]
             free = ranked[~np.isin(ranked, np.array(sorted(taken), dtype=np.int64))]
-            if len(free):
-                rooms = reads(free)
-                for i, room in zip(free.tolist(), rooms.tolist(), strict=True):
-                    if room >= 1 and len(chosen) < count:
-                        chosen.append(i)
+            chosen = _with_room(reads, free, count).tolist()
         if len(chosen) == count:
             return chosen
     # Spread over the fleet: a walk with a stride coprime to the pool size, from a point set by
@@ -1446,7 +1480,7 @@ def _greedy(
     if opened:
         capleft[opened] -= flow.sum(axis=0)
     budget = space.fleet_max * target - float(flow.sum())
-    avail = space.usable.copy()
+    avail = space.usable & space.addable
     avail[opened] = False
     pref = prefer.astype(np.int64) if prefer is not None else np.zeros(len(space.cols), np.int64)
     index = np.arange(len(space.cols))
@@ -1573,8 +1607,10 @@ def _evaluate(
 ) -> _Solution | None:
     """Assign, size (within ``maxReplicas``), shift load where it saves a replica, and cost.
 
-    None when the cost cannot be below ``bar`` (the shifting, the slow part, is then skipped).
+    None when the cost cannot be below ``bar`` (then it stops as soon as it knows).
     """
+    if math.isfinite(bar) and _lower_bound(space, cols, loads) >= bar:
+        return None
     flow, left, served = _assign(space, cols, loads)
     replicas = _size(space, flow)
     capped = bool(replicas.sum() > space.fleet_max)
@@ -1602,9 +1638,50 @@ def _evaluate(
         unserved=left,
         served=served,
         cost=cost,
-        penalty=penalty,
         capped=capped,
     )
+
+
+def _lower_bound(space: _Space, cols: Sequence[int], loads: Floats) -> float:
+    """A cost no assignment to ``cols`` can beat: room ignored, every origin at its nearest.
+
+    A unit of load left unserved costs more than a replica-load and more than any round trip,
+    so serving all that can be reached bounds those terms from below.
+    """
+    if not cols:
+        return UNSERVED_COST * float((1 + loads / space.target).sum())
+    nearest = space.rtt[:, np.array(cols)].min(axis=1)
+    reached = np.isfinite(nearest)
+    latency = float((loads[reached] * nearest[reached]).sum())
+    replicas = max(len(cols), math.ceil(float(loads[reached].sum()) / space.target - _EPS))
+    unserved = float((1 + loads[~reached] / space.target).sum())
+    return (
+        SITE_COST * len(cols)
+        + REPLICA_COST * replicas
+        + LATENCY_COST * latency / (space.target * space.scale)
+        + UNSERVED_COST * unserved
+    )
+
+
+def _swap_bounds(space: _Space, rest: Sequence[int], picks: Ints) -> Floats:
+    """``_lower_bound`` of ``rest`` plus each of ``picks``, all at once."""
+    loads = space.loads
+    nearest = space.rtt[:, picks]
+    if rest:
+        nearest = np.minimum(space.rtt[:, np.array(rest)].min(axis=1)[:, None], nearest)
+    reached = np.isfinite(nearest)
+    latency = (np.where(reached, nearest, 0.0) * loads[:, None]).sum(axis=0)
+    carried = np.where(reached, loads[:, None], 0.0).sum(axis=0)
+    n = len(rest) + 1
+    replicas = np.maximum(n, np.ceil(carried / space.target - _EPS))
+    unserved = np.where(reached, 0.0, (1 + loads / space.target)[:, None]).sum(axis=0)
+    out: Floats = (
+        SITE_COST * n
+        + REPLICA_COST * replicas
+        + LATENCY_COST * latency / (space.target * space.scale)
+        + UNSERVED_COST * unserved
+    )
+    return out
 
 
 def _cost(
@@ -1728,47 +1805,48 @@ def _moves(
     load = current.flow.sum(axis=0)
     closed = np.ones(len(space.cols), dtype=bool)
     closed[cols] = False
-    avail = closed & space.usable & space.within.any(axis=0)
+    avail = closed & space.usable & space.addable & space.within.any(axis=0)
     by_load = sorted(range(len(cols)), key=lambda j: (load[j], cols[j]))
-    # Close one.
+    on = space.within[:, cols]
+    reached_by = on.sum(axis=1)  # open sites that reach each origin
+    # Close one: the others still reach every origin served.
     for j in by_load:
-        rest = cols[:j] + cols[j + 1 :]
-        if rest and space.within[served][:, rest].any(axis=1).all():
-            yield rest, 0.0
-    # Replace two by one that covers what only they covered.
+        if len(cols) > 1 and (reached_by[served] - on[served, j] > 0).all():
+            yield cols[:j] + cols[j + 1 :], 0.0
+    # Replace two by one that reaches what only they reached.
     if len(cols) >= 2:
-        on = space.within[:, cols]
-        # Sites that reach some origin each open site reaches: a replacement must be among them.
-        reach = np.stack([space.within[on[:, a]].any(axis=0) for a in range(len(cols))])
-        for a in range(len(cols)):
-            for b in range(a + 1, len(cols)):
-                if not (reach[a] & reach[b] & avail).any():
-                    continue
-                rest = [c for n, c in enumerate(cols) if n not in (a, b)]
-                covered = space.within[:, rest].any(axis=1) if rest else np.zeros_like(served)
-                alone = served & ~covered
-                if not alone.any():
-                    continue
-                fits = avail & space.within[alone].all(axis=0)
-                picks = np.flatnonzero(fits)
-                if not len(picks):
-                    continue
-                lateness = (space.rtt0[alone] * space.loads[alone, None]).sum(axis=0)
-                ranked = picks[np.lexsort((picks, lateness[picks]))][:_MERGE_TRIES]
-                for t in ranked.tolist():
-                    yield sorted([*rest, t]), 0.0
+        # A replacement reaches an origin of each: pairs with such a site between them.
+        # (0/1 products in floats: exact, and fast.)
+        near = (on.T.astype(float) @ space.within.astype(float)) > 0
+        between = (near & avail[None, :]).astype(float)
+        pairs = between @ between.T
+        for a, b in zip(*np.nonzero(np.triu(pairs, k=1)), strict=True):
+            alone = served & (reached_by - on[:, a] - on[:, b] == 0)
+            if not alone.any():
+                continue
+            picks = np.flatnonzero(avail & space.within[alone].all(axis=0))
+            if not len(picks):
+                continue
+            lateness = (space.rtt0[alone][:, picks] * space.loads[alone, None]).sum(axis=0)
+            rest = [c for n, c in enumerate(cols) if n not in (a, b)]
+            for t in picks[np.lexsort((picks, lateness))][:_MERGE_TRIES].tolist():
+                yield sorted([*rest, t]), 0.0
     # Swap one for another that reaches what only it reached.
     short = (current.unserved > _EPS) | ~current.served
     reducible = bool((short & (space.options > 0)).any())
     if len(space.cols) <= swap_limit:
+        need_below = current.cost * (1 - swap_bar) - _EPS
         for j in by_load:
             rest = cols[:j] + cols[j + 1 :]
-            covered = space.within[:, rest].any(axis=1) if rest else np.zeros_like(served)
-            alone = served & ~covered
+            alone = served & (reached_by - on[:, j] == 0)
             # With demand unserved that some candidate could serve, a swap may trade some
             # origins for more: try them all.
             fits = avail if reducible else avail & space.within[alone].all(axis=0)
-            for t in np.flatnonzero(fits).tolist():
+            picks = np.flatnonzero(fits)
+            if not len(picks):
+                continue
+            hopeful = _swap_bounds(space, rest, picks) < need_below
+            for t in picks[hopeful].tolist():
                 yield sorted([*rest, t]), swap_bar
 
 
@@ -1829,15 +1907,19 @@ def _explain(
             else f"{len(short)} active origins unserved"
         )
         parts.append(f"{head}; unserved: {_listing(reasons)}")
+    nowhere = "no reachable site matches the selector"
     if n_placed < app.min_sites:
-        parts.append(
-            f"placed at {n_placed} of minSites {app.min_sites} sites: "
-            "no other eligible reachable site has room"
-        )
+        reason = "no other eligible reachable site has room"
+        if len(pool) < app.min_sites:
+            reason = f"only {len(pool)} reachable sites match the selector"
+            if not len(pool):
+                reason = nowhere
+        parts.append(f"placed at {n_placed} of minSites {app.min_sites} sites: {reason}")
     if local_min < app.min_replicas:
-        parts.append(
-            f"{local_min} of minReplicas {app.min_replicas} replicas: no room at the placed sites"
-        )
+        reason = nowhere if not len(pool) else "no room at the placed sites"
+        if len(pool) and not n_placed:
+            reason = "no eligible reachable site has room"
+        parts.append(f"{local_min} of minReplicas {app.min_replicas} replicas: {reason}")
     return "; ".join(parts) if parts else None
 
 
@@ -1856,7 +1938,8 @@ def _why(
     measured: Mapping[SiteName, Mapping[SiteName, float]],
 ) -> str:
     """The reason one origin is not fully served."""
-    full = [int(space.cols[j]) for j in np.flatnonzero(space.in_bound[o] & ~space.usable)]
+    full_at = space.in_bound[o] & ~space.usable & space.addable
+    full = [int(space.cols[j]) for j in np.flatnonzero(full_at)]
     if space.options[o] == 0 and not full:
         origin = space.origins[o]
         nearest = _nearest_beyond(fleet, pool, origin, measured)

@@ -213,8 +213,10 @@ def test_with_the_hub_down_sites_scale_offload_sleep_and_wake(
     )
     # Once Paris's probes have seen Lyon asleep too, Paris answers for itself ...
     wait_for(
-        lambda: ask_dns(paris.spec.addresses.ip, paris.spec.addresses.dns_port, fqdn)[:1]
-        == [paris.spec.addresses.ip],
+        lambda: (
+            ask_dns(paris.spec.addresses.ip, paris.spec.addresses.dns_port, fqdn)[:1]
+            == [paris.spec.addresses.ip]
+        ),
         timeout=30,
         what="Paris's edge DNS to answer Paris first",
     )
