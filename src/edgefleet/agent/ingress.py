@@ -25,7 +25,15 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -617,9 +625,8 @@ class Ingress:
         key = request.key
         if limit is None or self.held.get(key, 0) >= self.hold_limit:
             return None
-        self.held[key] = self.held.get(key, 0) + 1
         deadline = time.monotonic() + self.hold_timeout
-        try:
+        with self._holding(key):
             while True:
                 ready = ready_replicas(self._local(key))
                 if any(self.outstanding.get(r.id, 0) < limit for r in ready) or not ready:
@@ -635,19 +642,25 @@ class Ingress:
                 with contextlib.suppress(TimeoutError):
                     # Set when a request ends here; the cap lets a new neighbour be noticed.
                     await asyncio.wait_for(event.wait(), min(left, 0.1))
+
+    @contextlib.contextmanager
+    def _holding(self, key: str) -> Iterator[None]:
+        """Count a request among the app's held ones while it waits."""
+        self.held[key] = self.held.get(key, 0) + 1
+        try:
+            yield
         finally:
-            left_held = self.held[key] - 1
-            if left_held:
-                self.held[key] = left_held
+            left = self.held[key] - 1
+            if left:
+                self.held[key] = left
             else:
                 del self.held[key]
 
     async def _hold(self, request: _Request) -> list[ReplicaState]:
         """Wait until a replica of the app is ready here, or the hold times out."""
         key = request.key
-        self.held[key] = self.held.get(key, 0) + 1
         deadline = time.monotonic() + self.hold_timeout
-        try:
+        with self._holding(key):
             self._wake(key)
             while True:
                 local = self._local(key)
@@ -660,12 +673,6 @@ class Ingress:
                 with contextlib.suppress(TimeoutError):
                     # Woken by replicas_changed(); the cap also covers a missed wake-up.
                     await asyncio.wait_for(event.wait(), min(left, 0.25))
-        finally:
-            left_held = self.held[key] - 1
-            if left_held:
-                self.held[key] = left_held
-            else:
-                del self.held[key]
 
     async def _forward_local(
         self, request: _Request, send: Send, placed: Sequence[ReplicaState]
