@@ -32,6 +32,13 @@ from edgefleet.agent.demand import DemandCounter, DemandReporter
 from edgefleet.agent.drivers.base import Driver
 from edgefleet.agent.edge import EdgeZone, NeighbourProber, app_id, nearest_neighbours
 from edgefleet.agent.ingress import Ingress, LocalReplicas, Peer
+from edgefleet.agent.offload import (
+    offload_terms,
+    offloaded_replicas,
+    refuses,
+    should_ask,
+    to_drain,
+)
 from edgefleet.agent.scaling import Autoscaler
 from edgefleet.dns.responder import Responder
 from edgefleet.dns.server import DnsServer
@@ -42,11 +49,9 @@ from edgefleet.model import (
     Heartbeat,
     ReplicaState,
     RoutingTable,
-    SiteSelector,
     StatusReport,
 )
 from edgefleet.routing.convert import route_table
-from edgefleet.routing.table import SitePoint
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +138,8 @@ def local_api(
     api = FastAPI(title=f"edgefleet agent {site}", version=__version__)
 
     @api.post("/_edgefleet/offload", status_code=202)
-    def accept_offload(request: OffloadRequest) -> dict[str, str]:
+    async def accept_offload(request: OffloadRequest) -> dict[str, str]:
+        # async: runs on the agent's loop, which owns the offloads.
         refusal = "this site takes no offload" if offload is None else offload(request)
         if refusal is not None:
             raise HTTPException(409, refusal)
@@ -271,28 +277,20 @@ class Agent:
         return hub
 
     def _start_draining(self, before: Sequence[AppAssignment], now: float) -> None:
-        """Apps that scale and that the hub just took away stay a while, for cached answers;
-        apps gone from the routing table (deleted) go at once."""
+        """Keep serving, for cached DNS answers, what the hub just took away (``to_drain``)."""
         if self.config.drain <= 0 or self.desired is None:
             return
-        kept = {a.key for a in self.desired.apps}
-        existing = self.zone.hub_table.apps
-        for assignment in before:
-            key = assignment.key
-            if (
-                key not in kept
-                and key not in self.offloads
-                and assignment.scaling is not None
-                and app_id(key) in existing
-                and key not in self.draining
-            ):
-                log.info(
-                    "draining %s for %g s: the hub placed it elsewhere", key, self.config.drain
-                )
-                drained = assignment.model_copy(
-                    update={"scaling": assignment.scaling.model_copy(update={"min_replicas": 0})}
-                )
-                self.draining[key] = (drained, now + self.config.drain)
+        for drained in to_drain(
+            before,
+            kept={a.key for a in self.desired.apps},
+            offloads=self.offloads.keys(),
+            draining=self.draining.keys(),
+            existing=self.zone.hub_table.apps.keys(),
+        ):
+            log.info(
+                "draining %s for %g s: the hub placed it elsewhere", drained.key, self.config.drain
+            )
+            self.draining[drained.key] = (drained, now + self.config.drain)
 
     def effective(self, now: float) -> list[AppAssignment]:
         """The assignments with the local scaler's counts: what the driver runs."""
@@ -343,14 +341,16 @@ class Agent:
         """Local replicas are full and no neighbour serves ``key``: ask one to, if we are at
         our own ceiling (below it the local scaler adds replicas first)."""
         assignment = self.placed.get(key)
-        if assignment is None or assignment.scaling is None or self._loop is None:
-            return
-        desired = self.scaler.desired(key) or 0
-        if desired < assignment.scaling.max_replicas:
-            return
         now = time.monotonic()
-        if now - self._asked.get(key, -1e9) < self.config.offload_ttl / 4:
+        if self._loop is None or not should_ask(
+            assignment,
+            self.scaler.desired(key),
+            last_asked=self._asked.get(key),
+            now=now,
+            interval=self.config.offload_ttl / 4,
+        ):
             return
+        assert assignment is not None
         self._asked[key] = now
         self._loop.create_task(self._ask_neighbours(assignment))
 
@@ -382,42 +382,30 @@ class Agent:
 
     def accept_offload(self, request: OffloadRequest) -> str | None:
         """A neighbour asks us to run an app; None when accepted, else why not."""
-        assignment = request.assignment
-        key = assignment.key
-        if self.desired is not None and any(a.key == key for a in self.desired.apps):
-            return f"{key} is placed here by the hub already"
-        if assignment.scaling is None:
-            return f"{key} has fixed replicas: only the hub places it"
-        me = self.zone.table.sites.get(self.config.site)
-        if assignment.selector is not None:
-            if me is None:
-                return "this site does not know its own region yet (no routing table)"
-            refusal = refuses(assignment.selector, me)
-            if refusal is not None:
-                return refusal
-        bounds = assignment.scaling
-        max_here = min(bounds.max_replicas, self.config.max_offload_replicas)
-        taken = sum(
-            a.scaling.max_replicas if a.scaling else a.replicas
-            for k, (a, _) in self.offloads.items()
-            if k != key
+        key = request.assignment.key
+        terms = offload_terms(
+            request.assignment,
+            me=self.zone.table.sites.get(self.config.site),
+            placed_here=self.desired is not None and any(a.key == key for a in self.desired.apps),
+            taken=offloaded_replicas({k: a for k, (a, _) in self.offloads.items()}, besides=key),
+            cap=self.config.max_offload_replicas,
         )
-        if taken + 1 > self.config.max_offload_replicas:
-            return f"this site runs {taken} replicas for neighbours already (the most it takes)"
-        max_here = min(max_here, self.config.max_offload_replicas - taken)
-        offload = assignment.model_copy(
-            update={
-                "replicas": max(1, assignment.replicas if assignment.replicas <= max_here else 1),
-                "scaling": bounds.model_copy(update={"min_replicas": 0, "max_replicas": max_here}),
-            }
-        )
-        renewed = key in self.offloads
-        self.offloads[key] = (offload, time.monotonic() + self.config.offload_ttl)
-        if not renewed:
-            log.info("running %s for site %s (up to %d replicas)", key, request.requester, max_here)
+        if isinstance(terms, str):
+            return terms
+        if key not in self.offloads:
+            log.info(
+                "running %s for site %s (up to %d replicas)",
+                key,
+                request.requester,
+                terms.scaling.max_replicas if terms.scaling else terms.replicas,
+            )
+        now = time.monotonic()
+        self.offloads[key] = (terms, now + self.config.offload_ttl)
+        # A neighbour's request for capacity is demand: an app that slept here (drained, say)
+        # must not go back to sleep before the spilled requests arrive.
+        self.scaler.request_seen(key, now)
         if self._loop is not None:
-            # Called from the local API's worker thread.
-            asyncio.run_coroutine_threadsafe(self.converge(), self._loop)
+            self._loop.create_task(self.converge())
         return None
 
     async def _scale_loop(self) -> None:
@@ -681,23 +669,6 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def refuses(selector: SiteSelector, site: SitePoint) -> str | None:
-    """Why ``selector`` does not allow ``site``, or None when it does.
-
-    A site's labels are not in the routing table, so a selector with ``matchLabels`` refuses
-    every site: only the hub, which knows the labels, places such an app.
-    """
-    if selector.regions and site.region not in selector.regions:
-        return f"region {site.region} is not among the app's regions {selector.regions}"
-    if selector.zones and site.zone not in selector.zones:
-        return f"zone {site.zone} is not among the app's zones {selector.zones}"
-    if selector.sites and site.name not in selector.sites:
-        return f"site {site.name} is not among the app's sites"
-    if selector.match_labels:
-        return "the app selects sites by labels, which only the hub knows"
-    return None
 
 
 def _reason_text(reply: httpx.Response) -> str:
