@@ -30,19 +30,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgefleet.loadgen import percentile
 from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from tests.factories import make_app, make_site
 
 HOST = "hello.demo.edge.internal"
 SITE_IP = "127.0.91.1"
 KNATIVE_COLD_START = "0.8-4 s"
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile ``p`` (0-100) of ``values``."""
-    ordered = sorted(values)
-    rank = max(1, round(p / 100 * len(ordered) + 0.5 - 1e-9))
-    return ordered[min(len(ordered), rank) - 1]
 
 
 def replicas(base: str) -> list[dict[str, object]]:
@@ -125,12 +119,13 @@ def main() -> int:
     overhead = [(w - d) * 1000 for w, d in zip(warm, direct, strict=True)]
     print()
     print(f"cold starts through the activator, {len(cold)} rounds (sample app, process driver):")
+    added.sort()
     print(
         f"  added latency   p50 {percentile(added, 50):7.1f} ms   p99 {percentile(added, 99):7.1f}"
-        f" ms   max {max(added):7.1f} ms   (reference: Knative {KNATIVE_COLD_START})"
+        f" ms   max {added[-1]:7.1f} ms   (reference: Knative {KNATIVE_COLD_START})"
     )
     print(
-        f"  warm overhead   p50 {percentile(overhead, 50):7.2f} ms   "
+        f"  warm overhead   p50 {percentile(sorted(overhead), 50):7.2f} ms   "
         f"mean {statistics.fmean(overhead):7.2f} ms   (ingress minus direct, one request)"
     )
     print("  requests failed 0")

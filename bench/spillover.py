@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.cli.demo import ask_dns
-from edgefleet.loadgen import LoadSpec, LoadSummary, run_load
+from edgefleet.cli.load import spec_for_site
+from edgefleet.loadgen import LoadSummary, run_load
 from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from edgefleet.model import Site
 from tests.factories import make_app, make_site
@@ -56,16 +57,7 @@ def sites(only_paris: bool) -> list[Site]:
 
 
 def phase(site: Site, *, rps: float, seconds: float, work: int) -> LoadSummary:
-    spec = LoadSpec(
-        app="hello",
-        rps=rps,
-        duration=seconds,
-        dns_server=site.spec.addresses.ip,
-        dns_port=site.spec.addresses.dns_port,
-        source_address=site.spec.networks[0].replace(".0/24", ".1"),
-        path=f"/?work={work}",
-        timeout=30,
-    )
+    spec = spec_for_site(site, app="hello", rps=rps, duration=seconds, work_ms=work, timeout=30)
     return asyncio.run(run_load(spec))
 
 

@@ -26,10 +26,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from edgefleet.cli.load import tick_line
+from edgefleet.cli.load import spec_for_site, tick_line
 from edgefleet.cli.output import apps_table, sites_table
 from edgefleet.client import Client, Context, save_context
-from edgefleet.loadgen import LoadSpec, LoadSummary, Tick, choose_source, run_load
+from edgefleet.loadgen import LoadSummary, Tick, run_load
 from edgefleet.localfleet import LocalFleet, wait_for
 from edgefleet.model import App, Site
 from edgefleet.model.manifests import load_text
@@ -131,15 +131,12 @@ def asleep_in(client: Client, sites: list[Site], tenant: str, name: str, region:
 
 def send_load(site: Site, app: App, *, rps: float, seconds: float, work_ms: int) -> LoadSummary:
     """What ``edgefleet load --from SITE`` does, printing a line a second."""
-    spec = LoadSpec(
+    spec = spec_for_site(
+        site,
         app=app.metadata.name,
         tenant=app.metadata.tenant or "",
         rps=rps,
         duration=seconds,
-        dns_server=site.spec.addresses.ip,
-        dns_port=site.spec.addresses.dns_port,
-        http_port=site.spec.addresses.ingress_port,
-        source_address=choose_source(site.spec.networks),
         work_ms=work_ms,
         timeout=40,
     )

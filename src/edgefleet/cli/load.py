@@ -148,6 +148,37 @@ def _lookup(from_site: str, tenant: str, app: str) -> Site:
     return site
 
 
+def spec_for_site(
+    site: Site,
+    *,
+    app: str,
+    rps: float,
+    tenant: str = "demo",
+    duration: float | None = 10.0,
+    path: str = "/",
+    work_ms: int | None = None,
+    concurrency_limit: int = 1000,
+    timeout: float = 10.0,
+) -> LoadSpec:
+    """Load as clients near ``site`` send it: they ask its edge DNS, and send from the first
+    address of its client networks this machine can bind (else the default source)."""
+    addresses = site.spec.addresses
+    return LoadSpec(
+        app=app,
+        tenant=tenant,
+        rps=rps,
+        duration=duration,
+        path=path,
+        work_ms=work_ms,
+        concurrency_limit=concurrency_limit,
+        timeout=timeout,
+        dns_server=addresses.ip,
+        dns_port=addresses.dns_port,
+        http_port=addresses.ingress_port,
+        source_address=choose_source(site.spec.networks),
+    )
+
+
 def load_command(
     *,
     from_site: str,
@@ -171,17 +202,9 @@ def load_command(
     except ValueError as exc:
         fail(str(exc))
     site = _lookup(from_site, tenant, app)
-    source = choose_source(site.spec.networks)
-    if source is None:
-        networks = ", ".join(site.spec.networks) or "none"
-        err.print(
-            f"[yellow]warning:[/] no address in site {from_site}'s client networks ({networks}) "
-            "can be bound on this machine: sending from the default source address, so the "
-            f"fleet will not see these clients as being at {from_site}"
-        )
-    addresses = site.spec.addresses
     try:
-        spec = LoadSpec(
+        spec = spec_for_site(
+            site,
             app=app,
             tenant=tenant,
             rps=rps,
@@ -189,18 +212,21 @@ def load_command(
             path=path,
             work_ms=work,
             concurrency_limit=concurrency_limit,
-            dns_server=addresses.ip,
-            dns_port=addresses.dns_port,
-            http_port=addresses.ingress_port,
-            source_address=source,
         )
     except ValueError as exc:
         fail(str(exc))
+    if spec.source_address is None:
+        networks = ", ".join(site.spec.networks) or "none"
+        err.print(
+            f"[yellow]warning:[/] no address in site {from_site}'s client networks ({networks}) "
+            "can be bound on this machine: sending from the default source address, so the "
+            f"fleet will not see these clients as being at {from_site}"
+        )
     live = err if as_json else out
     how_long = "until Ctrl-C" if seconds is None else f"for {seconds:g} s"
     live.print(
         f"sending {rps:g} requests/s to {spec.name} {how_long} as clients of site {from_site} "
-        f"(source {source or 'default'}, DNS {addresses.ip}:{addresses.dns_port})"
+        f"(source {spec.source_address or 'default'}, DNS {spec.dns_server}:{spec.dns_port})"
     )
     try:
         summary = asyncio.run(_run(spec, live))

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from edgefleet.cli.demo import ask_dns
-from edgefleet.loadgen import LoadSpec, LoadSummary, run_load
+from edgefleet.cli.load import spec_for_site
+from edgefleet.loadgen import LoadSummary, run_load
 from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from edgefleet.model import App, Site
 from tests.factories import make_app, make_site
@@ -79,17 +80,8 @@ def follow_app() -> App:
 
 def load_from(site: Site, *, rps: float, seconds: float, work: int = 100) -> LoadSummary:
     """Requests to ``follow`` as clients near ``site`` send them: its DNS, its networks."""
-    source = site.spec.networks[0].replace(".0/24", ".1")
-    spec = LoadSpec(
-        app="follow",
-        rps=rps,
-        duration=seconds,
-        dns_server=site.spec.addresses.ip,
-        dns_port=site.spec.addresses.dns_port,
-        source_address=source,
-        path=f"/?work={work}",
-        timeout=40,
-    )
+    spec = spec_for_site(site, app="follow", rps=rps, duration=seconds, work_ms=work, timeout=40)
+    assert spec.source_address is not None, "loopback binds any 127.x address"
     return asyncio.run(run_load(spec))
 
 
