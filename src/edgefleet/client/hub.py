@@ -7,7 +7,15 @@ from typing import Any
 import httpx
 
 from edgefleet.client.config import Context, load_context
-from edgefleet.model import App, AppDemand, Event, ReplicaState, RoutingTable, Site
+from edgefleet.model import (
+    App,
+    AppDemand,
+    Event,
+    ReplicaState,
+    RoutingTable,
+    Site,
+    SiteReporting,
+)
 
 
 class HubError(Exception):
@@ -109,6 +117,12 @@ class Client:
         """What the site's agent last reported running, per ``tenant/app``."""
         data = self._call("GET", f"/api/v1/sites/{name}/replicas").json()
         return {k: [ReplicaState.model_validate(r) for r in v] for k, v in data.items()}
+
+    def site_reporting(self, name: str) -> SiteReporting:
+        """What the hub has taken of the site's demand reports."""
+        return SiteReporting.model_validate(
+            self._call("GET", f"/api/v1/sites/{name}/reporting").json()
+        )
 
     def list_apps(self, tenant: str | None = None) -> list[App]:
         """Apps of every tenant, or of one."""

@@ -174,6 +174,10 @@ class DemandBuffer:
     they are one transaction a second. Each hub process buffers the reports it receives and
     writes them itself; ``Store.record_demand`` is safe against another hub's concurrent write
     and ignores a report already taken (its ``seq``), so an agent may resend freely.
+
+    ``submit`` is a group commit: the report joins the next batch and the call returns once that
+    batch is written, so an agent is told "taken" only when a crash of this hub can no longer
+    lose the report. ``add`` only buffers (a report added so is lost if the hub dies first).
     """
 
     def __init__(
@@ -194,6 +198,8 @@ class DemandBuffer:
         self._limit = limit
         self._prune_every = prune_every
         self._pending: list[DemandReport] = []
+        self._waiters: list[asyncio.Future[bool] | None] = []
+        """Per pending report, the future its sender waits on (``submit``), or None."""
 
     @property
     def pending(self) -> int:
@@ -205,22 +211,45 @@ class DemandBuffer:
 
         Refusing beats dropping: the agent keeps a refused report queued and sends it again.
         """
+        return self._take(report, None)
+
+    def _take(self, report: DemandReport, waiter: asyncio.Future[bool] | None) -> bool:
         if len(self._pending) >= self._limit:
             return False
         self._pending.append(report)
+        self._waiters.append(waiter)
         return True
 
+    async def submit(self, report: DemandReport) -> bool:
+        """Take a report and return once it is written: True; False when the buffer is full or
+        the write failed (the sender keeps the report and sends it again)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not self._take(report, done):
+            return False
+        return await done
+
     async def flush(self) -> int:
-        """Write what has been collected; returns the reports taken (resends not counted)."""
+        """Write what has been collected; returns the reports taken (resends not counted).
+
+        When the write fails, reports that a sender waits for are given back to their senders
+        (``submit`` returns False; they resend), the others are kept for the next flush.
+        """
         if not self._pending:
             return 0
         batch, self._pending = self._pending, []
+        waiters, self._waiters = self._waiters, []
         try:
-            return await asyncio.to_thread(self._store.record_demand, batch, self.tau)
+            taken = await asyncio.to_thread(self._store.record_demand, batch, self.tau)
         except Exception:
-            log.exception("demand flush failed; keeping %d reports", len(batch))
-            self._pending = batch + self._pending
+            log.exception("demand flush failed; %d reports kept or refused", len(batch))
+            kept = [r for r, w in zip(batch, waiters, strict=True) if w is None]
+            no_waiter: list[asyncio.Future[bool] | None] = [None] * len(kept)
+            self._pending = kept + self._pending
+            self._waiters = no_waiter + self._waiters
+            _settle(waiters, False)
             return 0
+        _settle(waiters, True)
+        return taken
 
     async def prune(self) -> int:
         """Delete rows idle for longer than the retention; returns how many."""
@@ -242,6 +271,12 @@ class DemandBuffer:
             if loop.time() >= next_prune:
                 next_prune = loop.time() + self._prune_every
                 await self.prune()
+
+
+def _settle(waiters: list[asyncio.Future[bool] | None], result: bool) -> None:
+    for done in waiters:
+        if done is not None and not done.done():  # a sender that gave up cancelled it
+            done.set_result(result)
 
 
 __all__ = [

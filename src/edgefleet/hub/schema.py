@@ -135,4 +135,7 @@ demand_reports = Table(
     # The newest report sequence number taken from each site: a resent report is ignored.
     Column("site", String(63), primary_key=True),
     Column("seq", BigInteger, nullable=False),
+    # Reports taken from the site, and the requests they counted, since it first reported.
+    Column("reports", BigInteger, nullable=False, server_default="0"),
+    Column("requests", Float, nullable=False, server_default="0"),
 )

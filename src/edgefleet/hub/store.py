@@ -76,6 +76,7 @@ from edgefleet.model import (
     ReplicaState,
     Site,
     SiteReplicas,
+    SiteReporting,
     SiteSpec,
     SiteStatus,
     StatusReport,
@@ -597,11 +598,27 @@ class Store:
                         newest[site] = report.seq
             if not taken:
                 return 0
+            totals: dict[str, tuple[int, float]] = {}
+            for r in taken:
+                count, requests = totals.get(r.site, (0, 0.0))
+                totals[r.site] = (count + 1, requests + sum(row[2] for row in r.rows))
             conn.execute(
                 update(demand_reports)
                 .where(demand_reports.c.site == bindparam("b_site"))
-                .values(seq=bindparam("b_seq")),
-                [{"b_site": r.site, "b_seq": newest[r.site]} for r in taken],
+                .values(
+                    seq=bindparam("b_seq"),
+                    reports=demand_reports.c.reports + bindparam("b_reports"),
+                    requests=demand_reports.c.requests + bindparam("b_requests"),
+                ),
+                [
+                    {
+                        "b_site": site,
+                        "b_seq": newest[site],
+                        "b_reports": count,
+                        "b_requests": requests,
+                    }
+                    for site, (count, requests) in sorted(totals.items())
+                ],
             )
             counts: defaultdict[DemandKey, list[tuple[DemandRow, DemandReport]]]
             counts = defaultdict(list)
@@ -686,6 +703,18 @@ class Store:
                 updates,
             )
         return len(taken)
+
+    def demand_reporting(self, site: str) -> SiteReporting:
+        """What the hub has taken of a site's demand reports (zeros before the first)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(demand_reports).where(demand_reports.c.site == site)
+            ).one_or_none()
+        if row is None:
+            return SiteReporting(site=site)
+        return SiteReporting(
+            site=site, last_seq=row.seq, reports=row.reports, requests=row.requests
+        )
 
     def demand_matrix(
         self,

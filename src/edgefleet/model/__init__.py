@@ -10,7 +10,7 @@ from edgefleet.model.agent import (
     ReplicaState,
     StatusReport,
 )
-from edgefleet.model.demand import AppDemand, DemandReport, DemandRow
+from edgefleet.model.demand import AppDemand, DemandReport, DemandRow, SiteReporting
 from edgefleet.model.objects import (
     API_VERSION,
     App,
@@ -74,6 +74,7 @@ __all__ = [
     "SiteCapacity",
     "SitePhase",
     "SiteReplicas",
+    "SiteReporting",
     "SiteSelector",
     "SiteSpec",
     "SiteStatus",

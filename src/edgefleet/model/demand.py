@@ -44,3 +44,16 @@ class AppDemand(_Base):
     concurrency: float = Field(description="Decayed average requests in flight.")
     dns_per_second: float = Field(description="Decayed DNS query rate.")
     last_request: datetime | None = Field(default=None, description="Last window with requests.")
+
+
+class SiteReporting(_Base):
+    """What the hub has taken of one site's demand reports, since the site first reported.
+
+    Comparing ``requests`` with what clients got from the site tells whether any report was
+    lost (an agent restart, a hub crash, a cut from the hub).
+    """
+
+    site: str = Field(description="The reporting site.")
+    last_seq: int = Field(default=-1, description="Newest report sequence number taken.")
+    reports: int = Field(default=0, description="Reports taken (resends not counted).")
+    requests: float = Field(default=0.0, description="Requests those reports counted, all apps.")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from edgefleet.hub.demand import DemandBuffer, window_rate
 from edgefleet.hub.store import Store
-from edgefleet.model import AppDemand, DemandReport, DemandRow
+from edgefleet.model import AppDemand, DemandReport, DemandRow, SiteReporting
 from tests.factories import make_app
 
 TAU = 60.0
@@ -38,6 +38,19 @@ def only(
 ) -> dict[str, AppDemand]:
     matrix = store.demand_matrix(at, TAU, tenant, app)
     return {d.origin: d for d in matrix.get((tenant, app), [])}
+
+
+def test_reporting_totals_count_each_report_once(store: Store) -> None:
+    store.put(make_app())
+    assert store.demand_reporting("paris") == SiteReporting(site="paris")
+    first = report("paris", 5, [("demo/hello", "paris", 600, 30.0, 100)])
+    second = report("paris", 6, [("demo/hello", "paris", 40, 1.0, 0), ("x/y", "lyon", 2, 0, 0)])
+    store.record_demand([first], TAU, now=NOW)
+    store.record_demand([first, second, second], TAU, now=NOW)  # resent: counted once
+    totals = store.demand_reporting("paris")
+    # Requests of apps that do not exist count too: the site counted them, the hub took them.
+    assert (totals.last_seq, totals.reports, totals.requests) == (6, 2, 642.0)
+    assert store.demand_reporting("lyon").reports == 0
 
 
 def test_a_resent_report_counts_once(store: Store) -> None:

@@ -196,6 +196,32 @@ def test_the_buffer_writes_one_batch_and_keeps_it_while_the_store_fails() -> Non
     assert asyncio.run(buffer.flush()) == 0 and len(fake.batches) == 1  # nothing: no write
 
 
+def test_submit_answers_only_once_the_batch_is_written() -> None:
+    fake = FakeStore()
+    buffer = DemandBuffer(cast(Store, fake), tau=30.0, limit=10)
+    reports = [
+        report(end=T0, seconds=10, rows=[("demo/hello", "paris", 1, 0, 0)], seq=k) for k in range(3)
+    ]
+
+    async def go() -> tuple[list[bool], list[bool]]:
+        first = [asyncio.ensure_future(buffer.submit(r)) for r in reports[:2]]
+        await asyncio.sleep(0)
+        assert not any(f.done() for f in first)  # buffered, not written: nothing answered yet
+        assert fake.batches == []
+        await buffer.flush()
+        answered = [await f for f in first]
+        fake.down = True
+        failing = asyncio.ensure_future(buffer.submit(reports[2]))
+        await asyncio.sleep(0)
+        await buffer.flush()
+        return answered, [await failing]
+
+    taken, refused = asyncio.run(go())
+    assert taken == [True, True] and [r.seq for r in fake.batches[0]] == [0, 1]
+    # A write that failed is answered "not taken" (the agent resends it), not kept twice.
+    assert refused == [False] and buffer.pending == 0
+
+
 def test_tau_must_be_positive() -> None:
     with pytest.raises(ValueError, match="tau"):
         DemandBuffer(cast(Store, FakeStore()), tau=0.0)

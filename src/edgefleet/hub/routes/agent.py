@@ -96,8 +96,9 @@ async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
     responses={503: {"description": "Too many reports wait to be written; send it again."}},
 )
 async def report_demand(site: str, report: DemandReport, hub: HubDep) -> None:
-    """One window's demand counts. Buffered in memory and written in batches; a report whose
-    ``seq`` was already taken is ignored, so an agent resends whatever it is unsure of."""
+    """One window's demand counts, answered once written (reports are written in batches, one
+    transaction a period); a report whose ``seq`` was already taken is ignored, so an agent
+    resends whatever it is unsure of."""
     if report.site != site:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -113,10 +114,10 @@ async def report_demand(site: str, report: DemandReport, hub: HubDep) -> None:
     if site not in hub.known_sites:
         await _known(hub, site)
         hub.known_sites.add(site)
-    if not hub.demand.add(report):
+    if not await hub.demand.submit(report):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            "the hub cannot write demand reports as fast as they come: keep this one and "
-            "send it again later",
+            "the hub could not write this demand report (too many wait, or the store failed): "
+            "keep it and send it again later",
             headers={"Retry-After": "10"},
         )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from edgefleet.hub.routes.common import ObjectList, apply_object, record_event
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.model import ReplicaState, Site
+from edgefleet.model import ReplicaState, Site, SiteReporting
 
 router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -75,3 +75,11 @@ def site_replicas(name: str, hub: HubDep) -> dict[str, list[ReplicaState]]:
     """The replicas the site's agent last reported, per ``tenant/app``."""
     hub.store.get_site(name)
     return hub.store.site_replicas(name)
+
+
+@router.get("/{name}/reporting", response_model=SiteReporting)
+def site_reporting(name: str, hub: HubDep) -> SiteReporting:
+    """What the hub has taken of the site's demand reports: the newest ``seq``, how many, and
+    the requests they counted (compare with what clients got to tell whether any was lost)."""
+    hub.store.get_site(name)
+    return hub.store.demand_reporting(name)
