@@ -56,6 +56,10 @@ CONNECTION_LOST = "connection lost"
 
 NO_ANSWER_RETRY = 1.0
 """Seconds before asking the DNS again after an empty or failed answer."""
+SERVE_STALE = 30.0
+"""Seconds past its TTL an answer is still used while the DNS server does not answer."""
+CONNECT_TIMEOUT = 3.0
+"""Seconds a TCP connection may take before the next answered address is tried."""
 
 # ---------------------------------------------------------------------------------------------
 # Percentiles
@@ -720,9 +724,12 @@ class EdgeResolver:
     """Resolves the app's name at one DNS server, as a stub resolver with a cache would.
 
     Answers are kept for their TTL; when it runs out, the next request asks again, and every
-    request arriving meanwhile waits on that one query. An empty answer, NXDOMAIN or silence is
+    request arriving meanwhile waits on that one query. An empty answer or NXDOMAIN is
     remembered for ``retry_after`` seconds, during which requests fail at once with
-    ``NoDnsAnswer``.
+    ``NoDnsAnswer``. Silence (a timeout, a network error) is not an answer: the last addresses
+    are served stale for up to ``serve_stale`` seconds more, asking again every ``retry_after``
+    seconds (RFC 8767, as caching resolvers do), so a DNS server that dies between two TTLs costs
+    latency, not failures; with no earlier answer, silence fails like an empty answer.
     """
 
     def __init__(
@@ -734,6 +741,7 @@ class EdgeResolver:
         source: str | None = None,
         timeout: float = 2.0,
         retry_after: float = NO_ANSWER_RETRY,
+        serve_stale: float = SERVE_STALE,
         clock: Clock = time.monotonic,
         query: Query | None = None,
     ) -> None:
@@ -746,9 +754,11 @@ class EdgeResolver:
         )
         self._timeout = timeout
         self._retry_after = retry_after
+        self._serve_stale = serve_stale
         self._clock = clock
         self._addresses: tuple[str, ...] = ()
         self._fresh_until = -math.inf
+        self._stale_until = -math.inf
         self._problem = ""
         self._pending: asyncio.Future[None] | None = None
         self.queries = 0
@@ -757,6 +767,8 @@ class EdgeResolver:
         """Addresses of the last answer that had some."""
         self.problems: dict[str, int] = {}
         """Why answers were missing, with how many times."""
+        self.stale = 0
+        """Times the last answer was served stale because the server did not answer."""
 
     async def addresses(self) -> tuple[str, ...]:
         """The answered addresses, nearest first; raises ``NoDnsAnswer``."""
@@ -777,12 +789,19 @@ class EdgeResolver:
                 answer = read_answer(await self._ask(query))
             except (dns.exception.DNSException, OSError) as exc:
                 reason = str(exc) or type(exc).__name__
-                self._fail(f"the edge DNS at {self.server} did not answer: {reason}")
+                problem = f"the edge DNS at {self.server} did not answer: {reason}"
+                if self._addresses and self._clock() < self._stale_until:
+                    self.stale += 1
+                    self.problems[problem] = self.problems.get(problem, 0) + 1
+                    self._fresh_until = self._clock() + self._retry_after
+                    return
+                self._fail(problem)
                 return
             if answer.addresses:
                 self._addresses = answer.addresses
                 self.last_answer = answer.addresses
                 self._fresh_until = self._clock() + answer.ttl
+                self._stale_until = self._fresh_until + self._serve_stale
             elif answer.rcode == dns.rcode.NXDOMAIN:
                 self._fail(
                     f"the edge DNS at {self.server} says {self.name} does not exist (NXDOMAIN): "
@@ -931,9 +950,15 @@ class HttpPool:
     """
 
     def __init__(
-        self, *, source: str | None = None, max_idle: int = 1000, clock: Clock = time.monotonic
+        self,
+        *,
+        source: str | None = None,
+        max_idle: int = 1000,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._source = source
+        self._connect_timeout = connect_timeout
         self._max_idle = max_idle
         self._clock = clock
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
@@ -944,9 +969,14 @@ class HttpPool:
     async def _connect(self, address: str, port: int) -> _Connection:
         local = (self._source, 0) if self._source else None
         try:
-            reader, writer = await asyncio.open_connection(
-                address, port, local_addr=local, limit=HEAD_MAX
-            )
+            async with asyncio.timeout(self._connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    address, port, local_addr=local, limit=HEAD_MAX
+                )
+        except TimeoutError as exc:
+            raise ConnectFailed(
+                f"{address}:{port}: no connection within {self._connect_timeout:g} s"
+            ) from exc
         except OSError as exc:
             raise ConnectFailed(f"{address}:{port}: {exc.strerror or exc}") from exc
         self.connections_opened += 1
@@ -1103,6 +1133,10 @@ class LoadSpec:
     """Seconds a request may take, connecting included."""
     dns_timeout: float = 2.0
     """Seconds to wait for the edge DNS."""
+    connect_timeout: float = CONNECT_TIMEOUT
+    """Seconds a TCP connection may take before the next answered address is tried."""
+    failover: bool = True
+    """Try the next answered address when a connection cannot be made (as browsers do)."""
     zone: str = ZONE
     """Zone the app names are in."""
 
@@ -1117,8 +1151,8 @@ class LoadSpec:
             raise ValueError(f"work must be >= 0 milliseconds, not {self.work_ms}")
         if self.concurrency_limit < 1:
             raise ValueError(f"concurrency limit must be >= 1, not {self.concurrency_limit}")
-        if not (self.timeout > 0 and self.dns_timeout > 0):
-            raise ValueError("timeout and dns_timeout must be > 0 seconds")
+        if not (self.timeout > 0 and self.dns_timeout > 0 and self.connect_timeout > 0):
+            raise ValueError("timeout, dns_timeout and connect_timeout must be > 0 seconds")
         for what, port in (("dns_port", self.dns_port), ("http_port", self.http_port)):
             if not 1 <= port <= 65535:
                 raise ValueError(f"{what} must be 1 to 65535, not {port}")
@@ -1134,6 +1168,19 @@ class LoadSpec:
         if self.work_ms is None:
             return self.path
         return f"{self.path}{'&' if '?' in self.path else '?'}work={self.work_ms}"
+
+
+async def get_first(pool: HttpPool, addresses: Sequence[str], spec: LoadSpec) -> HttpResponse:
+    """GET from the first of ``addresses`` that takes the connection, in the order answered.
+
+    Only a connection that could not be made moves on to the next address (nothing was sent,
+    so any request may go elsewhere), as browsers and HTTP libraries do with several A records;
+    a request that failed after it was sent is not sent again.
+    """
+    for address in addresses[:-1]:
+        with contextlib.suppress(ConnectFailed):
+            return await pool.get(address, spec.http_port, spec.target, spec.name)
+    return await pool.get(addresses[-1], spec.http_port, spec.target, spec.name)
 
 
 async def run_load(
@@ -1157,13 +1204,19 @@ async def run_load(
         timeout=spec.dns_timeout,
     )
     await resolver.check()
-    pool = HttpPool(source=spec.source_address, max_idle=spec.concurrency_limit)
+    pool = HttpPool(
+        source=spec.source_address,
+        max_idle=spec.concurrency_limit,
+        connect_timeout=spec.connect_timeout,
+    )
 
     async def send() -> Result:
         try:
             async with asyncio.timeout(spec.timeout):
                 addresses = await resolver.addresses()
-                response = await pool.get(addresses[0], spec.http_port, spec.target, spec.name)
+                response = await get_first(
+                    pool, addresses if spec.failover else addresses[:1], spec
+                )
         except NoDnsAnswer:
             return Result(failure=NO_DNS_ANSWER)
         except (TimeoutError, ConnectFailed, ConnectionLost) as exc:

@@ -27,6 +27,7 @@ from edgefleet.loadgen import (
     ConnectionLost,
     EdgeResolver,
     Framing,
+    HttpResponse,
     LatencyHistogram,
     LatencySummary,
     LoadError,
@@ -40,6 +41,7 @@ from edgefleet.loadgen import (
     classify_status,
     due_count,
     framing,
+    get_first,
     parse_head,
     percentile,
     planned_total,
@@ -624,6 +626,80 @@ def test_resolver_retries_an_empty_answer_after_a_second() -> None:
 
     asyncio.run(go())
     assert list(edge.problems.values()) == [1]
+
+
+def test_resolver_serves_the_last_answer_stale_while_the_server_is_silent() -> None:
+    clock = FakeClock()
+    silence = dns.exception.Timeout()
+    fake = FakeDns(clock, [reply("127.0.1.1", ttl=5), silence, silence, reply("127.0.1.2")])
+    edge = resolver(clock, fake)
+
+    async def go() -> None:
+        assert await edge.addresses() == ("127.0.1.1",)
+        clock.now += 6  # expired; the server does not answer: the old answer still serves
+        assert await edge.addresses() == ("127.0.1.1",)
+        clock.now += 0.5  # asked again only after retry_after
+        assert await edge.addresses() == ("127.0.1.1",)
+        assert len(fake.asked) == 2
+        clock.now += 0.6
+        assert await edge.addresses() == ("127.0.1.1",)
+        clock.now += 1.1  # the server is back: its new answer replaces the stale one
+        assert await edge.addresses() == ("127.0.1.2",)
+
+    asyncio.run(go())
+    assert edge.stale == 2
+
+
+def test_resolver_stops_serving_stale_after_its_limit_and_never_for_an_empty_answer() -> None:
+    clock = FakeClock()
+    silence = dns.exception.Timeout()
+    old = resolver(clock, FakeDns(clock, [reply("127.0.1.1", ttl=5), silence]))
+
+    async def too_old() -> None:
+        await old.addresses()
+        clock.now += 5 + 31  # TTL plus more than SERVE_STALE
+        with pytest.raises(NoDnsAnswer, match="did not answer"):
+            await old.addresses()
+
+    asyncio.run(too_old())
+    emptied = resolver(clock, FakeDns(clock, [reply("127.0.1.1", ttl=5), reply()]))
+
+    async def no_site() -> None:
+        await emptied.addresses()
+        clock.now += 6  # an answer that says "nobody serves it" is believed at once
+        with pytest.raises(NoDnsAnswer, match="NODATA"):
+            await emptied.addresses()
+
+    asyncio.run(no_site())
+
+
+def test_get_first_moves_on_only_when_no_connection_could_be_made() -> None:
+    spec = LoadSpec(app="hello", rps=1, dns_server="127.0.0.1")
+    calls: list[str] = []
+
+    class Pool:
+        def __init__(self, failures: dict[str, Exception]) -> None:
+            self.failures = failures
+
+        async def get(self, address: str, port: int, target: str, host: str) -> HttpResponse:
+            calls.append(address)
+            if address in self.failures:
+                raise self.failures[address]
+            return HttpResponse(200, (), b"")
+
+    refused = {"10.0.0.1": ConnectFailed("refused")}
+    response = asyncio.run(get_first(Pool(refused), ["10.0.0.1", "10.0.0.2"], spec))  # type: ignore[arg-type]
+    assert response.status == 200 and calls == ["10.0.0.1", "10.0.0.2"]
+    calls.clear()
+    lost = {"10.0.0.1": ConnectionLost("reset mid-response")}
+    with pytest.raises(ConnectionLost):  # it was sent: not sent again elsewhere
+        asyncio.run(get_first(Pool(lost), ["10.0.0.1", "10.0.0.2"], spec))  # type: ignore[arg-type]
+    assert calls == ["10.0.0.1"]
+    calls.clear()
+    both = {a: ConnectFailed("refused") for a in ("10.0.0.1", "10.0.0.2")}
+    with pytest.raises(ConnectFailed):
+        asyncio.run(get_first(Pool(both), ["10.0.0.1", "10.0.0.2"], spec))  # type: ignore[arg-type]
+    assert calls == ["10.0.0.1", "10.0.0.2"]
 
 
 def test_resolver_check_explains_what_cannot_work() -> None:
