@@ -82,6 +82,9 @@ class AgentConfig:
     """Stop every replica when the agent exits (default: leave them for the next agent)."""
     dns_port: int = 5353
     """Port of the edge DNS on the site address (UDP and TCP); -1 turns it off."""
+    dns_anycast: tuple[str, ...] = ()
+    """More addresses the edge DNS answers on, at ``dns_port``: the anycast address that every
+    site announces, so that clients reach the nearest working edge DNS at one address."""
     dns_ttl: int = 5
     """TTL of DNS answers, seconds."""
     dns_answers: int = 2
@@ -185,6 +188,9 @@ class Agent:
             neighbours=config.neighbours,
         )
         self.dns: DnsServer | None = None
+        self.anycast_dns: list[DnsServer] = []
+        self._hub_back = asyncio.Event()
+        """Set (then replaced) when the hub answers again after heartbeats failed."""
         self._beat_now = asyncio.Event()
         self.progress = _Progress()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -499,6 +505,11 @@ class Agent:
         self.refresh_zone(table)
         return True
 
+    async def _backoff_sleep(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or until the heartbeat finds the hub reachable again."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hub_back.wait(), delay)
+
     async def _routing_loop(self) -> None:
         backoff = Backoff()
         while True:
@@ -508,7 +519,7 @@ class Agent:
             except (httpx.HTTPError, ValueError) as exc:
                 delay = backoff.next()
                 log.warning("routing watch failed (%s); retrying in %.1fs", _reason(exc), delay)
-                await asyncio.sleep(delay)
+                await self._backoff_sleep(delay)
 
     async def _watch_loop(self) -> None:
         backoff = Backoff()
@@ -519,7 +530,7 @@ class Agent:
             except (httpx.HTTPError, ValueError) as exc:
                 delay = backoff.next()
                 log.warning("hub watch failed (%s); retrying in %.1fs", _reason(exc), delay)
-                await asyncio.sleep(delay)
+                await self._backoff_sleep(delay)
 
     def status_report(self) -> StatusReport:
         """What runs here now."""
@@ -558,7 +569,7 @@ class Agent:
                 dirty.set()  # unsent: try again after the backoff
                 delay = backoff.next()
                 log.warning("status report failed (%s); retrying in %.1fs", _reason(exc), delay)
-                await asyncio.sleep(delay)
+                await self._backoff_sleep(delay)
 
     async def _heartbeat_loop(self) -> None:
         failing = False
@@ -579,6 +590,9 @@ class Agent:
                     log.info("hub reachable again")
                     # The hub may have lost what we told it: report everything again.
                     self.progress.report_dirty.set()
+                    # Loops backing off after the outage try again now, not up to 30 s later.
+                    self._hub_back.set()
+                    self._hub_back = asyncio.Event()
                 failing = False
             except httpx.HTTPError as exc:
                 if not failing:
@@ -612,6 +626,10 @@ class Agent:
             )
             self.dns = DnsServer(responder, self.config.address, self.config.dns_port)
             await self.dns.start()
+            for address in self.config.dns_anycast:
+                server = DnsServer(responder, address, self.config.dns_port)
+                await server.start()
+                self.anycast_dns.append(server)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -648,6 +666,8 @@ class Agent:
         tasks.append(serving)
         if self.dns is not None:
             await self.dns.stop()
+        for server in self.anycast_dns:
+            await server.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:
