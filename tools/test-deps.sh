@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Install the system packages that the tests use (dig, for the DNS integration tests).
+# Install the system packages that the tests use (dig and ping, for the DNS and test-bed tests).
 # Idempotent and quiet when everything is already there; safe to run on every CI run.
 set -euo pipefail
 
 need=()
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 
 if [ "${#need[@]}" -eq 0 ]; then
   exit 0

@@ -24,6 +24,7 @@ from edgefleet.cli.output import (
     sites_table,
     wire,
 )
+from edgefleet.cli.testbed import testbed_app
 from edgefleet.client import Client, HubError
 from edgefleet.model import App, Site
 from edgefleet.model.manifests import ManifestError, load_paths
@@ -283,6 +284,10 @@ def agent(
     dns_port: Annotated[
         int, typer.Option(help="Edge DNS port on the site address; -1 for none.")
     ] = 5353,
+    dns_anycast: Annotated[
+        list[str] | None,
+        typer.Option(help="Also answer DNS on this (anycast) address, at --dns-port; repeatable."),
+    ] = None,
     dns_ttl: Annotated[int, typer.Option(help="TTL of DNS answers, seconds.", min=0)] = 5,
     dns_answers: Annotated[
         int, typer.Option(help="Most addresses in one DNS answer, nearest first.", min=1)
@@ -314,6 +319,7 @@ def agent(
         heartbeat_interval=heartbeat_interval,
         stop_replicas_on_exit=stop_replicas_on_exit,
         dns_port=dns_port,
+        dns_anycast=tuple(dns_anycast or ()),
         dns_ttl=dns_ttl,
         dns_answers=dns_answers,
         probe_interval=probe_interval,
@@ -368,6 +374,8 @@ def demo(
         )
     )
 
+
+app.add_typer(testbed_app, name="testbed")
 
 dns_app = typer.Typer(help="The fleet's DNS: ask it, and see why it answers what it does.")
 app.add_typer(dns_app, name="dns")
