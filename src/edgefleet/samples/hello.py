@@ -42,6 +42,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -228,6 +229,14 @@ class _HelloServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # http.server names itself with socket.getfqdn(), a reverse DNS lookup: at a site whose
+        # resolver is away, that blocks the start for the resolver's whole timeout (10 s).
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
 
     def greeting(self) -> dict[str, str]:
         """The JSON body of ``GET /``."""

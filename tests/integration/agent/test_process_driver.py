@@ -270,6 +270,9 @@ def test_new_driver_adopts_running_replicas(
     second.converge([hello(2)])
     # converge() starts whatever it decides to start before it returns.
     assert replicas(second)[0].pid == pids[0]
+    # Replica 1 served until it died with no agent around (as in a reboot): it is started at
+    # once, not after a crash backoff.
+    assert replicas(second)[1].pid is not None
 
     def recovered() -> list[ReplicaState] | None:
         states = all_ready(second, 2)

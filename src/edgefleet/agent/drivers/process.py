@@ -1204,6 +1204,11 @@ class ProcessDriver:
             replica.started_mono = now - max(running_for, 0.0)
         else:
             self._schedule_restart(replica, now)
+            if record.get("has_been_ready"):
+                # It served until it went down with the agent (the site rebooted, or was
+                # killed): start it at once. Backoff is for processes that crash on their own.
+                replica.restarts_in_a_row = 0
+                replica.next_start = now
         return replica
 
     def _note(self, rid: str, message: str) -> None:
