@@ -577,7 +577,9 @@ class ProcessDriver:
                 raise RuntimeError("ProcessDriver is closed")
             self._adopt_locked()
             self._desired = desired
-            self._converge_locked(time.monotonic())
+            now = time.monotonic()
+            self._converge_locked(now)
+            self._start_due(now)  # restarts already due, e.g. replicas that went with a reboot
         self._wake.set()
 
     def observe(self) -> dict[str, list[ReplicaState]]:
