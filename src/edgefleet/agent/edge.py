@@ -99,6 +99,25 @@ def nearest_neighbours(table: RouteTable, site: str, count: int) -> list[str]:
     return [s.name for s in others[:count]]
 
 
+PROBE_RTTS = 4
+"""A probe may take this many expected round trips (a new connection, the request, slack)."""
+
+
+def probe_timeout(table: RouteTable, site: str, neighbour: str, floor: float) -> float:
+    """Seconds a probe of ``neighbour`` may take: ``floor``, or more for a distant neighbour.
+
+    Each phase of a probe (connecting, then waiting for the answer) takes at least one round
+    trip; where the round trip nears a fixed timeout (intercontinental paths are 200-300 ms),
+    any queueing on the way fails the probe and the neighbour looks dead. The bound follows the
+    round trip that the distance implies.
+    """
+    me, other = table.sites.get(site), table.sites.get(neighbour)
+    if me is None or other is None:
+        return floor
+    rtt_ms = estimated_rtt_ms(great_circle_km(me.lat, me.lon, other.lat, other.lon))
+    return max(floor, PROBE_RTTS * rtt_ms / 1000)
+
+
 def overlay(table: RouteTable, ready: Mapping[str, Mapping[AppId, int]]) -> RouteTable:
     """``table`` with the ready counts of some sites replaced by fresher knowledge.
 
@@ -274,6 +293,8 @@ class NeighbourProber:
         self.timeout = timeout
         self.count = neighbours
         self.targets: dict[str, str] = {}
+        self.timeouts: dict[str, float] = {}
+        """Per neighbour, seconds its probe may take (longer for distant ones)."""
         self.states: dict[str, ProbeState] = {}
         self.ready: dict[str, dict[AppId, int]] = {}
 
@@ -284,6 +305,7 @@ class NeighbourProber:
             n: f"http://{table.sites[n].ip}:{table.sites[n].ingress_port}/_edgefleet/healthz"
             for n in names
         }
+        self.timeouts = {n: probe_timeout(table, self.site, n, self.timeout) for n in names}
         for gone in set(self.states) - set(names):
             del self.states[gone]
             self.ready.pop(gone, None)
@@ -303,7 +325,12 @@ class NeighbourProber:
     async def probe_once(self, client: httpx.AsyncClient) -> bool:
         """Probe every neighbour once; True if any verdict or ready count changed."""
         targets = dict(self.targets)
-        results = await asyncio.gather(*(self._probe(client, url) for url in targets.values()))
+        results = await asyncio.gather(
+            *(
+                self._probe(client, url, self.timeouts.get(site, self.timeout))
+                for site, url in targets.items()
+            )
+        )
         changed = False
         for (site, _), (ok, rtt, ready) in zip(targets.items(), results, strict=True):
             before = self.states.get(site, ProbeState())
@@ -323,11 +350,11 @@ class NeighbourProber:
         return changed
 
     async def _probe(
-        self, client: httpx.AsyncClient, url: str
+        self, client: httpx.AsyncClient, url: str, timeout: float
     ) -> tuple[bool, float | None, dict[AppId, int] | None]:
         started = time.perf_counter()
         try:
-            reply = await client.get(url, timeout=self.timeout)
+            reply = await client.get(url, timeout=timeout)
             rtt = (time.perf_counter() - started) * 1000
             if reply.status_code != 200:
                 return False, None, None

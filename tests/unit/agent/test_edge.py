@@ -11,6 +11,7 @@ from edgefleet.agent.edge import (
     nearest_neighbours,
     next_probe_state,
     overlay,
+    probe_timeout,
 )
 from edgefleet.routing.table import Endpoint, RouteTable, SitePoint
 
@@ -121,3 +122,18 @@ def test_probes_make_neighbours_farther_never_nearer() -> None:
     assert floored["tokyo"] > 100, "1 ms to Tokyo is a loopback artefact, not a route"
     assert floored["london"] == 40.0, "a congested link counts as measured"
     assert floored["gone"] == 3.0
+
+
+def test_distant_neighbours_get_probe_timeouts_their_round_trips_allow() -> None:
+    table = RouteTable(
+        version="v",
+        sites={
+            "paris": point("paris", 48.86, 2.35),
+            "london": point("london", 51.51, -0.13),
+            "singapore": point("singapore", 1.35, 103.82),
+        },
+    )
+    assert probe_timeout(table, "paris", "london", 0.5) == 0.5  # near: the floor
+    far = probe_timeout(table, "paris", "singapore", 0.5)
+    assert 0.8 < far < 1.0  # about 217 ms of round trip, four of them
+    assert probe_timeout(table, "paris", "unknown", 0.5) == 0.5
