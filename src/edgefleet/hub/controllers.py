@@ -260,26 +260,36 @@ class HeartbeatBuffer:
     def __init__(self, store: Store, *, period: float = 1.0) -> None:
         self._store = store
         self._period = period
-        self._pending: dict[str, tuple[datetime, int]] = {}
+        self._pending: dict[str, tuple[datetime, int, str | None]] = {}
+        self._problems: dict[str, str | None] = {}
 
-    def beat(self, site: str, observed_revision: int) -> None:
-        """Record a heartbeat (no I/O)."""
-        self._pending[site] = (utcnow(), observed_revision)
+    def beat(self, site: str, observed_revision: int, problem: str | None = None) -> None:
+        """Record a heartbeat and what the agent says keeps it from running replicas (no I/O)."""
+        self._pending[site] = (utcnow(), observed_revision, problem)
+        self._problems[site] = problem
+
+    def problem(self, site: str) -> str | None:
+        """The problem the site's latest heartbeat to this hub reported, if any."""
+        return self._problems.get(site)
 
     def recent(self) -> dict[str, datetime]:
         """Heartbeats received but not yet written."""
-        return {site: at for site, (at, _) in self._pending.items()}
+        return {site: at for site, (at, _, _) in self._pending.items()}
+
+    def recent_problems(self) -> dict[str, str | None]:
+        """Per site with a heartbeat not yet written, its problem (None: it has none now)."""
+        return {site: problem for site, (_, _, problem) in self._pending.items()}
 
     async def flush(self) -> None:
         """Write what has been collected."""
         batch, self._pending = self._pending, {}
-        beats = [(site, at, rev) for site, (at, rev) in batch.items()]
+        beats = [(site, at, rev, problem) for site, (at, rev, problem) in batch.items()]
         try:
             await asyncio.to_thread(self._store.record_heartbeats, beats)
         except Exception:
             log.exception("heartbeat flush failed; keeping %d heartbeats", len(beats))
-            for site, at, rev in beats:
-                self._pending.setdefault(site, (at, rev))
+            for site, at, rev, problem in beats:
+                self._pending.setdefault(site, (at, rev, problem))
 
     async def run(self) -> None:
         """Flush every period."""
@@ -315,17 +325,23 @@ class HealthMonitor:
                 continue
             try:
                 recent = self._heartbeats.recent()
-                if await asyncio.to_thread(self.check, recent):
+                problems = self._heartbeats.recent_problems()
+                if await asyncio.to_thread(self.check, recent, problems):
                     self._on_change()
             except Exception:
                 log.exception("health check failed")
 
-    def check(self, recent: dict[str, datetime]) -> bool:
+    def check(
+        self, recent: dict[str, datetime], recent_problems: dict[str, str | None] | None = None
+    ) -> bool:
         """One pass; True when some site changed phase."""
         beats = self._store.last_heartbeats()
+        problems: dict[str, str | None] = dict(self._store.heartbeat_problems())
         for name, at in recent.items():
             if name not in beats or beats[name] < at:
                 beats[name] = at
+                if recent_problems is not None and name in recent_problems:
+                    problems[name] = recent_problems[name]
         now = utcnow()
         changed = False
         for site in self._store.list_sites():
@@ -335,6 +351,7 @@ class HealthMonitor:
                 now=now,
                 grace=self._grace,
                 created=site.metadata.creation_timestamp,
+                problem=problems.get(name),
             )
             if phase == site.status.phase:
                 continue

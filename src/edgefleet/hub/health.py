@@ -16,6 +16,7 @@ def site_phase(
     now: datetime,
     grace: timedelta,
     created: datetime | None = None,
+    problem: str | None = None,
 ) -> tuple[SitePhase, str | None]:
     """The phase of a site and why, from its last heartbeat.
 
@@ -23,7 +24,9 @@ def site_phase(
     graces from its creation), then Unreachable, so it stops holding a share of new replicas
     that nobody runs. One heard from within ``grace`` is Ready; one silent for longer is
     Unreachable. Unreachable is a verdict about the link to the hub, not about the site: its
-    replicas are kept (see placement).
+    replicas are kept (see placement). A site whose agent beats on time but says it cannot run
+    replicas (``problem``: its cluster's API does not answer) is Unreachable too, with the
+    agent's words: what it runs can neither be changed nor vouched for.
     """
     if last_heartbeat is None:
         if created is not None and now - created > grace * PENDING_FACTOR:
@@ -36,4 +39,6 @@ def site_phase(
     silent = now - last_heartbeat
     if silent > grace:
         return SitePhase.UNREACHABLE, f"no heartbeat for {silent.total_seconds():.0f}s"
+    if problem:
+        return SitePhase.UNREACHABLE, f"the agent reports: {problem}"
     return SitePhase.READY, None

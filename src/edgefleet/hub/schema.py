@@ -77,6 +77,8 @@ heartbeats = Table(
     Column("site", String(63), primary_key=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("observed_revision", BigInteger, nullable=False, default=0),
+    # Why the agent cannot run replicas now (its runtime, e.g. the cluster's API, is away).
+    Column("problem", String(500), nullable=True),
 )
 
 site_reports = Table(

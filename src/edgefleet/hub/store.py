@@ -474,11 +474,15 @@ class Store:
 
     # -- observed state --------------------------------------------------------------------------
 
-    def record_heartbeats(self, beats: Sequence[tuple[str, datetime, int]]) -> None:
-        """Store a batch of (site, time, observed revision) heartbeats in one transaction."""
+    def record_heartbeats(self, beats: Sequence[tuple[str, datetime, int, str | None]]) -> None:
+        """Store a batch of (site, time, observed revision, problem) heartbeats in one
+        transaction; ``problem`` is what the agent says keeps it from running replicas."""
         if not beats:
             return
-        rows = [{"site": s, "at": at, "observed_revision": rev} for s, at, rev in beats]
+        rows = [
+            {"site": s, "at": at, "observed_revision": rev, "problem": problem}
+            for s, at, rev, problem in beats
+        ]
         with self.engine.begin() as conn:
             _upsert(conn, heartbeats, rows, keys=("site",))
 
@@ -488,6 +492,18 @@ class Store:
             return {
                 row.site: _aware(row.at)
                 for row in conn.execute(select(heartbeats.c.site, heartbeats.c.at))
+            }
+
+    def heartbeat_problems(self) -> dict[str, str]:
+        """Sites whose last heartbeat said they cannot run replicas, with why."""
+        with self.engine.connect() as conn:
+            return {
+                row.site: row.problem
+                for row in conn.execute(
+                    select(heartbeats.c.site, heartbeats.c.problem).where(
+                        heartbeats.c.problem.is_not(None)
+                    )
+                )
             }
 
     def save_report(self, report: StatusReport) -> None:

@@ -95,6 +95,12 @@ class Heartbeat(_Base):
     probes: dict[str, bool] = Field(
         default_factory=dict, description="Neighbour site -> up, from this agent's probes."
     )
+    problem: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Why this site cannot run replicas now (e.g. its cluster's API does not "
+        "answer); unset when it can.",
+    )
 
 
 class Event(_Base):

@@ -162,8 +162,9 @@ def test_heartbeats_are_batched_upserts(store: Store) -> None:
     store.put(make_site("paris"))
     store.put(make_site("london"))
     t0 = utcnow()
-    store.record_heartbeats([("paris", t0, 1), ("london", t0, 1)])
-    store.record_heartbeats([("paris", t0 + timedelta(seconds=5), 2)])
+    store.record_heartbeats([("paris", t0, 1, None), ("london", t0, 1, "cluster API away")])
+    assert store.heartbeat_problems() == {"london": "cluster API away"}
+    store.record_heartbeats([("paris", t0 + timedelta(seconds=5), 2, None)])
     beats = store.last_heartbeats()
     assert beats["paris"] - beats["london"] == timedelta(seconds=5)
 

@@ -42,3 +42,18 @@ def test_a_site_never_heard_from_stops_holding_replicas_after_a_while() -> None:
     phase, why = site_phase(last_heartbeat=None, now=NOW, grace=GRACE, created=long_ago)
     assert phase == SitePhase.UNREACHABLE
     assert why == "no agent has reported in the 66s since creation"
+
+
+def test_an_agent_that_cannot_run_replicas_makes_its_site_unreachable() -> None:
+    beat = NOW - timedelta(seconds=1)
+    phase, why = site_phase(
+        last_heartbeat=beat, now=NOW, grace=GRACE, problem="the kubernetes API does not answer"
+    )
+    assert phase == SitePhase.UNREACHABLE
+    assert why == "the agent reports: the kubernetes API does not answer"
+    # Silence says more than an old problem: the link is what is known to be down.
+    old = NOW - timedelta(seconds=60)
+    assert "no heartbeat" in (
+        site_phase(last_heartbeat=old, now=NOW, grace=GRACE, problem="x")[1] or ""
+    )
+    assert site_phase(last_heartbeat=beat, now=NOW, grace=GRACE, problem=None)[0] == SitePhase.READY

@@ -70,7 +70,7 @@ async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
         )
     await _known(hub, site)
     await asyncio.to_thread(hub.store.save_report, report)
-    hub.heartbeats.beat(site, report.observed_revision)
+    hub.heartbeats.beat(site, report.observed_revision, hub.heartbeats.problem(site))
     hub.routing.trigger()
 
 
@@ -85,7 +85,7 @@ async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
     if site not in hub.known_sites:
         await _known(hub, site)
         hub.known_sites.add(site)
-    hub.heartbeats.beat(site, beat.observed_revision)
+    hub.heartbeats.beat(site, beat.observed_revision, beat.problem)
     if beat.probes:
         hub.peers.record(site, beat.probes)
 
