@@ -711,7 +711,8 @@ class Ingress:
                 outcome = await self._exchange(
                     request,
                     send,
-                    (self.address, replica.port or 0),  # ready replicas have a port
+                    # Ready replicas have a port; a pod serves on its own address.
+                    (replica.host or self.address, replica.port or 0),
                     self._headers(request),
                     pass_on_busy=bool(busy_peers),
                 )

@@ -108,6 +108,13 @@ class AgentConfig:
     """Seconds a neighbour keeps replicas started at our request unless asked again."""
     max_offload_replicas: int = 8
     """Most replicas this site runs at neighbours' requests, all apps together."""
+    kubeconfig: Path | None = None
+    """Kubernetes driver: the kubeconfig file of the site's cluster when the agent runs outside
+    it; unset: the service account of the agent's pod (in-cluster)."""
+    kube_context: str | None = None
+    """Kubernetes driver: the kubeconfig context to use; unset: the file's current context."""
+    kube_namespace_prefix: str = "ef-"
+    """Kubernetes driver: each tenant's apps live in the namespace ``<prefix><tenant>``."""
 
 
 @dataclass
@@ -578,6 +585,7 @@ class Agent:
                 site=self.config.site,
                 observed_revision=self.progress.revision,
                 probes=self.prober.health(),
+                problem=self.driver.problem(),
             )
             try:
                 reply = await self._http.post(
@@ -715,4 +723,11 @@ def make_driver(name: str, config: AgentConfig) -> Driver:
         from edgefleet.agent.drivers.process import ProcessDriver
 
         return ProcessDriver(config.site, config.state_dir / "process", config.address)
-    raise ValueError(f"driver {name!r} is not available here: use 'process'")
+    if name == "kubernetes":
+        from edgefleet.agent.drivers.kube_objects import check_namespace_prefix
+        from edgefleet.agent.drivers.kubernetes import KubernetesDriver, connect
+
+        prefix = check_namespace_prefix(config.kube_namespace_prefix)
+        api = connect(kubeconfig=config.kubeconfig, context=config.kube_context)
+        return KubernetesDriver(config.site, api, namespace_prefix=prefix)
+    raise ValueError(f"driver {name!r} is not available here: use 'process' or 'kubernetes'")

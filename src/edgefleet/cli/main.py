@@ -276,7 +276,20 @@ def agent(
     state_dir: Annotated[Path, typer.Option(help="Cache, replica records and logs.")] = Path(
         "edgefleet-agent"
     ),
-    driver: Annotated[str, typer.Option(help="Replica driver.")] = "process",
+    driver: Annotated[str, typer.Option(help="Replica driver: process or kubernetes.")] = "process",
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            help="Kubernetes driver: kubeconfig of the site's cluster (default: in-cluster "
+            "service account)."
+        ),
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option(help="Kubernetes driver: kubeconfig context (default: current).")
+    ] = None,
+    namespace_prefix: Annotated[
+        str, typer.Option(help="Kubernetes driver: tenants' namespaces are <prefix><tenant>.")
+    ] = "ef-",
     heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 2.0,
     stop_replicas_on_exit: Annotated[
         bool, typer.Option(help="Stop replicas when the agent exits (default: keep them).")
@@ -325,6 +338,9 @@ def agent(
         probe_interval=probe_interval,
         demand_window=demand_window,
         hold_timeout=hold_timeout,
+        kubeconfig=kubeconfig,
+        kube_context=context,
+        kube_namespace_prefix=namespace_prefix,
     )
     try:
         instance = Agent(config, make_driver(driver, config))

@@ -16,11 +16,58 @@ from datetime import datetime, timedelta
 from edgefleet.hub.demand import DEFAULT_TAU
 from edgefleet.hub.health import site_phase
 from edgefleet.hub.store import AppId, SiteShare, Store, utcnow
-from edgefleet.model import App, AppDemand, Event, PlacementMode, Site, SitePhase
+from edgefleet.model import (
+    WORKLOAD_TYPES,
+    App,
+    AppDemand,
+    DriverName,
+    Event,
+    PlacementMode,
+    Site,
+    SitePhase,
+    SiteSelector,
+)
 from edgefleet.placement import AppKey, AppView, SiteName, SiteView, Usage, place_fleet
 from edgefleet.placement.traffic import Demand, Share, TrafficApp, TrafficParams, place_traffic
 
 log = logging.getLogger(__name__)
+
+
+RUNS_LABEL = "runs.edgefleet.io/"
+"""Prefix of the labels placement sees on a site for each workload type its driver runs."""
+
+DRIVER_RUNS: dict[DriverName, tuple[str, ...]] = {
+    DriverName.PROCESS: ("process",),
+    DriverName.KUBERNETES: ("container", "function", "vm"),
+    DriverName.SIMULATED: WORKLOAD_TYPES,
+}
+"""Workload types each driver runs."""
+
+
+def runs_labels(driver: DriverName) -> dict[str, str]:
+    """The labels that tell placement which workload types a site's driver runs."""
+    return {RUNS_LABEL + kind: "true" for kind in DRIVER_RUNS[driver]}
+
+
+def runnable_selector(selector: SiteSelector, workload_type: str) -> SiteSelector:
+    """``selector``, also requiring sites whose driver runs ``workload_type``.
+
+    Only placement sees it (sites carry the matching labels in ``site_view``); the selector
+    sent to agents stays the app's own.
+    """
+    labels = {**selector.match_labels, RUNS_LABEL + workload_type: "true"}
+    return selector.model_copy(update={"match_labels": labels})
+
+
+def explicit_share(replicas: int, *, function: bool) -> SiteShare:
+    """A site's share of an explicitly placed app.
+
+    A function runs nothing until a request comes: it is placed at zero, and the site's
+    activator wakes it up to its share (and puts it back to sleep when idle).
+    """
+    if function:
+        return SiteShare(0, 0, replicas)
+    return SiteShare(replicas)
 
 
 def site_view(site: Site) -> SiteView:
@@ -29,7 +76,7 @@ def site_view(site: Site) -> SiteView:
         name=SiteName(site.metadata.name),
         region=site.spec.region,
         zone=site.spec.zone,
-        labels=site.metadata.labels,
+        labels={**site.metadata.labels, **runs_labels(site.spec.driver)},
         reachable=site.status.phase != SitePhase.UNREACHABLE,
         cpu=site.spec.capacity.cpu,
         memory=site.spec.capacity.memory,
@@ -46,7 +93,7 @@ def traffic_app(app: App, demand: Sequence[AppDemand], now: datetime) -> Traffic
         key=AppKey(app.key),
         cpu=app.spec.resources.cpu,
         memory=app.spec.resources.memory,
-        selector=policy.selector,
+        selector=runnable_selector(policy.selector, app.spec.workload.type),
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
         max_replicas_per_site=scaling.max_replicas_per_site,
@@ -93,9 +140,11 @@ def usage_of(
 
 def app_view(app: App) -> AppView:
     """What placement needs to know about an app."""
+    policy = app.spec.placement
+    selector = runnable_selector(policy.selector, app.spec.workload.type)
     return AppView(
         key=AppKey(app.key),
-        policy=app.spec.placement,
+        policy=policy.model_copy(update={"selector": selector}),
         cpu=app.spec.resources.cpu,
         memory=app.spec.resources.memory,
         min_replicas=app.spec.scaling.min_replicas,
@@ -175,8 +224,9 @@ class PlacementController:
             },
         )
         now = utcnow()
+        functions = {AppKey(a.key) for a in explicit if a.spec.workload.type == "function"}
         placed: dict[AppKey, dict[SiteName, SiteShare]] = {
-            key: {site: SiteShare(n) for site, n in by_site.items()}
+            key: {site: explicit_share(n, function=key in functions) for site, n in by_site.items()}
             for key, by_site in result.replicas.items()
         }
         shortfalls: dict[AppKey, str] = dict(result.shortfalls)

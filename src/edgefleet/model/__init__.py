@@ -13,11 +13,13 @@ from edgefleet.model.agent import (
 from edgefleet.model.demand import AppDemand, DemandReport, DemandRow, SiteReporting
 from edgefleet.model.objects import (
     API_VERSION,
+    WORKLOAD_TYPES,
     App,
     AppSpec,
     AppStatus,
     ContainerWorkload,
     DriverName,
+    FunctionWorkload,
     Location,
     ObjectMeta,
     PlacementMode,
@@ -35,6 +37,7 @@ from edgefleet.model.objects import (
     SiteStatus,
     Spread,
     SpreadBy,
+    VmWorkload,
     parse_cpu,
     parse_duration,
     parse_memory,
@@ -43,6 +46,7 @@ from edgefleet.model.routing import AppRoutes, RouteEndpoint, RouteSite, Routing
 
 __all__ = [
     "API_VERSION",
+    "WORKLOAD_TYPES",
     "App",
     "AppAssignment",
     "AppDemand",
@@ -56,6 +60,7 @@ __all__ = [
     "DesiredState",
     "DriverName",
     "Event",
+    "FunctionWorkload",
     "Heartbeat",
     "LocalScaling",
     "Location",
@@ -81,6 +86,7 @@ __all__ = [
     "Spread",
     "SpreadBy",
     "StatusReport",
+    "VmWorkload",
     "parse_cpu",
     "parse_duration",
     "parse_memory",

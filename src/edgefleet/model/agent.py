@@ -61,6 +61,10 @@ class ReplicaState(_Base):
     id: str = Field(description="Replica id, unique at the site (tenant-app-index).")
     index: int = Field(description="Index among the app's replicas at the site.")
     port: int | None = Field(default=None, description="Port the replica listens on.")
+    host: str | None = Field(
+        default=None,
+        description="Address the replica serves on, when not the site's (kubernetes: the pod IP).",
+    )
     pid: int | None = Field(default=None, description="OS process id (process driver).")
     state: str = Field(description="starting | running | crashed | backoff | stopped")
     ready: bool = Field(default=False, description="Health check passed.")

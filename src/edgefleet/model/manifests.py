@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from edgefleet.model.objects import API_VERSION, App, Site
+from edgefleet.model.objects import API_VERSION, WORKLOAD_TYPES, App, Site
 
 KINDS: dict[str, type[Site] | type[App]] = {"Site": Site, "App": App}
 
@@ -64,7 +64,7 @@ def field_path(loc: Iterable[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"process", "container"} and out.endswith("workload"):
+        elif part in WORKLOAD_TYPES and out.endswith("workload"):
             continue  # the union tag adds nothing a person needs to see
         else:
             out += ("." if out else "") + str(part)

@@ -317,7 +317,66 @@ class ContainerWorkload(_Base):
     health_path: str = Field(default="/healthz", pattern=r"^/", description="HTTP health path.")
 
 
-Workload = Annotated[ProcessWorkload | ContainerWorkload, Field(discriminator="type")]
+CLOUD_INIT_MAX_BYTES = 2048
+"""Most bytes of inline cloud-init user data KubeVirt accepts (its webhook refuses more)."""
+
+
+def _check_image(value: str) -> str:
+    if value != value.strip() or any(c.isspace() for c in value):
+        raise ValueError(f"image {value!r} must not contain spaces: write e.g. 'nginx:1.27'")
+    return value
+
+
+Image = Annotated[str, Field(min_length=1), AfterValidator(_check_image)]
+"""An OCI image reference, e.g. ``registry.example/shop/web:1.4``."""
+
+
+class VmWorkload(_Base):
+    """A replica is a virtual machine (kubernetes driver, KubeVirt): for software that needs its
+    own kernel. The disk is a containerDisk image; CPU and memory come from ``resources``."""
+
+    type: Literal["vm"] = "vm"
+    image: Image = Field(description="containerDisk image holding the VM's boot disk.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the VM serves HTTP on.")
+    health_path: str = Field(default="/healthz", pattern=r"^/", description="HTTP health path.")
+    cloud_init: str | None = Field(
+        default=None,
+        min_length=1,
+        description="cloud-init user data (NoCloud), e.g. '#cloud-config ...'; at most 2048 bytes.",
+    )
+
+    @field_validator("cloud_init")
+    @classmethod
+    def _small_cloud_init(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > CLOUD_INIT_MAX_BYTES:
+            raise ValueError(
+                f"cloudInit is {len(value.encode())} bytes; KubeVirt takes at most "
+                f"{CLOUD_INIT_MAX_BYTES} inline: move the bulk into the image or fetch it at boot"
+            )
+        return value
+
+
+class FunctionWorkload(_Base):
+    """A scale-to-zero HTTP container (kubernetes driver): no replica runs until a request comes;
+    the site's activator holds that request and wakes one replica."""
+
+    type: Literal["function"] = "function"
+    image: Image = Field(description="Container image reference.")
+    command: list[str] | None = Field(default=None, description="Entrypoint override.")
+    args: list[str] | None = Field(default=None, description="Arguments override.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the container listens on.")
+    health_path: str = Field(default="/healthz", pattern=r"^/", description="HTTP health path.")
+
+
+Workload = Annotated[
+    ProcessWorkload | ContainerWorkload | VmWorkload | FunctionWorkload,
+    Field(discriminator="type"),
+]
+"""What a replica runs, told apart by ``type``: process, container, vm or function."""
+
+WORKLOAD_TYPES = ("process", "container", "vm", "function")
+"""Every workload ``type``, as written in manifests."""
 
 
 class Resources(_Base):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edgefleet.model import App, PlacementPolicy, Site, parse_cpu, parse_memory
+from edgefleet.model.objects import FunctionWorkload, VmWorkload
 from tests.factories import make_app, make_site
 
 
@@ -42,13 +43,75 @@ def test_container_workload() -> None:
     assert app.spec.workload.image == "nginx:1.27"
 
 
+def test_vm_workload() -> None:
+    app = App.model_validate(
+        {
+            "metadata": {"name": "legacy", "tenant": "shop"},
+            "spec": {
+                "workload": {
+                    "type": "vm",
+                    "image": "quay.io/containerdisks/fedora:40",
+                    "cloudInit": "#cloud-config\nruncmd: [serve]\n",
+                },
+                "resources": {"cpu": 2, "memory": "2Gi"},
+            },
+        }
+    )
+    workload = app.spec.workload
+    assert isinstance(workload, VmWorkload)
+    assert (workload.port, workload.health_path) == (8080, "/healthz")
+    assert workload.cloud_init == "#cloud-config\nruncmd: [serve]\n"
+    wire = app.to_wire()["spec"]["workload"]
+    assert wire["cloudInit"].startswith("#cloud-config")
+    assert App.model_validate(app.to_wire()) == app
+    # At the limit is fine: KubeVirt's own bound, in bytes (é is two).
+    assert VmWorkload(image="d", cloud_init="é" * 1024).cloud_init == "é" * 1024
+    with pytest.raises(ValidationError, match="2050 bytes"):
+        VmWorkload(image="d", cloud_init="é" * 1025)
+
+
+def test_function_workload() -> None:
+    app = App.model_validate(
+        {
+            "metadata": {"name": "thumbs", "tenant": "shop"},
+            "spec": {
+                "workload": {
+                    "type": "function",
+                    "image": "ghcr.io/shop/thumbs:2",
+                    "command": ["/thumbs"],
+                    "args": ["--fast"],
+                    "env": {"MODE": "small"},
+                    "healthPath": "/ready",
+                }
+            },
+        }
+    )
+    workload = app.spec.workload
+    assert isinstance(workload, FunctionWorkload)
+    assert (workload.command, workload.args, workload.env) == (
+        ["/thumbs"],
+        ["--fast"],
+        {"MODE": "small"},
+    )
+    assert (workload.port, workload.health_path) == (8080, "/ready")
+    assert App.model_validate(app.to_wire()) == app
+
+
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
         ({"metadata": {"name": "Hello", "tenant": "demo"}}, "not a valid name"),
         ({"metadata": {"name": "hello"}}, "set metadata.tenant"),
         ({"spec": {"workload": {"type": "process", "command": "x"}, "bogus": 1}}, "Extra inputs"),
-        ({"spec": {"workload": {"type": "vm", "command": "x"}}}, "does not match any of the"),
+        ({"spec": {"workload": {"type": "lambda", "command": "x"}}}, "does not match any of the"),
+        ({"spec": {"workload": {"type": "vm", "command": "x"}}}, r"workload\.vm\.image\n"),
+        ({"spec": {"workload": {"type": "function"}}}, r"workload\.function\.image\n"),
+        ({"spec": {"workload": {"type": "function", "image": "a b"}}}, "must not contain spaces"),
+        (
+            {"spec": {"workload": {"type": "vm", "image": "disk:1", "cloudInit": "x" * 2049}}},
+            "cloudInit is 2049 bytes; KubeVirt takes at most 2048",
+        ),
+        ({"spec": {"workload": {"type": "vm", "image": "disk:1", "port": 0}}}, "port"),
         (
             {
                 "spec": {

@@ -20,6 +20,10 @@ class Driver(Protocol):
     def observe(self) -> dict[str, list[ReplicaState]]:
         """Replicas per app key (``tenant/app``), as they are now."""
 
+    def problem(self) -> str | None:
+        """Why replicas cannot be run or changed now (the cluster's API does not answer), or
+        None; the agent's heartbeat carries it, and the hub stops placing at the site."""
+
     def logs(self, tenant: str, app: str, *, replica: str | None = None, tail: int = 100) -> str:
         """The last ``tail`` lines of each replica's log (one replica if named)."""
 

@@ -590,6 +590,10 @@ class ProcessDriver:
                 for key, states in self._observe_locked().items()
             }
 
+    def problem(self) -> str | None:
+        """None: processes start as long as the agent runs."""
+        return None
+
     def logs(self, tenant: str, app: str, *, replica: str | None = None, tail: int = 100) -> str:
         """The last ``tail`` lines of each replica's log, each headed by ``==> <id> <==``.
 
