@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Everything they need is installed here.
-.PHONY: demo demo-check test test-deps check unit integration venv postgres clean
+.PHONY: demo demo-check test test-deps check unit integration venv postgres clean kube kube-or-skip
 
 VENV := .venv/bin
 export EDGEFLEET_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:55432/edgefleet_test
@@ -25,7 +25,16 @@ check: venv
 test-deps:
 	@tools/test-deps.sh
 
-test: venv postgres test-deps check
+# The Kubernetes control plane that tests/integration/kube runs on loopback (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kwok), built from the pins in tools/kube/go.mod: minutes
+# the first time, then cached in .cache/kube. `make test` goes on without it; those tests skip.
+kube:
+	@tools/kube-build.sh
+
+kube-or-skip:
+	-@tools/kube-build.sh || echo "kube: no test control plane; the tests that need it will be skipped"
+
+test: venv postgres test-deps kube-or-skip check
 	$(VENV)/pytest -q $(PYTEST_ARGS)
 
 unit: venv

@@ -82,6 +82,8 @@ class LocalFleet:
     demand_window: float = 10.0
     """Seconds per agent demand report."""
     python: str = sys.executable
+    agent_args: dict[str, list[str]] = field(default_factory=dict)
+    """More options per site's agent (e.g. ``--driver kubernetes --kubeconfig ...``)."""
     hub_process: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     sites: dict[str, Site] = field(default_factory=dict)
@@ -187,6 +189,7 @@ class LocalFleet:
                 str(site.spec.addresses.dns_port),
                 "--demand-window",
                 str(self.demand_window),
+                *self.agent_args.get(name, []),
             ],
         )
         self.agents[name] = process

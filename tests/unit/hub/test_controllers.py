@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from edgefleet.hub.controllers import app_view, explicit_share, site_view
 from edgefleet.hub.store import SiteShare
-from edgefleet.model import App, Site
+from edgefleet.model import App, DriverName, Site
 from edgefleet.placement import place_fleet
 from tests.factories import make_app, make_site
 
 
 def kube_site(name: str) -> Site:
     site = make_site(name)
-    return site.model_copy(update={"spec": site.spec.model_copy(update={"driver": "kubernetes"})})
+    return site.model_copy(
+        update={"spec": site.spec.model_copy(update={"driver": DriverName.KUBERNETES})}
+    )
 
 
 def container_app(name: str) -> App:
