@@ -60,6 +60,8 @@ BINARY_FILES = (
 POD_CIDR = "198.18.0.0/16"
 """Where kwok takes pod addresses from: data only. Nothing serves there and tests must never
 connect to them (loopback would be safer, but EndpointSlices refuse loopback addresses)."""
+CLUSTER_RANGE = "198.18.0.0/15"
+"""Pod and service addresses together: ``guard_cluster_range`` keeps traffic to them here."""
 SERVICE_CIDR = "198.19.0.0/16"
 """Where the apiserver takes ClusterIPs from (data only: there is no kube-proxy)."""
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
@@ -802,3 +804,39 @@ def _write_private(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
+
+
+@contextlib.contextmanager
+def guard_cluster_range() -> Iterator[bool]:
+    """While open, packets to the test clusters' pod and service addresses go nowhere.
+
+    kwok's pods have addresses (``POD_CIDR``) but nothing serves there; an agent's ingress that
+    proxies a request to one would send it out of this machine by the default route. An
+    ``unreachable`` route for ``CLUSTER_RANGE`` makes such a connection fail at once, here.
+    Needs root; yields False (and changes nothing) without it. The route is removed on exit if
+    this call added it.
+    """
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        yield False
+        return
+    shown = subprocess.run(
+        ["ip", "route", "show", CLUSTER_RANGE], capture_output=True, text=True, check=False
+    )
+    if "unreachable" in shown.stdout:
+        yield True  # already there (another run): leave it as found
+        return
+    added = subprocess.run(
+        ["ip", "route", "add", "unreachable", CLUSTER_RANGE],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        yield added.returncode == 0
+    finally:
+        if added.returncode == 0:
+            subprocess.run(
+                ["ip", "route", "del", "unreachable", CLUSTER_RANGE],
+                capture_output=True,
+                check=False,
+            )

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgefleet.testbed.kube import KubeBinaries, KubeCluster, find_binaries
+from edgefleet.testbed.kube import KubeBinaries, KubeCluster, find_binaries, guard_cluster_range
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +30,11 @@ def kube_cluster(
     cluster = KubeCluster(tmp_path_factory.mktemp("kube"), "edgefleet-test", kube_binaries)
     with cluster.running():
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_range_guarded() -> Iterator[bool]:
+    """Whether traffic to the clusters' pod addresses is kept on this machine (needs root);
+    tests that make an agent proxy a request to a pod skip without it."""
+    with guard_cluster_range() as guarded:
+        yield guarded

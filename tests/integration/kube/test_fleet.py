@@ -7,12 +7,14 @@ the test reads the clusters with the official client to see what the fleet did t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from edgefleet.localfleet import LocalFleet, free_port, wait_for
@@ -219,3 +221,60 @@ def test_a_cluster_whose_api_stops_is_compensated_then_reconciled(
     with kube_fleet.client() as client:
         client.delete_app(TENANT, "web")
     wait_for(lambda: not deployments(clusters), timeout=60, what="every Deployment deleted")
+
+
+def test_a_function_sleeps_at_zero_and_a_request_wakes_it(
+    kube_fleet: LocalFleet, clusters: dict[str, KubeCluster], cluster_range_guarded: bool
+) -> None:
+    if not cluster_range_guarded:
+        pytest.skip(
+            "a woken request is proxied to a kwok pod address: needs the route guard (root)"
+        )
+    fn = App.model_validate(
+        {
+            "metadata": {"name": "fn", "tenant": TENANT},
+            "spec": {
+                "workload": {"type": "function", "image": "registry.local/fn:1"},
+                "resources": {"cpu": "100m", "memory": "64Mi"},
+                "placement": {"replicas": 3, "selector": {"sites": ["alpha"]}},
+                "scaling": {"idleTimeout": "4s", "stableWindow": "2s", "panicWindow": "1s"},
+            },
+        }
+    )
+    with kube_fleet.client() as client:
+        client.apply(fn)
+
+    def replicas_of_fn() -> tuple[int, int] | None:
+        api = apps_api(clusters["alpha"])
+        try:
+            found = api.list_namespaced_deployment(
+                NAMESPACE, label_selector="app.kubernetes.io/managed-by=edgefleet"
+            ).items
+        finally:
+            api.api_client.close()
+        for d in found:
+            if d.metadata.name == "fn":
+                return d.spec.replicas, d.status.ready_replicas or 0
+        return None
+
+    # Placed at zero: the Deployment exists with no replica.
+    wait_for(lambda: replicas_of_fn() == (0, 0), timeout=60, what="fn's Deployment at zero")
+    # A request at the site's ingress wakes it (the activator holds the request meanwhile).
+    alpha = kube_fleet.sites["alpha"].spec.addresses
+    # The pod is kwok's: nothing serves at its address, so whatever the answer, it is no proof;
+    # the Deployment is.
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.get(
+            f"http://{alpha.ip}:{alpha.ingress_port}/",
+            headers={"Host": f"fn.{TENANT}.edge.internal"},
+            timeout=30,
+        )
+    wait_for(
+        lambda: (found := replicas_of_fn()) is not None and found[0] >= 1 and found[1] >= 1,
+        timeout=60,
+        what="fn woken: a ready replica",
+    )
+    # Idle again: back to zero, the objects kept.
+    wait_for(lambda: replicas_of_fn() == (0, 0), timeout=60, what="fn asleep again")
+    with kube_fleet.client() as client:
+        client.delete_app(TENANT, "fn")
