@@ -28,22 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.kube_cluster import rss_mib
 from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from edgefleet.model import App, DriverName, Site
 from edgefleet.testbed.kube import KubeCluster, find_binaries
 
 SITES = ("alpha", "beta", "gamma")
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, MiB (0 if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def app(name: str, replicas: int, sites: tuple[str, ...]) -> App:

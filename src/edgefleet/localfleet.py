@@ -11,42 +11,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 
 from edgefleet.agent.drivers.process import ProcessDriver, port_free
 from edgefleet.client import Client
 from edgefleet.model import Site
+from edgefleet.waiting import wait_for
 
-T = TypeVar("T")
-
-
-def wait_for(
-    condition: Callable[[], T | bool | None],
-    *,
-    timeout: float,
-    interval: float = 0.1,
-    what: str = "condition",
-) -> T:
-    """Poll ``condition`` until it returns something truthy; TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value  # type: ignore[return-value]
-        except Exception as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            suffix = f" (last error: {last_error})" if last_error else ""
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{suffix}")
-        time.sleep(interval)
+__all__ = ["LocalFleet", "free_port", "wait_for"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -41,6 +41,7 @@ import dns.query
 import dns.rdatatype
 import httpx
 
+from edgefleet import waiting
 from edgefleet.client import Client
 from edgefleet.model import SitePhase
 from edgefleet.testbed import netns
@@ -75,21 +76,9 @@ def wait_for(
     condition: Callable[[], T | bool | None], *, timeout: float, what: str, interval: float = 0.1
 ) -> T:
     """Poll ``condition`` until truthy; TestbedError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value  # type: ignore[return-value]
-        except Exception as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise TestbedError(
-                f"timed out after {timeout:.0f} s waiting for {what}"
-                + (f" (last error: {last})" if last else "")
-            )
-        time.sleep(interval)
+    return waiting.wait_for(
+        condition, timeout=timeout, what=what, interval=interval, error=TestbedError
+    )
 
 
 def _alive(pid: int | None) -> bool:
