@@ -42,6 +42,7 @@ import dns.rdatatype
 import httpx
 
 from edgefleet import waiting
+from edgefleet.agent.drivers.process import proc_stat
 from edgefleet.client import Client
 from edgefleet.model import SitePhase
 from edgefleet.testbed import netns
@@ -82,30 +83,11 @@ def wait_for(
 
 
 def _alive(pid: int | None) -> bool:
+    """True if the process runs (a zombie does not)."""
     if not pid:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return False
-    return True
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None if the process is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 @dataclass
@@ -569,7 +551,8 @@ class Testbed:
                 pid, ticks = int(record["pid"]), int(record["start_ticks"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being written, or a replica without a process right now
-            if _start_ticks(pid) == ticks:
+            stat = proc_stat(pid)
+            if stat is not None and stat[0] != "Z" and stat[1] == ticks:
                 out[str(record["id"])] = (pid, ticks)
         return out
 

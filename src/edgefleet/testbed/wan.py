@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet.geo import BASE_RTT_MS, FIBRE_KM_PER_MS, great_circle_km
+from edgefleet.testbed.netns import NETNS_DIR
 from edgefleet.testbed.packets import (
     PacketError,
     address_bytes,
@@ -71,8 +72,6 @@ PROBE_SPORT = 40053
 PROBE_NAME = "edge.internal"
 """Name asked by the anycast health checks (type SOA): any answer counts, whatever its rcode."""
 
-NETNS_DIR = Path("/run/netns")
-"""Where ``ip netns add`` keeps the namespaces it names."""
 
 SETUP_WORKERS = 8
 """Namespaces configured at once by ``WanEmulator.setup``."""

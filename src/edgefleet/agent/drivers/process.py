@@ -276,7 +276,7 @@ def plan(
 # Processes, /proc and files
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
+def proc_stat(pid: int) -> tuple[str, int] | None:
     """State letter and start time (clock ticks after boot, field 22) of a process, or None."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -294,7 +294,7 @@ def _reap(pid: int, start_ticks: int | None) -> tuple[bool, int | None]:
     Children of this process are reaped here (waitpid), so they do not linger as zombies;
     others (adopted from an earlier agent) are reaped by init.
     """
-    stat = _proc_stat(pid)
+    stat = proc_stat(pid)
     if stat is None or start_ticks is None or stat[1] != start_ticks:
         return True, None
     if stat[0] not in ("Z", "X"):
@@ -961,7 +961,7 @@ class ProcessDriver:
         except OSError as error:
             self._spawn_failed(replica, now, f"cannot start {executable}: {error}")
             return
-        stat = _proc_stat(pid)
+        stat = proc_stat(pid)
         replica.pid = pid
         replica.start_ticks = stat[1] if stat is not None else None
         replica.started_at = datetime.now(UTC)
