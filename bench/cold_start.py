@@ -39,10 +39,9 @@ SITE_IP = "127.0.91.1"
 KNATIVE_COLD_START = "0.8-4 s"
 
 
-def replicas(base: str) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = (
-        httpx.get(f"{base}/_edgefleet/replicas", timeout=3).json().get("demo/hello", [])
-    )
+def replicas(base: str, headers: dict[str, str]) -> list[dict[str, object]]:
+    reply = httpx.get(f"{base}/_edgefleet/replicas", timeout=3, headers=headers)
+    found: list[dict[str, object]] = reply.json().get("demo/hello", [])
     return found
 
 
@@ -86,7 +85,13 @@ def main() -> int:
             with httpx.Client(timeout=60) as http:
                 for round_ in range(1, args.rounds + 1):
                     wait_for(
-                        lambda: not [r for r in replicas(base) if r["state"] != "stopped"],
+                        lambda: (
+                            not [
+                                r
+                                for r in replicas(base, fleet.site_headers("paris"))
+                                if r["state"] != "stopped"
+                            ]
+                        ),
                         timeout=120,
                         interval=0.1,
                         what="hello asleep at zero",
@@ -103,7 +108,7 @@ def main() -> int:
                     started = time.perf_counter()
                     http.get(base, headers={"Host": HOST}).raise_for_status()
                     warm.append(time.perf_counter() - started)
-                    ready = [r for r in replicas(base) if r["ready"]]
+                    ready = [r for r in replicas(base, fleet.site_headers("paris")) if r["ready"]]
                     port = ready[0]["port"]
                     direct_url = f"http://{SITE_IP}:{port}/"
                     http.get(direct_url)

@@ -282,7 +282,9 @@ def fleet_of(
         agent = f"http://{SITE_IP}:{ingress_port}"
 
         def ready_ports() -> list[int] | None:
-            found = httpx.get(f"{agent}/_edgefleet/replicas", timeout=3).json()
+            found = httpx.get(
+                f"{agent}/_edgefleet/replicas", timeout=3, headers=fleet.site_headers("paris")
+            ).json()
             ports = sorted(r["port"] for r in found.get("demo/hello", []) if r["ready"])
             return ports if len(ports) == replicas == len(found["demo/hello"]) else None
 

@@ -6,6 +6,7 @@ The demo runs on it, and so do the integration tests: real processes, real socke
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -60,6 +61,10 @@ class LocalFleet:
     python: str = sys.executable
     agent_args: dict[str, list[str]] = field(default_factory=dict)
     """More options per site's agent (e.g. ``--driver kubernetes --kubeconfig ...``)."""
+    hub_args: list[str] = field(default_factory=list)
+    """More options of the hub (e.g. ``--oidc-config FILE``)."""
+    admin_token: str | None = None
+    """The admin token made when the hub first starts (the fleet's own: tests and the demo)."""
     hub_process: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     sites: dict[str, Site] = field(default_factory=dict)
@@ -70,15 +75,29 @@ class LocalFleet:
         """The hub's base URL."""
         return f"http://{self.hub_host}:{self.hub_port}"
 
-    def client(self) -> Client:
-        """A client of this fleet's hub."""
-        return Client(self.hub_url)
+    def client(self, token: str | None = None) -> Client:
+        """A client of this fleet's hub, as its admin unless given another ``token``."""
+        return Client(self.hub_url, token=token or self.admin_token)
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    @property
+    def headers(self) -> dict[str, str]:
+        """The admin's Authorization header, for raw HTTP calls to the hub."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    @property
+    def db_url(self) -> str:
+        """The hub's database."""
+        return self.db or f"sqlite:///{self.workdir / 'hub.db'}"
+
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        # The fleet's agents join with their own site's token, never an inherited one.
+        env.pop("EDGEFLEET_TOKEN", None)
         return subprocess.Popen(
             [self.python, "-m", "edgefleet", *args],
             stdout=log,
@@ -94,11 +113,18 @@ class LocalFleet:
                 f"{self.hub_host}:{self.hub_port} is in use: stop what listens there "
                 "(another demo?) or choose another port"
             )
-        db = self.db or f"sqlite:///{self.workdir / 'hub.db'}"
+        db = self.db_url
+        if self.admin_token is None:
+            from edgefleet.hub.accounts import bootstrap_admin
+
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.admin_token = bootstrap_admin(db)
         self.hub_process = self._spawn(
             "hub",
             [
                 "hub",
+                "serve",
+                "--insecure-http",
                 "--db",
                 db,
                 "--listen",
@@ -111,6 +137,7 @@ class LocalFleet:
                 str(self.placement_resync),
                 "--demand-tau",
                 str(self.demand_tau),
+                *self.hub_args,
             ],
         )
         process = self.hub_process
@@ -145,6 +172,12 @@ class LocalFleet:
         self.sites[name] = site
         address = site.spec.addresses.ip
         port = site.spec.addresses.ingress_port
+        state_dir = self.workdir / "sites" / name
+        env = {}
+        if not (state_dir / "credential.json").exists():
+            # First start: the site joins with a one-time token; restarts (even with the hub
+            # away) use the credential it got.
+            env["EDGEFLEET_JOIN_TOKEN"] = self.join_token(name)
         process = self._spawn(
             f"agent-{name}",
             [
@@ -167,6 +200,7 @@ class LocalFleet:
                 str(self.demand_window),
                 *self.agent_args.get(name, []),
             ],
+            env,
         )
         self.agents[name] = process
 
@@ -180,6 +214,21 @@ class LocalFleet:
             return httpx.get(url, timeout=1.0).status_code == 200
 
         return up, name
+
+    def site_headers(self, name: str) -> dict[str, str]:
+        """A site's own credential as an Authorization header (any site's agent API takes it)."""
+        saved = json.loads((self.workdir / "sites" / name / "credential.json").read_text())
+        return {"Authorization": f"Bearer {saved['credential']}"}
+
+    def join_token(self, site: str) -> str:
+        """A one-time join token for ``site`` (which must exist on the hub)."""
+        reply = httpx.post(
+            f"{self.hub_url}/api/v1/sites/{site}/join-tokens", headers=self.headers, timeout=10.0
+        )
+        if reply.status_code != 201:
+            raise RuntimeError(f"no join token for site {site}: {reply.status_code} {reply.text}")
+        token: str = reply.json()["token"]
+        return token
 
     def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop (SIGTERM: replicas keep running) or kill (SIGKILL) a site's agent."""

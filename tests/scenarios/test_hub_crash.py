@@ -256,7 +256,7 @@ async def run_load(load: Load, jobs: Sequence[Sequence[Write]]) -> None:
     limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
     timeout = httpx.Timeout(30.0, pool=None)
     async with httpx.AsyncClient(
-        base_url=load.fleet.hub_url, limits=limits, timeout=timeout
+        base_url=load.fleet.hub_url, limits=limits, timeout=timeout, headers=load.fleet.headers
     ) as client:
 
         async def worker() -> None:
@@ -269,7 +269,9 @@ async def run_load(load: Load, jobs: Sequence[Sequence[Write]]) -> None:
 
 def read_back(fleet: LocalFleet) -> dict[str, Stored]:
     """Every app of the tenant, through the restarted hub's API."""
-    reply = httpx.get(f"{fleet.hub_url}/api/v1/tenants/{TENANT}/apps", timeout=30.0)
+    reply = httpx.get(
+        f"{fleet.hub_url}/api/v1/tenants/{TENANT}/apps", timeout=30.0, headers=fleet.headers
+    )
     reply.raise_for_status()
     out = {}
     for item in reply.json()["items"]:

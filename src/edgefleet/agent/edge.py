@@ -3,6 +3,8 @@
 The edge DNS answers from the routing table the agent keeps on disk, overlaid with what the
 agent knows better than the hub: its own replicas, and what its probes see of its neighbours. So
 it answers right with the hub away, and stops answering a dead neighbour within a probe or two.
+It enforces the apps' access rules too (REFUSED), taking every client that asks it for one of
+this site's region; ``EdgeZone.admit`` gives the site's ingress the same decision.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import httpx
 
 from edgefleet.dns.routed import RoutedZone
 from edgefleet.dns.zone import Client, Lookup
-from edgefleet.routing.answer import choose, locate
+from edgefleet.routing.access import allows
+from edgefleet.routing.answer import ClientAddress, choose, locate
 from edgefleet.routing.geo import estimated_rtt_ms, great_circle_km
 from edgefleet.routing.table import AppId, Origin, RouteTable, SitePoint
 
@@ -164,7 +167,8 @@ class EdgeZone(RoutedZone):
     """The fleet zone as one site answers it: from here, nearest healthy first."""
 
     client_independent = True
-    """Answers do not depend on who asks: the DNS server may answer repeats from a flat table."""
+    """Answers do not depend on who asks: the DNS server may answer repeats from a flat table.
+    False while some app's access rules name networks (then the client's address matters)."""
 
     def __init__(self, site: str, *, address: str, max_answers: int = 2) -> None:
         super().__init__(name=site, address=address, max_answers=max_answers)
@@ -189,6 +193,7 @@ class EdgeZone(RoutedZone):
         if hub_table is not None:
             self.hub_table = hub_table
         self._take(overlay(self.hub_table, ready or {}))
+        self.client_independent = not self._access_networks
         if health is not None:
             self._health = dict(health)
         if rtt_ms is not None:
@@ -204,8 +209,23 @@ class EdgeZone(RoutedZone):
         return self._version
 
     def client_key(self, client: Client) -> Hashable:
-        """Every client of an edge DNS is near this site: answers do not depend on who asks."""
-        return None
+        """Every client of an edge DNS is near this site: answers depend on who asks only
+        through the networks of the apps' access rules that hold its address."""
+        return self.access_key(client)
+
+    def region(self, site: str | None = None) -> str | None:
+        """The region of ``site`` (default: this one), None while the table does not know it."""
+        point = self.table.sites.get(site or self.site)
+        return point.region if point is not None else None
+
+    def admit(self, key: str, client: ClientAddress | None, origin: str | None) -> str | None:
+        """Why the ingress refuses a client the app ``key`` (``tenant/app``), or None to let it
+        in: by the client's address and the region of ``origin``, the site it is nearest to
+        (``edgefleet.routing.access``)."""
+        access = self.table.access.get(app_id(key))
+        if access is None:
+            return None
+        return allows(access, client, self.region(origin))
 
     def peers(
         self, tenant: str, app: str, *, limit: int = 2, wakeable: bool = False
@@ -263,12 +283,15 @@ class EdgeZone(RoutedZone):
         return origin.site
 
     def lookup(self, tenant: str, app: str, client: Client) -> Lookup | None:
-        """This site if it serves the app, else its nearest healthy neighbours that do."""
+        """This site if it serves the app, else its nearest healthy neighbours that do;
+        ``Refused`` when the app's access rules do not let the client (of this site's region)
+        in."""
+        self.check_access(tenant, app, client, self.region())
         return self._lookup(
             tenant,
             app,
             Origin(site=self.site),
-            scope_prefix=0,
+            scope_prefix=self.access_scope(tenant, app, client, 0),
             health=self._health,
             rtt_ms=self._rtt,
         )

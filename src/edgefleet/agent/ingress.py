@@ -14,7 +14,9 @@ Answers of the ingress itself (plain text):
 - 404: no replica of the app is placed at this site;
 - 503 with ``Retry-After: 1``: the app is placed here but no replica is ready;
 - 502: the chosen replica refused the connection, and so did another one tried once more;
-- 504: the replica accepted the request but did not answer in time.
+- 504: the replica accepted the request but did not answer in time;
+- 403: a request a neighbour passed on (``x-edgefleet-hops``) without a valid site credential;
+- 403: a client the app's access rules do not let in (``admit``; the body says who and why).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from edgefleet.agent.upstream import (
     UpstreamError,
     UpstreamPool,
 )
+from edgefleet.identity.credentials import CredentialClaims, CredentialError
 from edgefleet.model import AppAssignment, ReplicaState
 
 log = logging.getLogger(__name__)
@@ -137,6 +140,8 @@ HOPS_HEADER = b"x-edgefleet-hops"
 """How many sites passed the request on before this one."""
 ORIGIN_HEADER = b"x-edgefleet-origin"
 """The site the client is nearest to, as the first site located it (demand counting)."""
+CREDENTIAL_HEADER = b"x-edgefleet-site-credential"
+"""The credential of the site that passed the request on; never forwarded further."""
 
 
 def ready_replicas(replicas: Sequence[ReplicaState]) -> list[ReplicaState]:
@@ -185,6 +190,41 @@ def route(
     if held < hold_limit:
         return HOLD
     return SPILL if can_spill else REFUSE
+
+
+def spilled_refusal(
+    credential: str | None, verify_credential: Callable[[str], CredentialClaims]
+) -> str | None:
+    """Why a request a neighbour passed on is refused, or None when it carries a credential
+    that holds (``verify_credential``) and names a site: the hub's own credential does not
+    pass requests on, and nobody else may claim to be a site."""
+    if not credential:
+        return "no site credential"
+    try:
+        claims = verify_credential(credential)
+    except CredentialError as exc:
+        return f"site credential {exc.reason}"
+    if claims.site is None:
+        return "the credential is not a site's"
+    return None
+
+
+def client_address(scope: Scope, hops: int) -> str | None:
+    """The address a request is judged by: the client's own, or for a request a neighbour
+    passed on (``hops`` > 0) the one that neighbour saw, the last ``X-Forwarded-For`` entry
+    (the neighbour appended it)."""
+    if hops > 0:
+        forwarded: list[str] = [
+            entry.strip()
+            for name, value in scope.get("headers", ())
+            if name.lower() == b"x-forwarded-for"
+            for entry in bytes(value).decode("latin-1").split(",")
+            if entry.strip()
+        ]
+        if forwarded:
+            return forwarded[-1]
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -359,6 +399,15 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+_INTERNAL_HEADERS = (HOPS_HEADER, ORIGIN_HEADER, CREDENTIAL_HEADER)
+"""Headers between the fleet's sites: a replica or a further site never sees them as sent."""
+
+
+def _passed_on(scope: Scope) -> bool:
+    """Whether the request says a neighbour passed it on (hops or origin, whatever its value)."""
+    return any(name in (HOPS_HEADER, ORIGIN_HEADER) for name, _ in scope.get("headers", ()))
+
+
 def _has_body(scope: Scope) -> bool:
     if _header(scope, b"transfer-encoding") is not None:
         return True
@@ -406,6 +455,9 @@ class Ingress:
         hop_limit: int = 1,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout | None = None,
+        credential: Callable[[], str | None] | None = None,
+        verify_credential: Callable[[str], CredentialClaims] | None = None,
+        admit: Callable[[str, str | None, str], str | None] | None = None,
     ) -> None:
         """Serve ``site``'s apps, whose replicas listen on ``address``.
 
@@ -416,6 +468,16 @@ class Ingress:
         follows the app's concurrency here; ``on_saturated(key)`` says local replicas are full
         and no neighbour serves the app. ``transport`` replaces the network (tests); one
         connection pool serves every replica and neighbour.
+
+        ``credential()`` is this site's credential, shown to the neighbours it passes requests
+        to; ``verify_credential`` checks the credential of a request a neighbour passed on
+        (``spilled_refusal``). Without it (an ingress alone, outside an agent) such requests
+        are not checked; the agent always gives it.
+
+        ``admit(key, client address, origin site)`` says why a client may not reach an app
+        (its access rules), None to let it in; unset: everyone may. A request a neighbour
+        passed on is judged by the address that neighbour saw (``client_address``) and the
+        origin it named: what the neighbour judged it by already.
         """
         self.fallback = fallback
         self.site = site
@@ -437,6 +499,9 @@ class Ingress:
         self._on_request = on_request
         self._on_load = on_load
         self._on_saturated = on_saturated or (lambda key: None)
+        self._credential = credential or (lambda: None)
+        self._admit = admit
+        self._verify_credential = verify_credential
         self._ready_changed = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self.hold_limit = hold_limit
@@ -497,6 +562,21 @@ class Ingress:
         self, scope: Scope, receive: Receive, send: Send, tenant: str, app: str
     ) -> None:
         key = f"{tenant}/{app}"
+        if self._verify_credential is not None and _passed_on(scope):
+            said = _header(scope, CREDENTIAL_HEADER)
+            refusal = spilled_refusal(
+                said.decode("latin-1") if said is not None else None, self._verify_credential
+            )
+            if refusal is not None:
+                client = scope.get("client")
+                log.info(
+                    "ingress: refused a spilled request for %s from %s: %s",
+                    key,
+                    client[0] if client else "?",
+                    refusal,
+                )
+                await _plain(send, 403, f"site {self.site} refused a spilled request: {refusal}\n")
+                return
         hops = _hops(scope)
         started = time.monotonic()
         request = _Request(
@@ -507,6 +587,12 @@ class Ingress:
             body=_Body(receive),
             receive=receive,
         )
+        if self._admit is not None:
+            refusal = self._admit(key, client_address(scope, hops), request.origin)
+            if refusal is not None:
+                log.debug("ingress: refused %s: %s", key, refusal)
+                await _plain(send, 403, refusal + "\n")
+                return
         responded = False
 
         async def tracked_send(message: Message) -> None:
@@ -754,10 +840,12 @@ class Ingress:
     async def _spill(self, request: _Request, send: Send, peer: Peer) -> None:
         """Send the request to a neighbour's ingress, one hop further from where it entered."""
         self.spilled += 1
+        credential = self._credential()
         headers = [
             *self._headers(request),
             (HOPS_HEADER, str(request.hops + 1).encode()),
             (ORIGIN_HEADER, request.origin.encode()),
+            *([(CREDENTIAL_HEADER, credential.encode())] if credential else []),
         ]
         outcome = await self._exchange(request, send, (peer.address, peer.port), headers)
         if outcome == _REFUSED:
@@ -771,7 +859,7 @@ class Ingress:
         scope = request.scope
         client = scope.get("client")
         return forward_request_headers(
-            [(n, v) for n, v in scope["headers"] if n.lower() not in (HOPS_HEADER, ORIGIN_HEADER)],
+            [(n, v) for n, v in scope["headers"] if n.lower() not in _INTERNAL_HEADERS],
             client=client[0] if client else None,
             scheme=scope.get("scheme", "http"),
             via=self.via,

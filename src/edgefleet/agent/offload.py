@@ -4,14 +4,16 @@ and which apps the hub moved away a site keeps serving for a while (drain). Pure
 The rules:
 
 1. Ask: a site asks its neighbours to run an app only when its replicas are full, no neighbour
-   serves the app, the app scales (traffic placement) and the site's own scaler is at the
-   ceiling the hub gave it (below it, local replicas come first); and at most once per
-   ``interval`` per app.
+   serves the app, the app scales (traffic placement), its tenant has no quota (replicas a
+   neighbour starts are outside placement, which keeps the tenant within it) and the site's own
+   scaler is at the ceiling the hub gave it (below it, local replicas come first); and at most
+   once per ``interval`` per app. It asks only neighbours in the app's regions (residency).
 2. Accept: a site takes an app from a neighbour only if the hub did not place the app there
-   already, the app scales, the app's selector allows the site (judged from the routing table,
-   which knows regions, zones and names, not labels: a selector with ``matchLabels`` is refused)
-   and the replicas it runs for neighbours stay within ``cap``. It runs at most what is left of
-   the cap, and starts with the neighbour's count, at least one.
+   already, the app scales and may be offloaded, the site is in the app's regions (residency),
+   the app's selector allows the site (judged from the routing table, which knows regions,
+   zones and names, not labels: a selector with ``matchLabels`` is refused) and the replicas it
+   runs for neighbours stay within ``cap``. It runs at most what is left of the cap, and starts
+   with the neighbour's count, at least one.
 3. Drain: an app that scales and that the hub just took away stays (its scaler may take it
    down to zero) unless it was an offload, it is draining already, or it is gone from the
    routing table (deleted).
@@ -38,6 +40,15 @@ def refuses(selector: SiteSelector, site: SitePoint) -> str | None:
     return None
 
 
+def outside_regions(regions: Collection[str] | None, site: SitePoint) -> str | None:
+    """Why an app whose residency is ``regions`` (None: anywhere) may not run at ``site``, or
+    None when it may."""
+    if regions is not None and site.region not in regions:
+        shown = ", ".join(sorted(regions)) or "none"
+        return f"region {site.region} is outside the app's regions ({shown})"
+    return None
+
+
 def should_ask(
     assignment: AppAssignment | None,
     desired: int | None,
@@ -47,7 +58,7 @@ def should_ask(
     interval: float,
 ) -> bool:
     """Whether a site whose replicas of the app are full asks its neighbours now (rule 1)."""
-    if assignment is None or assignment.scaling is None:
+    if assignment is None or assignment.scaling is None or not assignment.may_offload:
         return False
     if (desired or 0) < assignment.scaling.max_replicas:
         return False
@@ -74,6 +85,14 @@ def offload_terms(
     bounds = assignment.scaling
     if bounds is None:
         return f"{key} has fixed replicas: only the hub places it"
+    if not assignment.may_offload:
+        return f"{key} counts against its tenant's quota: only the hub places it"
+    if assignment.regions is not None:
+        if me is None:
+            return "this site does not know its own region yet (no routing table)"
+        refusal = outside_regions(assignment.regions, me)
+        if refusal is not None:
+            return refusal
     if assignment.selector is not None:
         if me is None:
             return "this site does not know its own region yet (no routing table)"

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import signal
+import ssl
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from edgefleet._version import __version__
@@ -35,6 +40,7 @@ from edgefleet.agent.ingress import Ingress, LocalReplicas, Peer
 from edgefleet.agent.offload import (
     offload_terms,
     offloaded_replicas,
+    outside_regions,
     refuses,
     should_ask,
     to_drain,
@@ -42,11 +48,15 @@ from edgefleet.agent.offload import (
 from edgefleet.agent.scaling import Autoscaler
 from edgefleet.dns.responder import Responder
 from edgefleet.dns.server import DnsServer
+from edgefleet.identity.credentials import CredentialClaims, CredentialError, Keyring, verify
 from edgefleet.model import (
     AppAssignment,
     AppReport,
     DesiredState,
     Heartbeat,
+    JoinRequest,
+    JoinResponse,
+    PublicKey,
     ReplicaState,
     RoutingTable,
     StatusReport,
@@ -70,8 +80,13 @@ class AgentConfig:
     """Site address: replicas and the agent's local API bind it."""
     api_port: int = 8080
     """The site's ingress port: apps by ``Host``, and the agent's API (``/_edgefleet/...``)."""
-    token: str | None = None
-    """Bearer token for the hub."""
+    token: str | None = field(default=None, repr=False)
+    """Bearer token for the hub, used when this site has no credential and no join token."""
+    join_token: str | None = field(default=None, repr=False)
+    """One-time token the hub made for this site (``edgefleet site join-token SITE``): traded
+    for the site's credential when this state dir has none, or has not used this token yet."""
+    hub_ca: Path | None = None
+    """CA bundle (PEM) to check an https hub's certificate with; unset: the system's CAs."""
     heartbeat_interval: float = 2.0
     """Seconds between heartbeats."""
     watch_timeout: float = 30.0
@@ -138,18 +153,154 @@ class OffloadRequest(BaseModel):
     assignment: AppAssignment = Field(description="The app, with its local scaling bounds.")
 
 
+JOIN_PATH = "/api/v1/agent/join"
+"""Where an agent trades its join token for the site's credential."""
+CREDENTIAL_FILE = "credential.json"
+"""The site's credential, in the state dir (mode 0600)."""
+
+
+class SavedCredential(BaseModel):
+    """What ``credential.json`` holds: the site's credential and what came with it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    credential: str = Field(repr=False, description="The site's credential (a JWT): a secret.")
+    expires_at: AwareDatetime = Field(description="When the credential stops working.")
+    signing_keys: list[PublicKey] = Field(
+        default_factory=list,
+        description="The hub's public keys at join: peers are checked with them until a "
+        "routing table brings its own.",
+    )
+    join_token_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 (hex) of the join token traded for the credential, to know it "
+        "again; the token itself is never kept.",
+    )
+
+
+class JoinRefused(Exception):
+    """The hub refused this site's join and the site has no earlier credential: the agent
+    cannot talk to the hub, and stops."""
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of a join token, hex: what the state dir keeps to know the token again."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def join_needed(saved: SavedCredential | None, join_token: str | None) -> bool:
+    """Whether to trade ``join_token`` for a credential: there is one, and the state dir holds
+    no credential or one traded for another join token."""
+    if not join_token:
+        return False
+    return saved is None or saved.join_token_sha256 != token_digest(join_token)
+
+
+def peer_keys(table: Sequence[PublicKey], joined: Sequence[PublicKey]) -> list[PublicKey]:
+    """The keys neighbours' credentials are checked with: the newest routing table's, else the
+    ones the hub gave at join (before the first table, or from a hub that publishes none)."""
+    return list(table or joined)
+
+
+class CredentialFile:
+    """``credential.json``: replaced atomically, readable by its owner only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> SavedCredential | None:
+        """The saved credential, or None if there is none or it is unreadable."""
+        try:
+            return SavedCredential.model_validate_json(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValidationError as exc:
+            log.warning("ignoring unreadable site credential %s: %s", self.path, _problems(exc))
+            return None
+        except OSError as exc:
+            log.warning("ignoring unreadable site credential %s: %s", self.path, exc)
+            return None
+
+    def save(self, saved: SavedCredential) -> None:
+        """Write ``saved`` durably with mode 0600: temp file, fsync, rename, fsync the dir."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with open(fd, "wb") as handle:
+            os.fchmod(fd, 0o600)  # a temp file left by a crash keeps its mode otherwise
+            handle.write(saved.model_dump_json(by_alias=True, indent=1).encode())
+            handle.flush()
+            os.fsync(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def local_api(
     driver: Driver,
     site: str,
     replicas_view: LocalReplicas,
     offload: Callable[[OffloadRequest], str | None] | None = None,
+    *,
+    verify_credential: Callable[[str], CredentialClaims],
 ) -> FastAPI:
-    """The agent's own HTTP API on the site address: health, replicas, logs, offload."""
+    """The agent's own HTTP API on the site address: health, replicas, logs, offload.
+
+    Health is open (neighbours probe it). Replicas and logs answer a credential of any site or
+    of the hub (``Authorization: Bearer``); an offload, only the credential of the site asking.
+    ``verify_credential`` checks a credential against the fleet's keys (``CredentialError``).
+    """
     api = FastAPI(title=f"edgefleet agent {site}", version=__version__)
+    challenge = {"WWW-Authenticate": "Bearer"}
+
+    def caller(authorization: str | None) -> CredentialClaims:
+        token = bearer(authorization)
+        if token is None:
+            raise HTTPException(
+                401,
+                f"site {site} answers only a site or hub credential "
+                "(Authorization: Bearer <credential>)",
+                headers=challenge,
+            )
+        try:
+            return verify_credential(token)
+        except CredentialError as exc:
+            raise HTTPException(
+                401, f"site {site} refused the credential: {exc.reason}", headers=challenge
+            ) from None
+
+    # async, here and below: credentials are checked on the agent's loop, which owns the keyring.
+    async def fleet_member(authorization: Annotated[str | None, Header()] = None) -> None:
+        claims = caller(authorization)
+        if claims.site is None and not claims.is_hub:
+            raise HTTPException(403, f"site {site} answers sites and the hub only")
 
     @api.post("/_edgefleet/offload", status_code=202)
-    async def accept_offload(request: OffloadRequest) -> dict[str, str]:
+    async def accept_offload(
+        request: OffloadRequest, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, str]:
         # async: runs on the agent's loop, which owns the offloads.
+        claims = caller(authorization)
+        if claims.site is None:
+            raise HTTPException(403, f"site {site} takes offloads from sites, not the hub")
+        if claims.site != request.requester:
+            raise HTTPException(
+                403,
+                f"the credential of site {claims.site} cannot ask for an offload on behalf "
+                f"of site {request.requester}",
+            )
         refusal = "this site takes no offload" if offload is None else offload(request)
         if refusal is not None:
             raise HTTPException(409, refusal)
@@ -162,11 +313,15 @@ def local_api(
         # Served from the same cached view as the ingress: every neighbour probes twice a second.
         return {"status": "ok", "site": site, "ready": ready_counts(replicas_view.get())}
 
-    @api.get("/_edgefleet/replicas")
+    @api.get("/_edgefleet/replicas", dependencies=[Depends(fleet_member)])
     def replicas() -> dict[str, list[ReplicaState]]:
         return driver.observe()
 
-    @api.get("/_edgefleet/logs/{tenant}/{app}", response_class=PlainTextResponse)
+    @api.get(
+        "/_edgefleet/logs/{tenant}/{app}",
+        response_class=PlainTextResponse,
+        dependencies=[Depends(fleet_member)],
+    )
     def logs(
         tenant: str,
         app: str,
@@ -201,11 +356,25 @@ class Agent:
         self._beat_now = asyncio.Event()
         self.progress = _Progress()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.credentials = CredentialFile(config.state_dir / CREDENTIAL_FILE)
+        self.saved: SavedCredential | None = None
+        """This site's credential, once loaded from the state dir or traded for a join token."""
+        self.keyring = Keyring()
+        """The keys and revocations neighbours' credentials are checked against."""
+        self._table_keys: list[PublicKey] = []
+        self._revoked: list[str] = []
+        self._credential_refused: float | None = None
+        """When the hub last began refusing this site's credential (monotonic), if it does."""
+        self._sent: weakref.WeakKeyDictionary[httpx.Request, float] = weakref.WeakKeyDictionary()
+        self._warned_no_credential = False
+        # Until the site has a credential (or if it never gets one): the configured token.
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
         self._http = httpx.AsyncClient(
             base_url=config.hub.rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(10.0, read=config.watch_timeout + 10.0),
+            verify=_hub_tls(config.hub_ca),
+            event_hooks={"request": [self._hub_asked], "response": [self._hub_answered]},
         )
         self._peer_http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(3.0))
         self._api_server: uvicorn.Server | None = None
@@ -238,7 +407,13 @@ class Agent:
             dns_tally=self.dns_tally,
         )
         self.ingress = Ingress(
-            local_api(driver, config.site, self.replicas, self.accept_offload),
+            local_api(
+                driver,
+                config.site,
+                self.replicas,
+                self.accept_offload,
+                verify_credential=self.verify_credential,
+            ),
             site=config.site,
             address=config.address,
             replicas=self.replicas,
@@ -246,17 +421,187 @@ class Agent:
             wake=self.wake,
             peers=self.spill_peers,
             locate=self.zone.locate,
+            admit=self.zone.admit,
             on_load=self._on_load,
             on_request=self.demand.request,
             on_saturated=self._on_saturated,
             hold_limit=config.hold_limit,
             hold_timeout=config.hold_timeout,
+            credential=lambda: self.credential,
+            verify_credential=self.verify_credential,
         )
 
     @property
     def endpoint(self) -> str:
         """URL of the local API, as reported to the hub."""
         return f"http://{self.config.address}:{self.config.api_port}/_edgefleet"
+
+    # -- identity --------------------------------------------------------------------------------
+
+    @property
+    def credential(self) -> str | None:
+        """This site's credential, shown to the hub and to neighbours; None before joining."""
+        return self.saved.credential if self.saved is not None else None
+
+    def verify_credential(self, token: str) -> CredentialClaims:
+        """The claims of a neighbour's or the hub's credential, checked against the fleet's
+        keys and revocations; ``CredentialError`` saying why it does not hold."""
+        return self.keyring.verify(token, now=datetime.now(UTC))
+
+    def _use_credential(self, saved: SavedCredential) -> None:
+        self.saved = saved
+        self._http.headers["Authorization"] = f"Bearer {saved.credential}"
+        self._trust_changed()
+        if saved.expires_at <= datetime.now(UTC):
+            log.error(
+                "this site's credential expired at %s: make a new join token with "
+                "`edgefleet site join-token %s` and restart the agent with it",
+                f"{saved.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+                self.config.site,
+            )
+
+    def _take_trust(self, table: RoutingTable) -> None:
+        """The routing table's keys and revocations are the fleet's newest word on them."""
+        self._table_keys = list(table.signing_keys)
+        self._revoked = list(table.revoked_credentials)
+        self._trust_changed()
+
+    def _trust_changed(self) -> None:
+        joined = self.saved.signing_keys if self.saved is not None else []
+        self.keyring.update(peer_keys(self._table_keys, joined), self._revoked)
+
+    def _no_credential(self, refused: str) -> bool:
+        """True (and said once) when this site has no credential, so neighbours refuse it."""
+        if self.credential is not None:
+            return False
+        if not self._warned_no_credential:
+            self._warned_no_credential = True
+            log.warning(
+                "site %s has no credential, so neighbours would refuse %s: start the agent "
+                "with a join token (EDGEFLEET_JOIN_TOKEN; `edgefleet site join-token %s`)",
+                self.config.site,
+                refused,
+                self.config.site,
+            )
+        return True
+
+    async def join(self) -> None:
+        """Trade the join token for this site's credential when ``join_needed``, retrying while
+        the hub cannot be reached; then every hub call carries the credential. A site that has a
+        credential already goes on using it meanwhile.
+
+        Raises ``JoinRefused`` when the hub says no and the site has no earlier credential; with
+        one, says so and goes on with it.
+        """
+        token = self.config.join_token
+        if not join_needed(self.saved, token):
+            if self.saved is None:
+                log.info(
+                    "site %s has no credential and no join token: calling the hub with %s",
+                    self.config.site,
+                    "EDGEFLEET_TOKEN" if self.config.token else "no token",
+                )
+            return
+        assert token is not None
+        body = JoinRequest(site=self.config.site).model_dump_json(by_alias=True)
+        backoff = Backoff()
+        while True:
+            try:
+                reply = await self._http.post(
+                    JOIN_PATH,
+                    content=body,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                )
+            except httpx.HTTPError as exc:
+                reason = _reason(exc)
+            else:
+                if reply.status_code != 429 and reply.status_code < 500:
+                    break
+                reason = _reason_text(reply)
+            delay = backoff.next()
+            log.warning("joining the fleet failed (%s); retrying in %.1fs", reason, delay)
+            await self._backoff_sleep(delay)
+        try:
+            saved = self._joined(reply, token)
+        except ValueError as exc:
+            if self.saved is None:
+                raise JoinRefused(
+                    f"site {self.config.site} cannot join the fleet: {exc}. Make a new join "
+                    f"token with `edgefleet site join-token {self.config.site}` and start the "
+                    "agent with it (EDGEFLEET_JOIN_TOKEN)"
+                ) from None
+            log.error(
+                "site %s could not join again: %s; going on with the credential it has "
+                "(expires at %s)",
+                self.config.site,
+                exc,
+                f"{self.saved.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+            )
+            return
+        await asyncio.to_thread(self.credentials.save, saved)
+        self._use_credential(saved)
+        log.info(
+            "site %s joined the fleet; its credential expires at %s",
+            self.config.site,
+            f"{saved.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+        )
+
+    def _joined(self, reply: httpx.Response, token: str) -> SavedCredential:
+        """The credential in the hub's answer to a join; ValueError saying what is wrong."""
+        site = self.config.site
+        if reply.status_code != 200:
+            raise ValueError(f"the hub refused the join ({_reason_text(reply)})")
+        try:
+            answer = JoinResponse.model_validate_json(reply.content)
+        except ValidationError as exc:
+            raise ValueError(f"the hub's answer is not a join answer ({_problems(exc)})") from None
+        try:
+            claims = verify(answer.credential, answer.signing_keys, now=datetime.now(UTC))
+        except CredentialError as exc:
+            raise ValueError(
+                f"the credential the hub gave does not check out with the keys it gave: "
+                f"{exc.reason} (is this machine's clock right?)"
+            ) from None
+        if answer.site != site or claims.site != site:
+            raise ValueError(f"the hub gave a credential for site {claims.site}, not {site}")
+        return SavedCredential(
+            credential=answer.credential,
+            expires_at=answer.expires_at,
+            signing_keys=answer.signing_keys,
+            join_token_sha256=token_digest(token),
+        )
+
+    async def _hub_asked(self, request: httpx.Request) -> None:
+        self._sent[request] = time.monotonic()
+
+    async def _hub_answered(self, response: httpx.Response) -> None:
+        """Say once, as an error, that the hub refuses this site's credential, and what to do;
+        the loops go on backing off and the replicas keep running."""
+        refused = self._credential_refused
+        if response.status_code == 401 and self.credential is not None:
+            # Not a join (its own token), nor a call made with the credential a join replaced.
+            sent_with = response.request.headers.get("authorization")
+            if sent_with != f"Bearer {self.credential}" or refused is not None:
+                return
+            self._credential_refused = time.monotonic()
+            await response.aread()
+            log.error(
+                "the hub refused this site's credential (%s): make a new join token with "
+                "`edgefleet site join-token %s` and restart the agent with it",
+                _reason_text(response),
+                self.config.site,
+            )
+        elif (
+            response.is_success
+            and refused is not None
+            # Only a call made since: a long-poll sent before the refusal may still succeed.
+            and self._sent.get(response.request, 0.0) > refused
+        ):
+            self._credential_refused = None
+            log.info("the hub takes this site's credential again")
 
     # -- driver side -----------------------------------------------------------------------------
 
@@ -344,6 +689,8 @@ class Agent:
         For an app not placed here (a client with a stale DNS answer), a neighbour where it
         sleeps will do too: its activator wakes it.
         """
+        if self._no_credential("requests passed on to them"):
+            return []
         tenant, app = app_id(key)
         found = self.zone.peers(tenant, app)
         if not found and key not in self.placed:
@@ -369,6 +716,11 @@ class Agent:
 
     async def _ask_neighbours(self, assignment: AppAssignment) -> None:
         """Ask the nearest neighbours, in turn, to run ``assignment``, until one accepts."""
+        credential = self.credential
+        if credential is None:
+            self._no_credential("offload requests")
+            return
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
         table = self.zone.table
         health = self.prober.health()
         request = OffloadRequest(requester=self.config.site, assignment=assignment)
@@ -379,11 +731,11 @@ class Agent:
                 continue
             if assignment.selector is not None and refuses(assignment.selector, point):
                 continue
+            if outside_regions(assignment.regions, point) is not None:
+                continue  # residency: the app never runs outside its regions
             url = f"http://{point.ip}:{point.ingress_port}/_edgefleet/offload"
             try:
-                reply = await self._peer_http.post(
-                    url, content=body, headers={"Content-Type": "application/json"}
-                )
+                reply = await self._peer_http.post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 log.warning("offload of %s to %s failed: %s", assignment.key, name, exc)
                 continue
@@ -459,9 +811,13 @@ class Agent:
     def resume(self) -> DesiredState | None:
         """Adopt what runs and converge from the cached state, before any hub call."""
         self.driver.start(self._replicas_changed)
+        saved = self.credentials.load()
+        if saved is not None:
+            self._use_credential(saved)
         routes = self.routing_cache.load()
         if routes is not None:
             self.routing_version = routes.version
+            self._take_trust(routes)
             self.refresh_zone(routes)
         cached = self.cache.load()
         if cached is not None:
@@ -509,6 +865,7 @@ class Agent:
         table = RoutingTable.model_validate(reply.json())
         await asyncio.to_thread(self.routing_cache.save, table)
         self.routing_version = table.version
+        self._take_trust(table)
         self.refresh_zone(table)
         return True
 
@@ -645,13 +1002,9 @@ class Agent:
         serving = asyncio.create_task(self._api_server.serve())
         tasks: list[asyncio.Task[Any]] = [
             serving,
-            asyncio.create_task(self._watch_loop()),
-            asyncio.create_task(self._routing_loop()),
+            asyncio.create_task(self._hub_loops()),
             asyncio.create_task(self.prober.run(self._probes_changed)),
-            asyncio.create_task(self._report_loop()),
-            asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._scale_loop()),
-            asyncio.create_task(self.demand_reporter.run()),
         ]
         log.info("agent for site %s started (hub %s)", self.config.site, self.config.hub)
         stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
@@ -663,6 +1016,23 @@ class Agent:
                     raise error
         finally:
             await self.shutdown(serving, [*tasks[1:], stopper])
+
+    async def _hub_loops(self) -> None:
+        """Join if needed, then the loops that talk to the hub. Replicas, the ingress and the
+        edge DNS run meanwhile: a site waiting for the hub keeps serving."""
+        rejoin = self.saved is not None
+        if not rejoin:
+            await self.join()
+        async with asyncio.TaskGroup() as group:
+            if rejoin:
+                # The credential the site has serves meanwhile: a new join token that the hub
+                # cannot take yet never holds up the watch or the heartbeats.
+                group.create_task(self.join())
+            group.create_task(self._watch_loop())
+            group.create_task(self._routing_loop())
+            group.create_task(self._report_loop())
+            group.create_task(self._heartbeat_loop())
+            group.create_task(self.demand_reporter.run())
 
     async def shutdown(self, serving: asyncio.Task[Any], tasks: list[asyncio.Task[Any]]) -> None:
         """Stop loops and the local API; stop replicas only when configured to."""
@@ -705,6 +1075,22 @@ def _reason_text(reply: httpx.Response) -> str:
     except ValueError:
         detail = reply.text[:200]
     return f"HTTP {reply.status_code}: {detail}"
+
+
+def _problems(exc: ValidationError) -> str:
+    """Field paths and messages of a validation error; pydantic's own text quotes the input,
+    which may be a secret."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+def _hub_tls(ca: Path | None) -> ssl.SSLContext | bool:
+    """How to check the hub's certificate: with ``ca`` when given, else the system's CAs."""
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--hub-ca {ca}: not a readable CA bundle (PEM): {exc}") from None
 
 
 def _reason(exc: BaseException) -> str:

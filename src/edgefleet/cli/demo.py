@@ -292,7 +292,7 @@ def run_demo(
             tenant, name = hello.metadata.tenant or "", hello.metadata.name
             fqdn = f"{name}.{tenant}.edge.internal"
             console.print(f"applied app {name} (tenant {tenant})")
-            path = save_context(Context("demo", fleet.hub_url))
+            path = save_context(Context("demo", fleet.hub_url, fleet.admin_token))
             console.print(f"CLI context 'demo' written to {path}: try 'edgefleet get sites'")
             wait_for(
                 lambda: all(

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from edgefleet._version import __version__
+from edgefleet.cli.identity import audit, hub_app, site_app, token_app, whoami
 from edgefleet.cli.output import (
     OutputFormat,
     apps_table,
@@ -22,11 +23,12 @@ from edgefleet.cli.output import (
     events_table,
     replicas_table,
     sites_table,
+    tenants_table,
     wire,
 )
 from edgefleet.cli.testbed import testbed_app
 from edgefleet.client import Client, HubError
-from edgefleet.model import App, Site
+from edgefleet.model import App, Site, Tenant
 from edgefleet.model.manifests import ManifestError, load_paths
 
 app = typer.Typer(
@@ -47,6 +49,8 @@ class Kind(StrEnum):
     SITES = "sites"
     APP = "app"
     APPS = "apps"
+    TENANT = "tenant"
+    TENANTS = "tenants"
 
     @property
     def singular(self) -> str:
@@ -121,7 +125,7 @@ def apply(
 
 @app.command()
 def get(
-    kind: Annotated[Kind, typer.Argument(help="sites or apps")],
+    kind: Annotated[Kind, typer.Argument(help="sites, apps or tenants")],
     name: Annotated[str | None, typer.Argument(help="One object by name.")] = None,
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help="table, wide, json or yaml.")
@@ -130,8 +134,11 @@ def get(
 ) -> None:
     """List objects, or show one."""
     with hub_session() as client:
+        found: Sequence[Site | App | Tenant]
         if kind.singular == "site":
-            found: Sequence[Site | App] = [client.get_site(name)] if name else client.list_sites()
+            found = [client.get_site(name)] if name else client.list_sites()
+        elif kind.singular == "tenant":
+            found = [client.get_tenant(name)] if name else client.list_tenants()
         else:
             found = [_find_app(client, name, tenant)] if name else client.list_apps(tenant)
     if output in (OutputFormat.JSON, OutputFormat.YAML):
@@ -140,13 +147,15 @@ def get(
     wide = output == OutputFormat.WIDE
     if kind.singular == "site":
         out.print(sites_table([s for s in found if isinstance(s, Site)], wide=wide))
+    elif kind.singular == "tenant":
+        out.print(tenants_table([t for t in found if isinstance(t, Tenant)], wide=wide))
     else:
         out.print(apps_table([a for a in found if isinstance(a, App)], wide=wide))
 
 
 @app.command()
 def describe(
-    kind: Annotated[Kind, typer.Argument(help="site or app")],
+    kind: Annotated[Kind, typer.Argument(help="site, app or tenant")],
     name: Annotated[str, typer.Argument(help="Object name.")],
     tenant: TenantOption = None,
 ) -> None:
@@ -158,6 +167,12 @@ def describe(
             out.print("[bold]Replicas:[/]")
             out.print(replicas_table(client.site_replicas(name)))
             events = client.events(kind="Site", name=name, limit=20)
+        elif kind.singular == "tenant":
+            policy = client.get_tenant(name)
+            out.print(dump(wire([policy], True), OutputFormat.YAML), markup=False)
+            out.print("[bold]Apps:[/]")
+            out.print(apps_table(client.list_apps(name)))
+            events = client.events(kind="Tenant", name=name, limit=20)
         else:
             found = _find_app(client, name, tenant)
             out.print(dump(wire([found], True), OutputFormat.YAML), markup=False)
@@ -168,15 +183,19 @@ def describe(
 
 @app.command()
 def delete(
-    kind: Annotated[Kind, typer.Argument(help="app or site")],
+    kind: Annotated[Kind, typer.Argument(help="app, site or tenant")],
     name: Annotated[str, typer.Argument(help="Object name.")],
     tenant: TenantOption = None,
 ) -> None:
-    """Delete an app (its replicas stop everywhere) or a site."""
+    """Delete an app (its replicas stop everywhere), a site, or a tenant's policy (its apps
+    stay)."""
     with hub_session() as client:
         if kind.singular == "site":
             client.delete_site(name)
             out.print(f"site/{name} deleted")
+        elif kind.singular == "tenant":
+            client.delete_tenant(name)
+            out.print(f"tenant/{name} deleted (its apps stay, without its policy)")
         else:
             found = _find_app(client, name, tenant)
             client.delete_app(found.metadata.tenant or "", name)
@@ -214,7 +233,7 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-@app.command()
+@hub_app.command("serve")
 def hub(
     db: Annotated[
         str, typer.Option(help="sqlite:///PATH (default) or postgresql://USER@HOST:PORT/DB.")
@@ -236,19 +255,62 @@ def hub(
     demand_tau: Annotated[
         float, typer.Option(help="Time constant of the decayed demand rates, seconds.")
     ] = 60.0,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS with server.crt/server.key of 'edgefleet hub init --dir'."),
+    ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http", help="Serve plain HTTP instead (only on a loopback address)."
+        ),
+    ] = False,
+    oidc_config: Annotated[
+        Path | None,
+        typer.Option(help="YAML of the OIDC provider whose JWTs the hub accepts (issuer, ...)."),
+    ] = None,
+    auth_failure_burst: Annotated[
+        float,
+        typer.Option(help="Failed authentications a source may make before it gets 429.", min=1),
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
     """Run the hub: API, store, placement, site health and the central DNS."""
     from edgefleet.hub.runtime import HubConfig
     from edgefleet.hub.server import serve
+    from edgefleet.hub.tls import HubPki, is_loopback
 
     _setup_logging(log_level)
     host, port = _split_listen(listen)
-    if host not in {"127.0.0.1", "localhost", "::1"} and not host.startswith("127."):
-        err.print(
-            f"[yellow]warning:[/] serving plain HTTP on {host}: anyone who can reach it "
-            "can change the fleet"
+    tls_cert = tls_key = None
+    if tls_dir is not None and insecure_http:
+        fail("--tls-dir and --insecure-http: choose one")
+    if tls_dir is not None:
+        pki = HubPki(tls_dir)
+        for path in (pki.server_cert, pki.server_key):
+            if not path.is_file():
+                fail(
+                    f"--tls-dir {tls_dir}: no {path.name}; run 'edgefleet hub init --dir {tls_dir}'"
+                )
+        tls_cert, tls_key = str(pki.server_cert), str(pki.server_key)
+    elif not insecure_http:
+        fail(
+            "the hub serves HTTPS: run 'edgefleet hub init' and pass --tls-dir DIR, or pass "
+            "--insecure-http to serve plain HTTP on a loopback address"
         )
+    elif not is_loopback(host):
+        fail(
+            f"--listen {listen}: plain HTTP is only served on loopback (127.0.0.1, ::1); "
+            "anyone who can reach it could read tokens: use --tls-dir"
+        )
+    oidc = None
+    if oidc_config is not None:
+        from edgefleet.hub.oidc import OidcConfig
+
+        try:
+            oidc = OidcConfig.from_file(oidc_config)
+        except (ValueError, OSError) as exc:
+            fail(str(exc))
     dns_host, dns_port = ("127.0.0.1", -1) if dns_listen == "off" else _split_listen(dns_listen)
     config = HubConfig(
         db=db,
@@ -261,6 +323,10 @@ def hub(
         dns_answers=dns_answers,
         placement_resync=placement_resync,
         demand_tau=demand_tau,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        oidc=oidc,
+        auth_failure_burst=auth_failure_burst,
     )
     serve(config, log_level=log_level)
 
@@ -314,12 +380,30 @@ def agent(
     hold_timeout: Annotated[
         float, typer.Option(help="Seconds a request waits for a replica to start.")
     ] = 30.0,
+    join_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EDGEFLEET_JOIN_TOKEN",
+            show_default=False,
+            help="One-time token from `edgefleet site join-token SITE`, traded for the site's "
+            "credential (kept in --state-dir). Prefer the environment variable: a command "
+            "line is visible to every user of the machine.",
+        ),
+    ] = None,
+    hub_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA bundle (PEM) to check an https hub's certificate with."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
-    """Run a site's agent: watch the hub, run replicas, report status."""
+    """Run a site's agent: watch the hub, run replicas, report status.
+
+    The first start of a site needs a join token (EDGEFLEET_JOIN_TOKEN); the agent keeps the
+    credential it gets for it in its state dir and uses it from then on.
+    """
     import os
 
-    from edgefleet.agent.service import Agent, AgentConfig, make_driver
+    from edgefleet.agent.service import Agent, AgentConfig, JoinRefused, make_driver
 
     _setup_logging(log_level)
     config = AgentConfig(
@@ -329,6 +413,8 @@ def agent(
         address=address,
         api_port=api_port,
         token=os.environ.get("EDGEFLEET_TOKEN"),
+        join_token=join_token or None,
+        hub_ca=hub_ca,
         heartbeat_interval=heartbeat_interval,
         stop_replicas_on_exit=stop_replicas_on_exit,
         dns_port=dns_port,
@@ -349,10 +435,14 @@ def agent(
     try:
         import uvloop
     except ImportError:  # not on every platform
-        asyncio.run(instance.run())
+        run = asyncio.run
     else:
         # The ingress costs less CPU per request on uvloop (bench/ingress_overhead.py).
-        uvloop.run(instance.run())
+        run = uvloop.run
+    try:
+        run(instance.run())
+    except JoinRefused as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -392,6 +482,11 @@ def demo(
 
 
 app.add_typer(testbed_app, name="testbed")
+app.add_typer(hub_app, name="hub")
+app.add_typer(token_app, name="token")
+app.add_typer(site_app, name="site")
+app.command("whoami")(whoami)
+app.command("audit")(audit)
 
 dns_app = typer.Typer(help="The fleet's DNS: ask it, and see why it answers what it does.")
 app.add_typer(dns_app, name="dns")

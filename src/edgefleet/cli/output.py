@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from edgefleet.model import App, Event, PlacementMode, ReplicaState, Site
+from edgefleet.model import App, Event, PlacementMode, ReplicaState, Site, Tenant
+from edgefleet.placement.policy import format_cpu, format_memory
 
 
 class OutputFormat(StrEnum):
@@ -34,7 +35,7 @@ def age(since: datetime | None, now: datetime | None = None) -> str:
     return f"{max(seconds, 0)}s"
 
 
-def wire(objs: Sequence[Site | App], single: bool) -> Any:
+def wire(objs: Sequence[Site | App | Tenant], single: bool) -> Any:
     """Objects as JSON-ready data: one object, or a List like kubectl."""
     items = [o.model_dump(mode="json", by_alias=True, exclude_none=True) for o in objs]
     if single:
@@ -122,6 +123,40 @@ def apps_table(apps: Sequence[App], *, wide: bool = False) -> Table:
             if policy.weights:
                 how += ", weighted"
             row += [f"{workload.type}: {what}", how, status.message or ""]
+        table.add_row(*row)
+    return table
+
+
+def _used(used: float, limit: float | None, show: Callable[[Any], str]) -> str:
+    """``7.5/8``: what is taken of a limit, or just what is taken without one."""
+    return show(used) + ("" if limit is None else f"/{show(limit)}")
+
+
+def tenants_table(tenants: Sequence[Tenant], *, wide: bool = False) -> Table:
+    """``get tenants``: each tenant's residency, what its apps take of its quota, its access."""
+    table = Table(box=None, header_style="bold")
+    columns = ["NAME", "REGIONS", "APPS", "REPLICAS", "CPU", "MEMORY", "ACCESS", "AGE"]
+    if wide:
+        columns += ["NETWORKS", "CLIENT REGIONS"]
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for tenant in tenants:
+        spec, status = tenant.spec, tenant.status
+        access = spec.access
+        row = [
+            tenant.metadata.name,
+            ",".join(spec.regions) or "any",
+            str(status.apps),
+            _used(status.replicas, spec.quota.replicas, str),
+            _used(status.cpu, spec.quota.cpu, format_cpu),
+            _used(status.memory, spec.quota.memory, format_memory),
+            "any"
+            if access.open
+            else f"{len(access.networks)} networks, {len(access.regions)} regions",
+            age(tenant.metadata.creation_timestamp),
+        ]
+        if wide:
+            row += [",".join(access.networks) or "-", ",".join(access.regions) or "-"]
         table.add_row(*row)
     return table
 

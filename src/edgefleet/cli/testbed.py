@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgefleet.testbed.bed import Testbed, TestbedError
+from edgefleet.testbed.bed import ADMIN_TOKEN_FILE, Testbed, TestbedError
 from edgefleet.testbed.topology import default_topology, load_topology
 from edgefleet.testbed.wan import WanControlError
 
@@ -68,7 +68,11 @@ def up(
     except TestbedError as exc:
         fail(f"{exc}; `edgefleet testbed down --workdir {workdir}` removes what was made")
     _print_status(bed)
-    out.print(f"hub: {bed.hub_url}  (export EDGEFLEET_HUB={bed.hub_url})")
+    out.print(f"hub: {bed.hub_url}; to use it from this shell:")
+    out.print(
+        f"  export EDGEFLEET_HUB={bed.hub_url} EDGEFLEET_CA={bed.pki.ca_cert} "
+        f"EDGEFLEET_TOKEN=$(cat {bed.workdir / ADMIN_TOKEN_FILE})"
+    )
 
 
 @testbed_app.command("down")

@@ -1,6 +1,6 @@
 """CLI contexts: which hub to talk to, like a kubeconfig.
 
-``EDGEFLEET_HUB`` / ``EDGEFLEET_TOKEN`` win; else the current context of
+``EDGEFLEET_HUB`` / ``EDGEFLEET_TOKEN`` / ``EDGEFLEET_CA`` win; else the current context of
 ``~/.config/edgefleet/config.yaml`` (``EDGEFLEET_CONFIG`` names another file); else the default
 hub on loopback.
 """
@@ -24,6 +24,8 @@ class Context:
     name: str
     hub: str
     token: str | None = None
+    ca: str | None = None
+    """CA certificate file that signed the hub's certificate (from ``edgefleet hub init``)."""
 
 
 def config_path() -> Path:
@@ -57,7 +59,8 @@ def load_context(name: str | None = None) -> Context:
     entry = contexts.get(chosen) or {}
     hub = os.environ.get("EDGEFLEET_HUB") or entry.get("hub") or DEFAULT_HUB
     token = os.environ.get("EDGEFLEET_TOKEN") or entry.get("token")
-    return Context(name=chosen or "default", hub=hub.rstrip("/"), token=token)
+    ca = os.environ.get("EDGEFLEET_CA") or entry.get("ca")
+    return Context(name=chosen or "default", hub=hub.rstrip("/"), token=token, ca=ca)
 
 
 def save_context(context: Context, *, make_current: bool = True) -> Path:
@@ -68,6 +71,8 @@ def save_context(context: Context, *, make_current: bool = True) -> Path:
     entry: dict[str, Any] = {"hub": context.hub}
     if context.token:
         entry["token"] = context.token
+    if context.ca:
+        entry["ca"] = context.ca
     contexts[context.name] = entry
     if make_current:
         data["current-context"] = context.name

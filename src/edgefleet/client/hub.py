@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import ssl
+from pathlib import Path
+from typing import Any, overload
 
 import httpx
 
@@ -15,7 +17,9 @@ from edgefleet.model import (
     RoutingTable,
     Site,
     SiteReporting,
+    Tenant,
 )
+from edgefleet.model.access import AuditRecord, NewToken, TokenInfo, WhoAmI
 
 
 class HubError(Exception):
@@ -41,6 +45,19 @@ class HubError(Exception):
         return str(self.detail)
 
 
+def verify_with(ca: str | Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies the hub with: the fleet's CA when given, else the system's CAs."""
+    if ca is None:
+        return True
+    path = Path(ca).expanduser()
+    if not path.is_file():
+        raise ValueError(f"CA file {path} does not exist: give the ca.crt of 'edgefleet hub init'")
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:
+        raise ValueError(f"CA file {path} holds no usable certificate: {exc}") from exc
+
+
 def _outcome(reply: httpx.Response) -> str:
     fallback = "created" if reply.status_code == 201 else "configured"
     return str(reply.headers.get("X-Edgefleet-Outcome", fallback))
@@ -54,14 +71,19 @@ class Client:
         hub: str | None = None,
         *,
         token: str | None = None,
+        ca: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        context = load_context() if hub is None else Context("explicit", hub, token)
+        context = load_context() if hub is None else Context("explicit", hub, token, ca)
         self.hub = context.hub.rstrip("/")
         headers = {"Authorization": f"Bearer {context.token}"} if context.token else {}
         self._http = httpx.Client(
-            base_url=self.hub, headers=headers, timeout=timeout, transport=transport
+            base_url=self.hub,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=verify_with(context.ca),
         )
 
     def close(self) -> None:
@@ -89,13 +111,23 @@ class Client:
 
     # -- objects ---------------------------------------------------------------------------------
 
-    def apply(self, obj: Site | App) -> tuple[Site | App, str]:
+    @overload
+    def apply(self, obj: Site) -> tuple[Site, str]: ...
+    @overload
+    def apply(self, obj: App) -> tuple[App, str]: ...
+    @overload
+    def apply(self, obj: Tenant) -> tuple[Tenant, str]: ...
+
+    def apply(self, obj: Site | App | Tenant) -> tuple[Site | App | Tenant, str]:
         """Create or update; returns the stored object and created, configured or unchanged."""
         body = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
         body.pop("status", None)
         if isinstance(obj, Site):
             reply = self._call("PUT", f"/api/v1/sites/{obj.metadata.name}", json=body)
             return Site.model_validate(reply.json()), _outcome(reply)
+        if isinstance(obj, Tenant):
+            reply = self._call("PUT", f"/api/v1/tenants/{obj.metadata.name}", json=body)
+            return Tenant.model_validate(reply.json()), _outcome(reply)
         path = f"/api/v1/tenants/{obj.metadata.tenant}/apps/{obj.metadata.name}"
         reply = self._call("PUT", path, json=body)
         return App.model_validate(reply.json()), _outcome(reply)
@@ -138,6 +170,25 @@ class Client:
     def delete_app(self, tenant: str, name: str) -> None:
         """Delete an app."""
         self._call("DELETE", f"/api/v1/tenants/{tenant}/apps/{name}")
+
+    def list_tenants(self) -> list[Tenant]:
+        """Every tenant with a policy."""
+        items = self._call("GET", "/api/v1/tenants").json()["items"]
+        return [Tenant.model_validate(i) for i in items]
+
+    def get_tenant(self, name: str) -> Tenant:
+        """One tenant's policy, with what its apps take now."""
+        return Tenant.model_validate(self._call("GET", f"/api/v1/tenants/{name}").json())
+
+    def create_tenant(self, tenant: Tenant) -> Tenant:
+        """Create a tenant's policy; HubError 409 if it has one."""
+        body = tenant.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body.pop("status", None)
+        return Tenant.model_validate(self._call("POST", "/api/v1/tenants", json=body).json())
+
+    def delete_tenant(self, name: str) -> None:
+        """Delete a tenant's policy (its apps stay)."""
+        self._call("DELETE", f"/api/v1/tenants/{name}")
 
     def app_demand(self, tenant: str, name: str) -> list[AppDemand]:
         """The app's decayed demand per origin site, busiest first."""
@@ -183,3 +234,55 @@ class Client:
         """The hub's version."""
         version: str = self._call("GET", "/api/v1/version").json()["version"]
         return version
+
+    # -- identity --------------------------------------------------------------------------------
+
+    def whoami(self) -> WhoAmI:
+        """Who the hub takes this client's token for."""
+        return WhoAmI.model_validate(self._call("GET", "/api/v1/whoami").json())
+
+    def create_token(
+        self, name: str, role: str, *, tenants: list[str] | None = None, ttl: float | None = None
+    ) -> NewToken:
+        """Make a token (its secret is in the answer only); ``ttl`` None: never expires."""
+        body = {"name": name, "role": role, "tenants": tenants or [], "ttl": ttl}
+        return NewToken.model_validate(self._call("POST", "/api/v1/tokens", json=body).json())
+
+    def list_tokens(self, *, kind: str | None = None, site: str | None = None) -> list[TokenInfo]:
+        """Every token, join token and site credential (no secrets)."""
+        params = {k: v for k, v in (("kind", kind), ("site", site)) if v}
+        reply = self._call("GET", "/api/v1/tokens", params=params)
+        return [TokenInfo.model_validate(t) for t in reply.json()]
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke a token or site credential, from the next request on."""
+        self._call("DELETE", f"/api/v1/tokens/{token_id}")
+
+    def join_token(self, site: str, *, ttl: float = 3600.0) -> NewToken:
+        """A one-time join token for ``site``'s agent."""
+        reply = self._call("POST", f"/api/v1/sites/{site}/join-tokens", json={"ttl": ttl})
+        return NewToken.model_validate(reply.json())
+
+    def audit(
+        self,
+        *,
+        subject: str | None = None,
+        tenant: str | None = None,
+        action: str | None = None,
+        failed: bool | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """The newest audit entries matching every filter, oldest first."""
+        params: dict[str, Any] = {"limit": limit}
+        for key, value in (
+            ("subject", subject),
+            ("tenant", tenant),
+            ("action", action),
+            ("failed", failed),
+            ("since", since),
+        ):
+            if value is not None:
+                params[key] = value
+        reply = self._call("GET", "/api/v1/audit", params=params)
+        return [AuditRecord.model_validate(e) for e in reply.json()]

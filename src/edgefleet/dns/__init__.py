@@ -7,7 +7,7 @@ authoritative for ``edge.internal.``; an app is ``<app>.<tenant>.edge.internal``
 
 from edgefleet.dns.responder import EDNS_PAYLOAD, Answer, Responder, resolve, soa_serial
 from edgefleet.dns.server import DnsServer, WireHandler, run_dns_server
-from edgefleet.dns.zone import ORIGIN, Client, FleetZone, Lookup, StaticZone, Target
+from edgefleet.dns.zone import ORIGIN, Client, FleetZone, Lookup, Refused, StaticZone, Target
 
 __all__ = [
     "EDNS_PAYLOAD",
@@ -17,6 +17,7 @@ __all__ = [
     "DnsServer",
     "FleetZone",
     "Lookup",
+    "Refused",
     "Responder",
     "StaticZone",
     "Target",

@@ -30,7 +30,10 @@ Everything else, in the order checked:
   TSIG-signed query: NOTAUTH (RFC 8945 5.2; we hold no keys);
 * EDNS version above 0: BADVERS with our OPT, version 0 (RFC 6891 6.1.3);
 * class other than IN, AXFR or IXFR (the zone is computed, not transferred), a name outside
-  the zone: REFUSED without AA.
+  the zone: REFUSED without AA;
+* a name of an app (or below it) that the client may not reach (``zone.lookup`` raises
+  ``Refused``: the app's access rules): REFUSED without AA, cached like any answer for the
+  client's key.
 
 The question is echoed as asked and answers are owned by that name, so 0x20 case survives;
 names are matched case-blind (RFC 4343). RRsets keep the zone's order (best target first): not
@@ -94,7 +97,7 @@ import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 import dns.rrset
 
-from edgefleet.dns.zone import Client, FleetZone, Target
+from edgefleet.dns.zone import Client, FleetZone, Refused, Target
 
 __all__ = ["EDNS_PAYLOAD", "Answer", "Responder", "resolve"]
 
@@ -213,7 +216,12 @@ def resolve(
         return records.addresses(qname, qtype, site)
     if depth == 1:
         return records.nodata() if zone.has_tenant(top) else records.nxdomain()
-    lookup = zone.lookup(top, path[1], client)
+    try:
+        lookup = zone.lookup(top, path[1], client)
+    except Refused as refusal:
+        return Answer(
+            rcode=dns.rcode.REFUSED, authoritative=False, scope_prefix=refusal.scope_prefix
+        )
     if lookup is None:
         return records.nxdomain()
     scope = lookup.scope_prefix

@@ -1,4 +1,5 @@
-"""What the edge and central zones share: a routing table and the targets it names."""
+"""What the edge and central zones share: a routing table, the targets it names, and the apps'
+access rules (``edgefleet.routing.access``), which both enforce by answering REFUSED."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from collections.abc import Mapping
 
 import dns.name
 
-from edgefleet.dns.zone import Lookup, Target, target_for
+from edgefleet.dns.zone import Client, Lookup, Refused, Target, target_for
+from edgefleet.routing.access import allows, distinct_networks, holding
 from edgefleet.routing.answer import choose
-from edgefleet.routing.table import Origin, RouteTable, SitePoint
+from edgefleet.routing.table import Network, Origin, RouteTable, SitePoint
 
 ZONE = dns.name.from_text("edge.internal.")
 """The fleet's zone."""
@@ -30,10 +32,37 @@ class RoutedZone:
         self._max_answers = max_answers
         self.table = RouteTable(version="")
         self._tenants: frozenset[str] = frozenset()
+        self._access_networks: tuple[Network, ...] = ()
 
     def _take(self, table: RouteTable) -> None:
         self.table = table
         self._tenants = frozenset(tenant for tenant, _ in table.apps)
+        self._access_networks = distinct_networks(table.access.values())
+
+    def access_key(self, client: Client) -> frozenset[int]:
+        """What every access decision of this table can tell of the client's address: which of
+        the networks the apps' rules name hold it (part of the responders' cache key)."""
+        if not self._access_networks:
+            return frozenset()
+        return holding(self._access_networks, client.subnet or client.source)
+
+    def check_access(self, tenant: str, app: str, client: Client, region: str | None) -> None:
+        """Raise ``Refused`` when ``client``, in ``region``, may not reach the app."""
+        access = self.table.access.get((tenant, app))
+        if access is None:
+            return
+        reason = allows(access, client.subnet or client.source, region)
+        if reason is not None:
+            # Judged on the whole subnet: the refusal holds for it, not for wider ones.
+            scope = client.subnet.prefixlen if client.subnet is not None else 0
+            raise Refused(reason, scope_prefix=scope)
+
+    def access_scope(self, tenant: str, app: str, client: Client, scope_prefix: int) -> int:
+        """The ECS scope of an answer for an app with access rules: the client's whole subnet
+        (another client of a wider scope may be judged otherwise), else ``scope_prefix``."""
+        if client.subnet is not None and (tenant, app) in self.table.access:
+            return max(scope_prefix, client.subnet.prefixlen)
+        return scope_prefix
 
     def _lookup(
         self,

@@ -84,6 +84,18 @@ class Lookup:
             raise ValueError(f"scope_prefix must be 0 to 128, not {self.scope_prefix}")
 
 
+class Refused(Exception):
+    """The client may not have an answer for this name (an app's access rules): the responder
+    answers REFUSED (RFC 1035 4.1.1: the server refuses "for policy reasons")."""
+
+    def __init__(self, reason: str, *, scope_prefix: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        """Why, for logs."""
+        self.scope_prefix = scope_prefix
+        """RFC 7871 SCOPE PREFIX-LENGTH of the refusal, when the query had ECS."""
+
+
 @dataclass(frozen=True)
 class Client:
     """Who asks, as far as the DNS can tell."""
@@ -117,7 +129,8 @@ class FleetZone(Protocol):
         ...
 
     def lookup(self, tenant: str, app: str, client: Client) -> Lookup | None:
-        """The serving sites of ``app`` of ``tenant`` for ``client``; None if no such app."""
+        """The serving sites of ``app`` of ``tenant`` for ``client``; None if no such app.
+        Raises ``Refused`` when the client may not reach the app."""
         ...
 
     def has_tenant(self, tenant: str) -> bool:

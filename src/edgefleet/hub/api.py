@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from edgefleet._version import __version__
-from edgefleet.hub.routes import agent, apps, dns, events, sites
+from edgefleet.hub.audit import AuditLog
+from edgefleet.hub.auth import EmptyList, guard, list_body
+from edgefleet.hub.routes import agent, apps, dns, events, identity, sites, tenants
 from edgefleet.hub.runtime import Hub, HubConfig, lifespan
 from edgefleet.hub.store import Conflict, NotFound
 from edgefleet.model import RoutingTable
@@ -25,10 +27,21 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
         version=__version__,
         description="Run applications across thousands of edge sites.",
         lifespan=lifespan,
+        # Every route authenticates and authorizes its caller (edgefleet.hub.auth).
+        dependencies=[Depends(guard)],
     )
     app.state.hub = hub
-    for router in (sites.router, apps.router, events.router, agent.router, dns.router):
+    app.add_middleware(AuditLog, hub=hub)
+    for router in (
+        sites.router,
+        apps.router,
+        events.router,
+        agent.router,
+        dns.router,
+        tenants.router,
+    ):
         app.include_router(router)
+    app.include_router(identity.router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str | bool]:
@@ -58,6 +71,10 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(EmptyList)
+    async def _empty(_request: Request, exc: EmptyList) -> JSONResponse:
+        return JSONResponse(list_body(exc.kind))
 
     @app.exception_handler(Conflict)
     async def _conflict(_request: Request, exc: Conflict) -> JSONResponse:

@@ -26,8 +26,11 @@ from edgefleet.model import (
     Site,
     SitePhase,
     SiteSelector,
+    TenantSpec,
 )
 from edgefleet.placement import AppKey, AppView, SiteName, SiteView, Usage, place_fleet
+from edgefleet.placement.policy import effective_regions, residency_shortfall, resident_selector
+from edgefleet.placement.quota import Placed, Quota, QuotaApp, cap_to_quotas
 from edgefleet.placement.traffic import Demand, Share, TrafficApp, TrafficParams, place_traffic
 
 log = logging.getLogger(__name__)
@@ -152,6 +155,79 @@ def app_view(app: App) -> AppView:
     )
 
 
+def resident(app: App, tenant: TenantSpec | None) -> App | str:
+    """``app`` with its selector narrowed to its effective residency (its tenant's regions and
+    its own), or why no region is left for it."""
+    selector = resident_selector(app.spec.placement.selector, effective_regions(tenant, app.spec))
+    if selector is None:
+        why = residency_shortfall(
+            tenant=app.metadata.tenant or "", tenant_spec=tenant, spec=app.spec
+        )
+        return why or "placed nowhere: no region is left for the app"
+    if selector == app.spec.placement.selector:
+        return app
+    placement = app.spec.placement.model_copy(update={"selector": selector})
+    return app.model_copy(update={"spec": app.spec.model_copy(update={"placement": placement})})
+
+
+def quotas_of(tenants: Mapping[str, TenantSpec]) -> dict[str, Quota]:
+    """Each tenant's quota as placement takes it."""
+    return {
+        name: Quota(replicas=spec.quota.replicas, cpu=spec.quota.cpu, memory=spec.quota.memory)
+        for name, spec in tenants.items()
+    }
+
+
+def quota_app(app: App) -> QuotaApp:
+    """What quotas need to know about an app."""
+    return QuotaApp(
+        key=AppKey(app.key),
+        tenant=app.metadata.tenant or "",
+        cpu=app.spec.resources.cpu,
+        memory=app.spec.resources.memory,
+    )
+
+
+def within_quotas(
+    apps: Sequence[App],
+    placed: dict[AppKey, dict[SiteName, SiteShare]],
+    quotas: Mapping[str, Quota],
+    messages: dict[AppKey, str],
+) -> None:
+    """Cut ``placed`` (in place) to the tenants' quotas, ``apps`` in priority order; each app
+    cut gets its message in ``messages`` (replacing one from an earlier cut)."""
+    if not quotas:
+        return
+    cut = cap_to_quotas(
+        [quota_app(a) for a in apps],
+        {
+            key: {
+                site: Placed(share.replicas, max(share.replicas, share.max_replicas or 0))
+                for site, share in by_site.items()
+            }
+            for key, by_site in placed.items()
+        },
+        quotas,
+    )
+    for app in apps:
+        key = AppKey(app.key)
+        before = placed.get(key, {})
+        placed[key] = {
+            site: (
+                SiteShare(share.replicas)
+                if before[site].max_replicas is None
+                else SiteShare(
+                    share.replicas,
+                    min(before[site].min_replicas or 0, share.replicas),
+                    share.ceiling,
+                )
+            )
+            for site, share in cut.placed.get(key, {}).items()
+        }
+        if key in cut.messages:
+            messages[key] = cut.messages[key]
+
+
 def _describe(by_site: dict[str, int]) -> str:
     return ", ".join(f"{site}={n}" for site, n in sorted(by_site.items())) or "no replicas"
 
@@ -206,14 +282,25 @@ class PlacementController:
             self._store.list_apps(),
             key=lambda a: (a.metadata.creation_timestamp, a.metadata.tenant, a.metadata.name),
         )
+        tenants = {t.metadata.name: t.spec for t in self._store.list_tenants()}
         shares = self._store.shares()
         current = {
             AppKey(f"{t}/{n}"): {SiteName(s): share for s, share in by_site.items()}
             for (t, n), by_site in shares.items()
         }
         views = [site_view(s) for s in sites]
-        explicit = [a for a in apps if a.spec.placement.mode != PlacementMode.TRAFFIC]
-        traffic = [a for a in apps if a.spec.placement.mode == PlacementMode.TRAFFIC]
+        # Residency: each app is placed only in its effective regions; one with none is not.
+        shortfalls: dict[AppKey, str] = {}
+        placeable: list[App] = []
+        for app in apps:
+            narrowed = resident(app, tenants.get(app.metadata.tenant or ""))
+            if isinstance(narrowed, str):
+                shortfalls[AppKey(app.key)] = narrowed
+            else:
+                placeable.append(narrowed)
+        quotas = quotas_of(tenants)
+        explicit = [a for a in placeable if a.spec.placement.mode != PlacementMode.TRAFFIC]
+        traffic = [a for a in placeable if a.spec.placement.mode == PlacementMode.TRAFFIC]
         explicit_views = [app_view(a) for a in explicit]
         result = place_fleet(
             explicit_views,
@@ -229,7 +316,10 @@ class PlacementController:
             key: {site: explicit_share(n, function=key in functions) for site, n in by_site.items()}
             for key, by_site in result.replicas.items()
         }
-        shortfalls: dict[AppKey, str] = dict(result.shortfalls)
+        shortfalls.update(result.shortfalls)
+        # Quotas: explicit apps first, so traffic apps take capacity only from what they keep.
+        quota_messages: dict[AppKey, str] = {}
+        within_quotas(explicit, placed, quotas, quota_messages)
         if traffic:
             demand = self._store.demand_matrix(now, self._tau)
             followed = place_traffic(
@@ -245,7 +335,16 @@ class PlacementController:
                     }
                     for a in traffic
                 },
-                used=usage_of(result.replicas, explicit_views),
+                used=usage_of(
+                    {
+                        key: {
+                            site: share.replicas or (share.max_replicas or 0)
+                            for site, share in by_site.items()
+                        }
+                        for key, by_site in placed.items()
+                    },
+                    explicit_views,
+                ),
                 params=self._params,
             )
             for key, by_site in followed.shares.items():
@@ -254,6 +353,9 @@ class PlacementController:
                     for site, s in by_site.items()
                 }
             shortfalls.update(followed.shortfalls)
+            within_quotas(placeable, placed, quotas, quota_messages)
+        for key, message in quota_messages.items():
+            shortfalls[key] = f"{shortfalls[key]}; {message}" if key in shortfalls else message
         placement: dict[AppId, tuple[int, dict[str, SiteShare]]] = {}
         statuses: dict[AppId, tuple[int, str | None]] = {}
         new_events: list[Event] = []

@@ -2,7 +2,9 @@
 
 A client is located by its EDNS Client Subnet, else by its source address, against the sites'
 client networks (longest prefix). Sites that most neighbours' probes call down are left out at
-once, before the hub's own heartbeat verdict.
+once, before the hub's own heartbeat verdict. A client that an app's access rules do not let in
+(judged by its address and the region of the site it is located at; an unlocated client has no
+region) is answered REFUSED.
 """
 
 from __future__ import annotations
@@ -51,14 +53,19 @@ class CentralZone(RoutedZone):
         return self._version
 
     def client_key(self, client: Client) -> Hashable:
-        """Answers depend on the client only through the site it is located at."""
-        return locate(self.table, client.subnet or client.source)
+        """Answers depend on the client only through the site it is located at, and through
+        which of the networks of the apps' access rules hold it."""
+        return locate(self.table, client.subnet or client.source), self.access_key(client)
 
     def lookup(self, tenant: str, app: str, client: Client) -> Lookup | None:
-        """Nearest healthy serving sites to the client's site."""
+        """Nearest healthy serving sites to the client's site; ``Refused`` when the app's
+        access rules do not let the client in."""
         origin, prefix = locate(self.table, client.subnet or client.source)
+        point = self.table.sites.get(origin.site) if origin.site is not None else None
+        self.check_access(tenant, app, client, point.region if point is not None else None)
         health = dict.fromkeys(self._down, False)
-        return self._lookup(tenant, app, origin, scope_prefix=prefix, health=health)
+        scope = self.access_scope(tenant, app, client, prefix)
+        return self._lookup(tenant, app, origin, scope_prefix=scope, health=health)
 
 
 async def start_central_dns(hub: Hub) -> DnsServer:

@@ -13,21 +13,43 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edgefleet.hub.store import Store
-from edgefleet.model import App, AppRoutes, RouteEndpoint, RouteSite, RoutingTable, Site, SitePhase
+from edgefleet.model import (
+    App,
+    AppRoutes,
+    PublicKey,
+    RouteAccess,
+    RouteEndpoint,
+    RouteSite,
+    RoutingTable,
+    Site,
+    SitePhase,
+    Tenant,
+)
+from edgefleet.placement.policy import access_rules, effective_regions
 
 log = logging.getLogger(__name__)
 
 
-def build_routing_table(sites: Sequence[Site], apps: Sequence[App]) -> RoutingTable:
+def build_routing_table(
+    sites: Sequence[Site],
+    apps: Sequence[App],
+    *,
+    signing_keys: Sequence[PublicKey] = (),
+    revoked_credentials: Sequence[str] = (),
+    tenants: Sequence[Tenant] = (),
+) -> RoutingTable:
     """The routing table for these sites and apps; its version is a hash of its content.
 
     An endpoint is a site where the app has desired or ready replicas, or is placed at zero
     (wakeable). Headroom is the share of the site's replica slots still free, the same for every
-    app there.
+    app there. Each app carries its effective residency and access rules (its tenant's policy,
+    from ``tenants``, and its own; ``edgefleet.placement.policy``), which every DNS and ingress
+    of the fleet enforces.
     """
+    policies = {t.metadata.name: t.spec for t in tenants}
     route_sites = [
         RouteSite(
             name=s.metadata.name,
@@ -54,6 +76,11 @@ def build_routing_table(sites: Sequence[Site], apps: Sequence[App]) -> RoutingTa
     }
     routes = []
     for app in sorted(apps, key=lambda a: (a.metadata.tenant or "", a.metadata.name)):
+        tenant = app.metadata.tenant or ""
+        regions = effective_regions(policies.get(tenant), app.spec)
+        rules = access_rules(
+            tenant=tenant, tenant_spec=policies.get(tenant), app=app.metadata.name, spec=app.spec
+        )
         endpoints = [
             RouteEndpoint(
                 site=p.site,
@@ -70,9 +97,20 @@ def build_routing_table(sites: Sequence[Site], apps: Sequence[App]) -> RoutingTa
                 app=app.metadata.name,
                 max_latency_ms=app.spec.placement.max_latency_ms,
                 endpoints=endpoints,
+                regions=None if regions is None else sorted(regions),
+                access=[
+                    RouteAccess(who=who, networks=list(rule.networks), regions=list(rule.regions))
+                    for who, rule in rules
+                ],
             )
         )
-    content = RoutingTable(version="", sites=route_sites, apps=routes)
+    content = RoutingTable(
+        version="",
+        sites=route_sites,
+        apps=routes,
+        signing_keys=list(signing_keys),
+        revoked_credentials=list(revoked_credentials),
+    )
     digest = hashlib.sha256(
         json.dumps(content.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()[:16]
@@ -82,8 +120,16 @@ def build_routing_table(sites: Sequence[Site], apps: Sequence[App]) -> RoutingTa
 class RoutingState:
     """The current routing table of this hub, and the agents waiting for a new one."""
 
-    def __init__(self, store: Store, *, refresh: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        refresh: float = 1.0,
+        identity: Callable[[], tuple[list[PublicKey], list[str]]] | None = None,
+    ) -> None:
         self._store = store
+        # The hub's public keys and the revoked site credentials, which sites check peers with.
+        self._identity = identity
         self._refresh = refresh
         self.table = RoutingTable(version="")
         self._dirty = asyncio.Event()
@@ -97,10 +143,15 @@ class RoutingState:
 
     async def rebuild(self) -> bool:
         """Rebuild now; True if the table changed."""
-        sites, apps = await asyncio.to_thread(
-            lambda: (self._store.list_sites(), self._store.list_apps())
+        sites, apps, tenants = await asyncio.to_thread(
+            lambda: (self._store.list_sites(), self._store.list_apps(), self._store.list_tenants())
         )
-        table = build_routing_table(sites, apps)
+        keys, revoked = (
+            await asyncio.to_thread(self._identity) if self._identity is not None else ([], [])
+        )
+        table = build_routing_table(
+            sites, apps, signing_keys=keys, revoked_credentials=revoked, tenants=tenants
+        )
         if table.version == self.table.version:
             return False
         self.table = table

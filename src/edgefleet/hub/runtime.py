@@ -7,15 +7,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
 
+from edgefleet.hub.accounts import Accounts
+from edgefleet.hub.auth import FailureLimiter
 from edgefleet.hub.controllers import HealthMonitor, HeartbeatBuffer, PlacementController
 from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
 from edgefleet.hub.store import Leadership, Store
 from edgefleet.hub.watch import SiteWatch
+from edgefleet.identity.credentials import SigningKey
+from edgefleet.model import PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,16 @@ class HubConfig:
     """Seconds between checks of the controller lead (PostgreSQL advisory lock)."""
     demand_tau: float = DEFAULT_TAU
     """Time constant of the decayed demand rates, seconds (a rate halves in tau * ln 2)."""
+    tls_cert: str | None = None
+    """PEM server certificate (chain) of the API; None: plain HTTP (loopback only)."""
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert``."""
+    oidc: Any = None
+    """``edgefleet.hub.oidc.OidcConfig``: accept the operator's OIDC provider's JWTs; None: off."""
+    auth_failure_burst: float = 10.0
+    """Failed authentications a source address may make at once before it is answered 429."""
+    auth_failure_rate: float = 1 / 6
+    """Failed authentications per second a source regains after its burst."""
 
 
 @dataclass
@@ -78,6 +93,47 @@ class Hub:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     known_sites: set[str] = field(default_factory=set)
     """Sites this process has seen exist; spares a query per heartbeat."""
+    accounts: Accounts = field(init=False)
+    """Tokens, site credentials, signing keys and the audit log."""
+    limiter: FailureLimiter = field(init=False)
+    """Failed authentications per source address."""
+    oidc: Any = None
+    """The OIDC verifier, when the hub accepts the operator's provider's tokens."""
+    _keys: list[SigningKey] = field(default_factory=list)
+    _own: tuple[str, datetime] | None = None
+
+    def __post_init__(self) -> None:
+        self.accounts = Accounts(self.store.engine)
+        self.limiter = FailureLimiter(
+            burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate
+        )
+        if self.config.oidc is not None:
+            from edgefleet.hub.oidc import OidcVerifier
+
+            self.oidc = OidcVerifier(self.config.oidc)
+
+    def own_credential(self) -> str:
+        """A short-lived credential the hub signs for itself, for calls to agents (logs)."""
+        from datetime import timedelta
+
+        from edgefleet.hub.accounts import new_jti
+        from edgefleet.hub.store import utcnow
+        from edgefleet.identity.credentials import issue
+
+        now = utcnow()
+        if self._own is None or (self._own[1] - now).total_seconds() < 60:
+            ttl = timedelta(minutes=5)
+            token = issue(
+                self.signing_keys()[0], subject="hub", site=None, ttl=ttl, now=now, jti=new_jti()
+            )
+            self._own = (token, now + ttl)
+        return self._own[0]
+
+    def signing_keys(self) -> list[SigningKey]:
+        """The hub's keys for site credentials, newest first (read once, made on first use)."""
+        if not self._keys:
+            self._keys = self.accounts.signing_keys()
+        return self._keys
 
     @classmethod
     def build(cls, config: HubConfig) -> Hub:
@@ -86,7 +142,16 @@ class Hub:
         store.migrate()
         watch = SiteWatch(store)
         heartbeats = HeartbeatBuffer(store)
-        routing = RoutingState(store)
+        accounts = Accounts(store.engine)
+        keys: list[SigningKey] = []
+
+        def identity() -> tuple[list[PublicKey], list[str]]:
+            # Keys are made once and kept; revocations are read with every rebuild.
+            if not keys:
+                keys.extend(accounts.signing_keys())
+            return [k.public() for k in keys], accounts.revoked_site_credentials()
+
+        routing = RoutingState(store, identity=identity)
 
         async def placed() -> None:
             # New assignments: wake the sites' watches, and rebuild the routing table.

@@ -141,3 +141,54 @@ demand_reports = Table(
     Column("reports", BigInteger, nullable=False, server_default="0"),
     Column("requests", Float, nullable=False, server_default="0"),
 )
+
+tokens = Table(
+    "tokens",
+    metadata,
+    # The public part of a token (``efu_<id>_...``), or a site credential's jti.
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("tenants", JSON, nullable=False),
+    Column("site", String(63), nullable=True),
+    # SHA-256 of the secret; NULL for site credentials (they are signed, not looked up).
+    Column("digest", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # A join token is spent once: the time it was traded for a credential.
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Index("ix_tokens_site", "site"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    # The hub's Ed25519 keys for site credentials; every hub replica signs with the newest.
+    Column("kid", String(32), primary_key=True),
+    Column("private_pem", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("action", String(128), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("result", Text, nullable=False),
+    Index("ix_audit_time", "time"),
+    Index("ix_audit_subject", "subject", "id"),
+    Index("ix_audit_tenant", "tenant", "id"),
+)

@@ -36,6 +36,8 @@ def serve(config: HubConfig, *, log_level: str = "info") -> None:
             # Long-polls of thousands of agents stay open; keep-alive avoids reconnect churn.
             timeout_keep_alive=75,
             access_log=log_level == "debug",
+            ssl_certfile=config.tls_cert,
+            ssl_keyfile=config.tls_key,
         ),
         hub,
     )

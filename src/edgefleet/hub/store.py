@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from importlib import resources
-from typing import Any
+from typing import Any, overload
 
 from alembic import command
 from alembic.config import Config
@@ -74,13 +74,18 @@ from edgefleet.model import (
     ObjectMeta,
     PlacementMode,
     ReplicaState,
+    Resources,
     Site,
     SiteReplicas,
     SiteReporting,
     SiteSpec,
     SiteStatus,
     StatusReport,
+    Tenant,
+    TenantSpec,
+    TenantStatus,
 )
+from edgefleet.placement.policy import effective_regions
 
 AppId = tuple[str, str]
 """(tenant, app name)."""
@@ -198,11 +203,53 @@ class Store:
             rows = conn.execute(query.order_by(objects.c.tenant, objects.c.name)).all()
             return self._apps(conn, rows)
 
-    def put(self, obj: Site | App, *, create_only: bool = False) -> tuple[Site | App, Outcome]:
+    def get_tenant(self, name: str) -> Tenant:
+        """One tenant's policy, with what its apps take now; NotFound if absent."""
+        with self.engine.connect() as conn:
+            row = _object_row(conn, "Tenant", "", name)
+            if row is None:
+                raise NotFound(f"tenant {name!r} not found")
+            return self._tenants(conn, [row])[0]
+
+    def list_tenants(self) -> list[Tenant]:
+        """Every tenant with a policy, by name."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(objects).where(objects.c.kind == "Tenant").order_by(objects.c.name)
+            ).all()
+            return self._tenants(conn, rows)
+
+    def delete_tenant(self, name: str) -> set[str]:
+        """Delete a tenant's policy (its apps stay, now without it); returns the sites running
+        its apps, whose desired state changed."""
+        with self.engine.begin() as conn:
+            if _object_row(conn, "Tenant", "", name, for_update=True) is None:
+                raise NotFound(f"tenant {name!r} not found")
+            conn.execute(
+                delete(objects).where(
+                    objects.c.kind == "Tenant", objects.c.tenant == "", objects.c.name == name
+                )
+            )
+            sites = _tenant_sites(conn, name)
+            _bump_sites(conn, sites)
+        return sites
+
+    @overload
+    def put(self, obj: Site, *, create_only: bool = False) -> tuple[Site, Outcome]: ...
+    @overload
+    def put(self, obj: App, *, create_only: bool = False) -> tuple[App, Outcome]: ...
+    @overload
+    def put(self, obj: Tenant, *, create_only: bool = False) -> tuple[Tenant, Outcome]: ...
+
+    def put(
+        self, obj: Site | App | Tenant, *, create_only: bool = False
+    ) -> tuple[Site | App | Tenant, Outcome]:
         """Create or update from a manifest (``apply``); returns the stored object and outcome.
 
         A resourceVersion in the manifest must match the stored one (else Conflict); without one
         the update goes through. A write that changes nothing is not a write: no new version.
+        A tenant's policy that changes gives the sites running its apps a new desired state
+        (residency and offload terms travel with each assignment).
         """
         kind, tenant, name = obj.kind, obj.metadata.tenant or "", obj.metadata.name
         spec = obj.spec.model_dump(mode="json", by_alias=True)
@@ -263,9 +310,17 @@ class Store:
                                 "get it again and reapply"
                             )
                         outcome = Outcome.CONFIGURED
+                if kind == "Tenant" and (row is None or row.spec != spec):
+                    _bump_sites(conn, _tenant_sites(conn, name))
         except IntegrityError as exc:
             raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
-        stored = self.get_site(name) if kind == "Site" else self.get_app(tenant, name)
+        stored: Site | App | Tenant
+        if kind == "Site":
+            stored = self.get_site(name)
+        elif kind == "Tenant":
+            stored = self.get_tenant(name)
+        else:
+            stored = self.get_app(tenant, name)
         return stored, outcome
 
     def delete_site(self, name: str) -> set[str]:
@@ -439,9 +494,12 @@ class Store:
                 .where(assignments.c.site == site)
                 .order_by(assignments.c.tenant, assignments.c.app)
             ).all()
+            policies = _tenant_specs(conn, {row.tenant for row in rows})
         apps = []
         for row in rows:
             spec = AppSpec.model_validate(row.spec)
+            policy = policies.get(row.tenant)
+            regions = effective_regions(policy, spec)
             apps.append(
                 AppAssignment(
                     tenant=row.tenant,
@@ -456,6 +514,10 @@ class Store:
                         if spec.placement.mode == PlacementMode.TRAFFIC
                         else None
                     ),
+                    regions=None if regions is None else sorted(regions),
+                    # Replicas a neighbour starts are outside placement: they would escape the
+                    # tenant's quota.
+                    may_offload=policy is None or policy.quota.unlimited,
                 )
             )
         return DesiredState(site=site, revision=revision or 0, apps=apps)
@@ -927,6 +989,46 @@ class Store:
             )
         return out
 
+    def _tenants(self, conn: Connection, rows: Sequence[Any]) -> list[Tenant]:
+        names = [r.name for r in rows]
+        counts: dict[str, int] = defaultdict(int)
+        taken: dict[str, TenantStatus] = {}
+        if names:
+            for r in conn.execute(
+                select(objects.c.tenant, func.count().label("apps"))
+                .where(objects.c.kind == "App", objects.c.tenant.in_(names))
+                .group_by(objects.c.tenant)
+            ):
+                counts[r.tenant] = int(r.apps)
+            for a in conn.execute(
+                select(assignments.c.tenant, assignments.c.replicas, objects.c.spec)
+                .join(
+                    objects,
+                    and_(
+                        objects.c.kind == "App",
+                        objects.c.tenant == assignments.c.tenant,
+                        objects.c.name == assignments.c.app,
+                    ),
+                )
+                .where(assignments.c.tenant.in_(names))
+            ):
+                per = Resources.model_validate(a.spec.get("resources", {}))
+                now = taken.get(a.tenant, TenantStatus())
+                taken[a.tenant] = TenantStatus(
+                    replicas=now.replicas + a.replicas,
+                    cpu=round(now.cpu + a.replicas * per.cpu, 6),
+                    memory=now.memory + a.replicas * per.memory,
+                )
+        out = []
+        for row in rows:
+            status = taken.get(row.name, TenantStatus()).model_copy(
+                update={"apps": counts.get(row.name, 0)}
+            )
+            out.append(
+                Tenant(metadata=_meta(row), spec=TenantSpec.model_validate(row.spec), status=status)
+            )
+        return out
+
     def _apps(self, conn: Connection, rows: Sequence[Any]) -> list[App]:
         ids = [(r.tenant, r.name) for r in rows]
         desired: dict[AppId, dict[str, int]] = defaultdict(dict)
@@ -1083,6 +1185,26 @@ def _next_revision(conn: Connection) -> int:
         .returning(counters.c.value)
     ).scalar_one()
     return value
+
+
+def _tenant_sites(conn: Connection, tenant: str) -> set[str]:
+    """Sites running (or placed with) apps of ``tenant``."""
+    return set(
+        conn.execute(select(assignments.c.site).where(assignments.c.tenant == tenant)).scalars()
+    )
+
+
+def _tenant_specs(conn: Connection, tenants: Iterable[str]) -> dict[str, TenantSpec]:
+    """The policies of those of ``tenants`` that have one."""
+    names = sorted(set(tenants))
+    if not names:
+        return {}
+    rows = conn.execute(
+        select(objects.c.name, objects.c.spec).where(
+            objects.c.kind == "Tenant", objects.c.tenant == "", objects.c.name.in_(names)
+        )
+    )
+    return {row.name: TenantSpec.model_validate(row.spec) for row in rows}
 
 
 def _bump_sites(conn: Connection, sites: set[str]) -> None:

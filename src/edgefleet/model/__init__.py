@@ -11,10 +11,13 @@ from edgefleet.model.agent import (
     StatusReport,
 )
 from edgefleet.model.demand import AppDemand, DemandReport, DemandRow, SiteReporting
+from edgefleet.model.identity import JoinRequest, JoinResponse, PublicKey
 from edgefleet.model.objects import (
     API_VERSION,
     WORKLOAD_TYPES,
+    AccessRule,
     App,
+    AppPolicy,
     AppSpec,
     AppStatus,
     ContainerWorkload,
@@ -42,14 +45,17 @@ from edgefleet.model.objects import (
     parse_duration,
     parse_memory,
 )
-from edgefleet.model.routing import AppRoutes, RouteEndpoint, RouteSite, RoutingTable
+from edgefleet.model.routing import AppRoutes, RouteAccess, RouteEndpoint, RouteSite, RoutingTable
+from edgefleet.model.tenant import Tenant, TenantQuota, TenantSpec, TenantStatus
 
 __all__ = [
     "API_VERSION",
     "WORKLOAD_TYPES",
+    "AccessRule",
     "App",
     "AppAssignment",
     "AppDemand",
+    "AppPolicy",
     "AppReport",
     "AppRoutes",
     "AppSpec",
@@ -62,14 +68,18 @@ __all__ = [
     "Event",
     "FunctionWorkload",
     "Heartbeat",
+    "JoinRequest",
+    "JoinResponse",
     "LocalScaling",
     "Location",
     "ObjectMeta",
     "PlacementMode",
     "PlacementPolicy",
     "ProcessWorkload",
+    "PublicKey",
     "ReplicaState",
     "Resources",
+    "RouteAccess",
     "RouteEndpoint",
     "RouteSite",
     "RoutingTable",
@@ -86,6 +96,10 @@ __all__ = [
     "Spread",
     "SpreadBy",
     "StatusReport",
+    "Tenant",
+    "TenantQuota",
+    "TenantSpec",
+    "TenantStatus",
     "VmWorkload",
     "parse_cpu",
     "parse_duration",

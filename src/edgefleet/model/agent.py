@@ -38,6 +38,16 @@ class AppAssignment(_Base):
     selector: SiteSelector | None = Field(
         default=None, description="Sites the app may run at, for offload to a neighbour."
     )
+    regions: list[str] | None = Field(
+        default=None,
+        description="Residency: the only regions the app may run in, for offload to a "
+        "neighbour; unset: any.",
+    )
+    may_offload: bool = Field(
+        default=True,
+        description="Whether neighbours may be asked to run it beyond this site's ceiling; "
+        "False when its tenant has a quota, which replicas started by a neighbour would escape.",
+    )
 
     @property
     def key(self) -> str:

@@ -13,8 +13,13 @@ import yaml
 from pydantic import ValidationError
 
 from edgefleet.model.objects import API_VERSION, WORKLOAD_TYPES, App, Site
+from edgefleet.model.tenant import Tenant
 
-KINDS: dict[str, type[Site] | type[App]] = {"Site": Site, "App": App}
+KINDS: dict[str, type[Site] | type[App] | type[Tenant]] = {
+    "Site": Site,
+    "App": App,
+    "Tenant": Tenant,
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Manifest:
 
     source: str
     document: int
-    obj: Site | App
+    obj: Site | App | Tenant
 
 
 def field_path(loc: Iterable[int | str]) -> str:
@@ -71,7 +76,7 @@ def field_path(loc: Iterable[int | str]) -> str:
     return out or "(document)"
 
 
-def parse_object(data: Any, *, source: str, document: int, line: int | None) -> Site | App:
+def parse_object(data: Any, *, source: str, document: int, line: int | None) -> Site | App | Tenant:
     """Validate one decoded document as an edgefleet object."""
 
     def problem(field: str, reason: str) -> ManifestError:

@@ -119,8 +119,8 @@ def parse_memory(value: object) -> int:
     return amount
 
 
-_DURATION = re.compile(r"^(\d+(\.\d+)?)(ms|s|m|h)?$")
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^(\d+(\.\d+)?)(ms|s|m|h|d)?$")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: object) -> float:
@@ -133,7 +133,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(3)]
     else:
         raise ValueError(
-            f"duration {value!r} is not valid: write seconds (30) or '500ms', '30s', '5m', '1h'"
+            f"duration {value!r} is not valid: write seconds (30) or '500ms', '30s', '5m', "
+            "'1h', '7d'"
         )
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError("a duration must be a finite number of seconds >= 0")
@@ -545,6 +546,45 @@ class PlacementPolicy(_Base):
         return self
 
 
+Network = Annotated[str, AfterValidator(_check_network)]
+"""A network in CIDR form (``10.0.0.0/8``, ``2001:db8::/32``), host bits zero."""
+
+
+class AccessRule(_Base):
+    """Which clients may reach an app: those in one of ``networks`` or in one of ``regions``.
+
+    Both empty: every client. A client's region is that of the site it is nearest to: at an edge
+    DNS the site whose DNS is asked; at the central DNS and the ingress the site whose client
+    networks hold the client's address (see ``edgefleet.routing.access``).
+    """
+
+    networks: list[Network] = Field(
+        default_factory=list, description="Client networks (CIDR) allowed, e.g. 10.0.0.0/8."
+    )
+    regions: list[DnsLabel] = Field(
+        default_factory=list, description="Regions whose clients are allowed, e.g. eu-west."
+    )
+
+    @property
+    def open(self) -> bool:
+        """Whether the rule lets every client in."""
+        return not self.networks and not self.regions
+
+
+class AppPolicy(_Base):
+    """An app's own residency and access, within its tenant's (``edgefleet.model.tenant``)."""
+
+    regions: list[DnsLabel] = Field(
+        default_factory=list,
+        description="Residency: the app runs only in these regions (empty: wherever its tenant "
+        "allows); each must be one of the tenant's regions, if the tenant names any.",
+    )
+    access: AccessRule = Field(
+        default_factory=AccessRule,
+        description="Clients allowed to reach the app; they must pass the tenant's rule too.",
+    )
+
+
 class AppSpec(_Base):
     """What a tenant asks to run."""
 
@@ -552,6 +592,12 @@ class AppSpec(_Base):
     resources: Resources = Field(default_factory=Resources, description="Per replica.")
     scaling: Scaling = Field(default_factory=Scaling, description="Fleet-wide bounds.")
     placement: PlacementPolicy = Field(default_factory=PlacementPolicy, description="Where.")
+    policy: AppPolicy | None = Field(
+        default=None,
+        description="Residency and access of this app, within its tenant's.",
+        # Left out of dumps when unset, so the specs stored before it existed compare equal.
+        exclude_if=lambda value: value is None,
+    )
 
 
 class SiteReplicas(_Base):

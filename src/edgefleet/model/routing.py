@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from edgefleet.model.identity import PublicKey
 from edgefleet.model.objects import _Base
 
 
@@ -36,6 +37,14 @@ class RouteEndpoint(_Base):
     )
 
 
+class RouteAccess(_Base):
+    """One access rule of an app: a client must be in one of its networks or regions."""
+
+    who: str = Field(description="Whose rule: 'tenant acme' or 'app shop.acme'.")
+    networks: list[str] = Field(default_factory=list, description="Allowed networks (CIDR).")
+    regions: list[str] = Field(default_factory=list, description="Allowed client regions.")
+
+
 class AppRoutes(_Base):
     """The sites serving one app."""
 
@@ -46,6 +55,16 @@ class AppRoutes(_Base):
         description="Latency bound of the app: farther ready sites lose to a nearer wakeable one.",
     )
     endpoints: list[RouteEndpoint] = Field(default_factory=list)
+    regions: list[str] | None = Field(
+        default=None,
+        description="Residency: the regions the app may run and be served in (its tenant's "
+        "and its own, intersected); unset: any. Spill-over and offload stay within them.",
+    )
+    access: list[RouteAccess] = Field(
+        default_factory=list,
+        description="Rules every client must pass to reach the app (its tenant's, its own); "
+        "none: every client.",
+    )
 
 
 class RoutingTable(_Base):
@@ -55,3 +74,13 @@ class RoutingTable(_Base):
     zone: str = Field(default="edge.internal.", description="DNS zone apps are named in.")
     sites: list[RouteSite] = Field(default_factory=list)
     apps: list[AppRoutes] = Field(default_factory=list)
+    signing_keys: list[PublicKey] = Field(
+        default_factory=list,
+        description="The hub's public keys: sites check each other's credentials with them. "
+        "Several during a key rotation.",
+    )
+    revoked_credentials: list[str] = Field(
+        default_factory=list,
+        description="Ids (jti) of site credentials revoked before they expire: refused by "
+        "every site.",
+    )

@@ -14,6 +14,17 @@ from edgefleet.placement.explicit import (
     place_fleet,
     room,
 )
+from edgefleet.placement.policy import (
+    NO_NEED,
+    Need,
+    access_rules,
+    apply_refusal,
+    effective_regions,
+    minimum_need,
+    residency_shortfall,
+    resident_selector,
+)
+from edgefleet.placement.quota import Placed, Quota, QuotaApp, QuotaResult, cap_to_quotas
 from edgefleet.placement.traffic import (
     LATENCY_COST,
     REPLICA_COST,
@@ -34,6 +45,7 @@ from edgefleet.placement.traffic import (
 __all__ = [
     "CPU_EPSILON",
     "LATENCY_COST",
+    "NO_NEED",
     "REPLICA_COST",
     "SITE_COST",
     "UNKNOWN_RTT_MS",
@@ -42,7 +54,12 @@ __all__ = [
     "AppPlacement",
     "AppView",
     "Demand",
+    "Need",
+    "Placed",
     "PlacementResult",
+    "Quota",
+    "QuotaApp",
+    "QuotaResult",
     "Route",
     "Share",
     "SiteName",
@@ -52,10 +69,17 @@ __all__ = [
     "TrafficPlanner",
     "TrafficResult",
     "Usage",
+    "access_rules",
+    "apply_refusal",
+    "cap_to_quotas",
+    "effective_regions",
     "eligible",
     "is_active",
+    "minimum_need",
     "place_app",
     "place_fleet",
     "place_traffic",
+    "residency_shortfall",
+    "resident_selector",
     "room",
 ]

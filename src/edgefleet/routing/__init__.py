@@ -1,10 +1,12 @@
 """Pure routing: which sites answer for an app, nearest healthy first."""
 
+from edgefleet.routing.access import allows
 from edgefleet.routing.answer import (
     BEYOND_LIMIT,
     DOWN,
     DUPLICATE,
     NO_READY_REPLICA,
+    OUTSIDE_RESIDENCY,
     SITE_REMOVED,
     UNREACHABLE,
     Answer,
@@ -20,7 +22,15 @@ from edgefleet.routing.geo import (
     estimated_rtt_ms,
     great_circle_km,
 )
-from edgefleet.routing.table import AppId, Endpoint, Origin, RouteTable, SitePoint
+from edgefleet.routing.table import (
+    AccessRule,
+    AppAccess,
+    AppId,
+    Endpoint,
+    Origin,
+    RouteTable,
+    SitePoint,
+)
 
 __all__ = [
     "BASE_RTT_MS",
@@ -30,9 +40,12 @@ __all__ = [
     "EARTH_RADIUS_KM",
     "FIBRE_KM_PER_MS",
     "NO_READY_REPLICA",
+    "OUTSIDE_RESIDENCY",
     "SITE_REMOVED",
     "UNREACHABLE",
+    "AccessRule",
     "Answer",
+    "AppAccess",
     "AppId",
     "Candidate",
     "ClientAddress",
@@ -40,6 +53,7 @@ __all__ = [
     "Origin",
     "RouteTable",
     "SitePoint",
+    "allows",
     "choose",
     "estimated_rtt_ms",
     "great_circle_km",

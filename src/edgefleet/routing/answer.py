@@ -8,9 +8,10 @@ networks contain it. The DNS servers call both on cache misses; nothing here doe
 
 The rules of ``choose``:
 
-1. An endpoint is eligible when its site is in the table, the hub holds the site reachable, no
-   local probe says it is down and it has a ready replica or is wakeable (placed at zero: its
-   activator holds the request while a replica starts). A probe can take a site out but not
+1. An endpoint is eligible when its site is in the table and in the app's residency (its
+   regions, when it has any), the hub holds the site reachable, no local probe says it is down
+   and it has a ready replica or is wakeable (placed at zero: its activator holds the request
+   while a replica starts). A probe can take a site out but not
    bring back one the hub lost: a site the hub cannot reach misses placement changes, so what
    it still serves may be stale.
 2. Eligible endpoints fall in four classes, in this order: ready within the app's latency bound,
@@ -46,6 +47,8 @@ ClientAddress = str | IPv4Address | IPv6Address | IPv4Network | IPv6Network
 
 SITE_REMOVED = "site removed"
 """Reason: the endpoint names a site that is not in the table (deleted since)."""
+OUTSIDE_RESIDENCY = "outside the app's regions"
+"""Reason: the site's region is not one the app may run in (residency)."""
 UNREACHABLE = "unreachable (hub)"
 """Reason: the hub lost the site's heartbeats."""
 DOWN = "down (probe)"
@@ -121,13 +124,14 @@ def choose(
     here = _origin_point(table, origin)
     bound = table.latency_bounds.get((tenant, app))
     verdicts: Mapping[str, bool] = {} if health is None else health
+    residency = table.residency.get((tenant, app))
     measurements: Mapping[str, float] = {} if rtt_ms is None else rtt_ms
 
     # Plain tuples, not objects: this loop runs for every endpoint on every cache miss.
     ranked: list[tuple[_SortKey, Endpoint, SitePoint | None, float | None, bool, str | None]] = []
     for endpoint in endpoints:
         point = table.sites.get(endpoint.site)
-        reason = _skip_reason(endpoint, point, verdicts)
+        reason = _skip_reason(endpoint, point, verdicts, residency)
         rtt, measured = _distance(endpoint.site, point, here, measurements)
         # NaN sorts unpredictably; a NaN headroom counts as saturated and as 0 in the order.
         headroom = 0.0 if math.isnan(endpoint.headroom) else endpoint.headroom
@@ -231,11 +235,16 @@ def _origin_point(table: RouteTable, origin: Origin) -> tuple[float, float] | No
 
 
 def _skip_reason(
-    endpoint: Endpoint, point: SitePoint | None, health: Mapping[str, bool]
+    endpoint: Endpoint,
+    point: SitePoint | None,
+    health: Mapping[str, bool],
+    residency: frozenset[str] | None,
 ) -> str | None:
     """Why ``endpoint`` cannot be in an answer, the most basic reason first; None if it can."""
     if point is None:
         return SITE_REMOVED
+    if residency is not None and point.region not in residency:
+        return OUTSIDE_RESIDENCY
     if not point.reachable:
         return UNREACHABLE
     if not health.get(endpoint.site, True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import ip_network
 
 from edgefleet.model import RoutingTable
-from edgefleet.routing.table import Endpoint, RouteTable, SitePoint
+from edgefleet.routing.table import AccessRule, AppAccess, Endpoint, RouteTable, SitePoint
 
 
 def route_table(wire: RoutingTable) -> RouteTable:
@@ -34,4 +34,29 @@ def route_table(wire: RoutingTable) -> RouteTable:
         for a in wire.apps
     }
     bounds = {(a.tenant, a.app): a.max_latency_ms for a in wire.apps if a.max_latency_ms}
-    return RouteTable(version=wire.version, sites=sites, apps=apps, latency_bounds=bounds)
+    residency = {
+        (a.tenant, a.app): frozenset(a.regions) for a in wire.apps if a.regions is not None
+    }
+    access = {
+        (a.tenant, a.app): AppAccess(
+            app=f"{a.app}.{a.tenant}",
+            rules=tuple(
+                AccessRule(
+                    who=rule.who,
+                    networks=tuple(ip_network(n) for n in rule.networks),
+                    regions=frozenset(rule.regions),
+                )
+                for rule in a.access
+            ),
+        )
+        for a in wire.apps
+        if a.access
+    }
+    return RouteTable(
+        version=wire.version,
+        sites=sites,
+        apps=apps,
+        latency_bounds=bounds,
+        residency=residency,
+        access=access,
+    )

@@ -13,6 +13,46 @@ from ipaddress import IPv4Network, IPv6Network
 AppId = tuple[str, str]
 """(tenant, app)."""
 
+Network = IPv4Network | IPv6Network
+"""A client network."""
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """One rule: a client passes when its address is in ``networks`` or its region in
+    ``regions``."""
+
+    who: str
+    """Whose rule it is, for messages: ``tenant acme``, ``app shop.acme``."""
+    networks: tuple[Network, ...] = ()
+    """Allowed client networks."""
+    regions: frozenset[str] = frozenset()
+    """Allowed client regions."""
+
+    def describe(self) -> str:
+        """``networks 10.0.0.0/8, regions eu-west`` (the parts the rule has)."""
+        parts = []
+        if self.networks:
+            parts.append("networks " + ", ".join(str(n) for n in self.networks))
+        if self.regions:
+            parts.append("regions " + ", ".join(sorted(self.regions)))
+        return ", ".join(parts) or "every client"
+
+
+@dataclass(frozen=True)
+class AppAccess:
+    """Every rule a client must pass to reach one app."""
+
+    app: str
+    """The app as its DNS name says it: ``shop.acme``."""
+    rules: tuple[AccessRule, ...] = ()
+    """All must let the client in; none: everyone may reach the app."""
+
+    @property
+    def networks(self) -> tuple[Network, ...]:
+        """Every network the rules name (what the decision can depend on, of an address)."""
+        return tuple(network for rule in self.rules for network in rule.networks)
+
 
 @dataclass(frozen=True)
 class SitePoint:
@@ -68,6 +108,12 @@ class RouteTable:
     """Sites serving each app. An app present with no endpoint exists but has no server."""
     latency_bounds: Mapping[AppId, float] = field(default_factory=dict)
     """Round-trip ms bound of apps that have one (traffic placement's ``maxLatencyMs``)."""
+    residency: Mapping[AppId, frozenset[str]] = field(default_factory=dict)
+    """Regions of apps that may run only there: no answer, spill-over or offload outside them.
+    An app missing here may run anywhere."""
+    access: Mapping[AppId, AppAccess] = field(default_factory=dict)
+    """Who may reach apps that have access rules (``edgefleet.routing.access``); an app
+    missing here lets everyone in."""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ import httpx
 from edgefleet import waiting
 from edgefleet.agent.drivers.process import proc_stat
 from edgefleet.client import Client
+from edgefleet.client.hub import verify_with
+from edgefleet.hub.accounts import bootstrap_admin
+from edgefleet.hub.tls import HubPki, init_pki
 from edgefleet.model import SitePhase
 from edgefleet.testbed import netns
 from edgefleet.testbed.topology import (
@@ -62,6 +65,8 @@ from edgefleet.testbed.wan import WanControl
 T = TypeVar("T")
 
 STATE_FILE = "testbed.json"
+ADMIN_TOKEN_FILE = "admin-token"
+"""The admin token of the test bed's hub, made on first `up` (mode 0600)."""
 """The record of a test bed in its workdir."""
 MANAGEMENT_DEVICE = "efmgmt0"
 """This side of the management link to the hub's namespace."""
@@ -144,8 +149,22 @@ class Testbed:
 
     @property
     def hub_url(self) -> str:
-        """The hub's API over the management link."""
-        return f"http://{MANAGEMENT_HUB}:{HUB_PORT}"
+        """The hub's API (HTTPS) over the management link."""
+        return f"https://{MANAGEMENT_HUB}:{HUB_PORT}"
+
+    @property
+    def pki(self) -> HubPki:
+        """The test bed hub's CA and certificate (``hub init``'s files)."""
+        return HubPki(self.workdir / "pki")
+
+    @property
+    def admin_token(self) -> str:
+        """The admin token made when the test bed first came up."""
+        path = self.workdir / ADMIN_TOKEN_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            raise TestbedError(f"no admin token in {path}: run `edgefleet testbed up`") from None
 
     @property
     def control_path(self) -> Path:
@@ -153,8 +172,8 @@ class Testbed:
         return self.workdir / "wan.sock"
 
     def client(self) -> Client:
-        """A client of the hub (over the management link)."""
-        return Client(self.hub_url)
+        """A client of the hub (over the management link), as its admin."""
+        return Client(self.hub_url, token=self.admin_token, ca=str(self.pki.ca_cert))
 
     def wan(self) -> WanControl:
         """The WAN emulator's control."""
@@ -207,7 +226,13 @@ class Testbed:
 
     # -- processes -------------------------------------------------------------------------
 
-    def _spawn(self, role: str, namespace: str | None, argv: list[str]) -> int:
+    def _spawn(
+        self,
+        role: str,
+        namespace: str | None,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+    ) -> int:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         command = argv if namespace is None else netns.exec_args(namespace, argv)
@@ -217,7 +242,7 @@ class Testbed:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
                 start_new_session=True,
             )
         self._children[process.pid] = process
@@ -290,6 +315,7 @@ class Testbed:
             peer_cidr=f"{MANAGEMENT_HUB}/30",
         )
         self.start_wan(timeout=timeout)
+        self._init_hub()
         self.start_hub(timeout=timeout)
         with self.client() as client:
             for manifest in self.topology.site_manifests():
@@ -351,6 +377,16 @@ class Testbed:
 
         wait_for(ready, timeout=timeout, what="the WAN emulator", interval=0.1)
 
+    def _init_hub(self) -> None:
+        """What ``edgefleet hub init`` does: the CA, the hub's certificate, an admin token."""
+        init_pki(self.pki.dir, ["localhost", HUB_ADDRESS, MANAGEMENT_HUB])
+        path = self.workdir / ADMIN_TOKEN_FILE
+        if not path.exists():
+            token = bootstrap_admin(self.db or f"sqlite:///{self.workdir / 'hub.db'}")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(token + "\n")
+
     def start_hub(self, *, timeout: float = 30.0) -> None:
         """Start the hub in its namespace and wait until it answers."""
         db = self.db or f"sqlite:///{self.workdir / 'hub.db'}"
@@ -362,6 +398,9 @@ class Testbed:
                 "-m",
                 "edgefleet",
                 "hub",
+                "serve",
+                "--tls-dir",
+                str(self.pki.dir),
                 "--db",
                 db,
                 "--listen",
@@ -377,7 +416,10 @@ class Testbed:
         def answers() -> bool:
             if not self.alive("hub"):
                 raise TestbedError(f"the hub exited; see {self.workdir / 'logs' / 'hub.log'}")
-            return httpx.get(f"{self.hub_url}/healthz", timeout=1.0).status_code == 200
+            reply = httpx.get(
+                f"{self.hub_url}/healthz", timeout=1.0, verify=verify_with(self.pki.ca_cert)
+            )
+            return reply.status_code == 200
 
         wait_for(answers, timeout=timeout, what="the hub to answer")
 
@@ -397,7 +439,9 @@ class Testbed:
             "--site",
             site,
             "--hub",
-            f"http://{HUB_ADDRESS}:{HUB_PORT}",
+            f"https://{HUB_ADDRESS}:{HUB_PORT}",
+            "--hub-ca",
+            str(self.pki.ca_cert),
             "--address",
             plan.address,
             "--api-port",
@@ -415,7 +459,13 @@ class Testbed:
 
     def start_agent(self, site: str, *, wait: bool = True, timeout: float = 30.0) -> None:
         """Start a site's agent in its namespace; with ``wait``, until its DNS answers."""
-        self._spawn(f"agent:{site}", self.site_netns(site), self.agent_argv(site))
+        env = {}
+        if not (self.workdir / "sites" / site / "credential.json").exists():
+            # First start: the site joins with a one-time token; later starts (even with the
+            # hub away) use the credential it got.
+            with self.client() as client:
+                env["EDGEFLEET_JOIN_TOKEN"] = client.join_token(site).token
+        self._spawn(f"agent:{site}", self.site_netns(site), self.agent_argv(site), env)
         if wait:
             self.wait_agent(site, timeout=timeout)
 

@@ -39,11 +39,14 @@ def base(site: Site) -> str:
     return f"http://{site.spec.addresses.ip}:{site.spec.addresses.ingress_port}"
 
 
-def replicas(site: Site) -> list[dict[str, Any]]:
-    """The agent's view of hello's replicas."""
-    found: list[dict[str, Any]] = (
-        httpx.get(f"{base(site)}/_edgefleet/replicas", timeout=3).json().get("demo/hello", [])
+def replicas(fleet: LocalFleet, site: Site) -> list[dict[str, Any]]:
+    """The agent's view of hello's replicas (its API answers a site's credential)."""
+    reply = httpx.get(
+        f"{base(site)}/_edgefleet/replicas",
+        timeout=3,
+        headers=fleet.site_headers(site.metadata.name),
     )
+    found: list[dict[str, Any]] = reply.json().get("demo/hello", [])
     return found
 
 
@@ -52,7 +55,9 @@ def run_hello(fleet: LocalFleet, site: Site, count: int) -> list[dict[str, Any]]
     with fleet.client() as client:
         client.apply(make_app(placement={"replicas": count}))
     return wait_for(
-        lambda: (found := replicas(site)) and sum(r["ready"] for r in found) == count and found,
+        lambda: (
+            (found := replicas(fleet, site)) and sum(r["ready"] for r in found) == count and found
+        ),
         timeout=30,
         what=f"{count} ready replicas of hello",
     )
@@ -124,7 +129,7 @@ def test_ingress_holds_requests_while_no_replica_is_ready(
     os.kill(pid, signal.SIGSTOP)
     try:
         wait_for(
-            lambda: not any(r["ready"] for r in replicas(site)),
+            lambda: not any(r["ready"] for r in replicas(sqlite_fleet, site)),
             timeout=15,
             what="the agent to report the paused replica not ready",
         )

@@ -57,6 +57,7 @@ def run(
         env={
             **os.environ,
             "EDGEFLEET_HUB": fleet.hub_url,
+            "EDGEFLEET_TOKEN": fleet.admin_token or "",
             "COLUMNS": "200",
             **(env or {}),
         },

@@ -356,7 +356,7 @@ def load_fleet(sqlite_fleet: LocalFleet, monkeypatch: pytest.MonkeyPatch) -> Ite
         what="paris's edge DNS to answer paris for hello",
     )
     monkeypatch.setenv("EDGEFLEET_HUB", sqlite_fleet.hub_url)
-    monkeypatch.delenv("EDGEFLEET_TOKEN", raising=False)
+    monkeypatch.setenv("EDGEFLEET_TOKEN", sqlite_fleet.admin_token or "")
     yield sqlite_fleet
 
 

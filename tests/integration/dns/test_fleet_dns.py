@@ -229,7 +229,12 @@ def test_dns_query_explains_the_answer(dns_fleet: LocalFleet) -> None:
             text=True,
             timeout=60,
             check=False,
-            env={**os.environ, "EDGEFLEET_HUB": fleet.hub_url, "COLUMNS": "200"},
+            env={
+                **os.environ,
+                "EDGEFLEET_HUB": fleet.hub_url,
+                "EDGEFLEET_TOKEN": fleet.admin_token or "",
+                "COLUMNS": "200",
+            },
         )
         assert result.returncode == 0, result.stderr
         return result.stdout

@@ -74,7 +74,8 @@ def answers(fleet: LocalFleet, site: str, *, via_hub: bool = False) -> list[str]
         ports = [r.port for r in found if r.ready]
     else:
         agent = f"http://{ip}:{fleet.sites[site].spec.addresses.ingress_port}/_edgefleet"
-        found_raw = httpx.get(f"{agent}/replicas", timeout=3).json().get("demo/hello", [])
+        reply = httpx.get(f"{agent}/replicas", timeout=3, headers=fleet.site_headers(site))
+        found_raw = reply.json().get("demo/hello", [])
         ports = [r["port"] for r in found_raw if r["ready"]]
     return [httpx.get(f"http://{ip}:{port}/", timeout=3).json()["site"] for port in ports]
 
@@ -170,7 +171,8 @@ def test_hub_restart_and_outage_change_nothing_at_sites(running: LocalFleet) -> 
     fleet.stop_agent("london", signal.SIGKILL)
     fleet.start_agent(fleet.sites["london"])
     agent_view = httpx.get(
-        f"http://{fleet.sites['london'].spec.addresses.ip}:8080/_edgefleet/replicas"
+        f"http://{fleet.sites['london'].spec.addresses.ip}:8080/_edgefleet/replicas",
+        headers=fleet.site_headers("london"),
     ).json()
     assert [r["pid"] for r in agent_view["demo/hello"]] == before["london"]
     fleet.start_hub()

@@ -138,12 +138,16 @@ def test_replicas_follow_demand_sleep_and_wake(
     assert again.served_by == {"new-york": 1}, again.to_json()
 
 
-def replicas_at(site: Site) -> list[dict[str, object]]:
-    """The agent's own view of ``follow``'s replicas (its local API answers without the hub)."""
+def replicas_at(fleet: LocalFleet, site: Site) -> list[dict[str, object]]:
+    """The agent's own view of ``follow``'s replicas (its local API answers without the hub,
+    to a site's credential)."""
     base = f"http://{site.spec.addresses.ip}:{site.spec.addresses.ingress_port}"
-    found: list[dict[str, object]] = (
-        httpx.get(f"{base}/_edgefleet/replicas", timeout=3).json().get("demo/follow", [])
+    reply = httpx.get(
+        f"{base}/_edgefleet/replicas",
+        timeout=3,
+        headers=fleet.site_headers(site.metadata.name),
     )
+    found: list[dict[str, object]] = reply.json().get("demo/follow", [])
     return [r for r in found if r["state"] != "stopped"]
 
 
@@ -191,7 +195,7 @@ def test_with_the_hub_down_sites_scale_offload_sleep_and_wake(
     # Load: the site scales itself within the bounds the hub last gave it ...
     steady = load_from(paris, rps=20, seconds=5)
     assert steady.failed_total == 0, steady.to_json()
-    assert len(replicas_at(paris)) >= 2, "scaled up locally with the hub down"
+    assert len(replicas_at(local, paris)) >= 2, "scaled up locally with the hub down"
     # ... and beyond its ceiling asks its neighbour to run the app, site to site.
     burst = load_from(paris, rps=60, seconds=8)
     assert burst.served_by.get("lyon", 0) > 0, burst.to_json()
@@ -199,7 +203,7 @@ def test_with_the_hub_down_sites_scale_offload_sleep_and_wake(
 
     # Quiet: both sites go to zero by themselves after the idle timeout.
     wait_for(
-        lambda: not replicas_at(paris) and not replicas_at(lyon),
+        lambda: not replicas_at(local, paris) and not replicas_at(local, lyon),
         timeout=60,
         what="paris and lyon asleep",
     )

@@ -69,17 +69,18 @@ def test_invalid_objects_get_422_with_the_field_and_store_nothing(
     base = sqlite_fleet.hub_url
     body = make_app().model_dump(mode="json", by_alias=True)
     body["spec"]["placement"]["replicas"] = -1
-    reply = httpx.put(f"{base}/api/v1/tenants/demo/apps/hello", json=body)
+    auth = sqlite_fleet.headers
+    reply = httpx.put(f"{base}/api/v1/tenants/demo/apps/hello", json=body, headers=auth)
     assert reply.status_code == 422
     locs = [e["loc"] for e in reply.json()["detail"]]
     assert ["body", "spec", "placement", "replicas"] in locs
     body["spec"]["placement"]["replicas"] = 1
-    reply = httpx.put(f"{base}/api/v1/tenants/other/apps/hello", json=body)
+    reply = httpx.put(f"{base}/api/v1/tenants/other/apps/hello", json=body, headers=auth)
     assert reply.status_code == 422
     assert "does not match" in reply.json()["detail"]
-    assert httpx.get(f"{base}/api/v1/apps").json()["items"] == []
-    assert httpx.get(f"{base}/api/v1/sites/nowhere").status_code == 404
-    assert httpx.get(f"{base}/api/v1/tenants/demo/apps/nothing").status_code == 404
+    assert httpx.get(f"{base}/api/v1/apps", headers=auth).json()["items"] == []
+    assert httpx.get(f"{base}/api/v1/sites/nowhere", headers=auth).status_code == 404
+    assert httpx.get(f"{base}/api/v1/tenants/demo/apps/nothing", headers=auth).status_code == 404
 
 
 json_values = st.recursive(
@@ -123,14 +124,14 @@ def test_nothing_a_client_sends_crashes_the_hub(
         method,
         f"{sqlite_fleet.hub_url}{path}",
         content=json.dumps(body),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **sqlite_fleet.headers},
     )
     assert reply.status_code < 500, reply.text
     garbage = httpx.request(
         method,
         f"{sqlite_fleet.hub_url}{path}",
         content=b"{not json",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **sqlite_fleet.headers},
     )
     assert garbage.status_code == 422
 
@@ -140,7 +141,7 @@ def test_non_finite_numbers_are_refused_not_fatal(sqlite_fleet: LocalFleet, body
     reply = httpx.put(
         f"{sqlite_fleet.hub_url}/api/v1/sites/x",
         content=body,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **sqlite_fleet.headers},
     )
     assert reply.status_code == 422
     assert all("input" not in error for error in reply.json()["detail"])
@@ -151,18 +152,19 @@ def test_long_poll_answers_at_once_waits_and_wakes(sqlite_fleet: LocalFleet) -> 
     with sqlite_fleet.client() as client:
         client.apply(make_site("paris"))
     url = f"{base}/api/v1/agent/sites/paris/desired-state"
-    first = httpx.get(url, params={"since": -1, "timeout": 5})
+    auth = sqlite_fleet.headers
+    first = httpx.get(url, params={"since": -1, "timeout": 5}, headers=auth)
     assert first.status_code == 200
     revision = first.json()["revision"]
     # Nothing changes: the poll waits out its timeout and says so with 204.
     started = time.monotonic()
-    assert httpx.get(url, params={"since": revision, "timeout": 1}).status_code == 204
+    assert httpx.get(url, params={"since": revision, "timeout": 1}, headers=auth).status_code == 204
     assert time.monotonic() - started >= 0.9
     # A change wakes a waiting poll long before its timeout.
     answers: list[httpx.Response] = []
     waiter = threading.Thread(
         target=lambda: answers.append(
-            httpx.get(url, params={"since": revision, "timeout": 30}, timeout=40)
+            httpx.get(url, params={"since": revision, "timeout": 30}, timeout=40, headers=auth)
         )
     )
     waiter.start()
@@ -174,4 +176,5 @@ def test_long_poll_answers_at_once_waits_and_wakes(sqlite_fleet: LocalFleet) -> 
     state = answers[0].json()
     assert state["revision"] != revision
     assert [(a["app"], a["replicas"]) for a in state["apps"]] == [("hello", 1)]
-    assert httpx.get(f"{base}/api/v1/agent/sites/nowhere/desired-state").status_code == 404
+    nowhere = httpx.get(f"{base}/api/v1/agent/sites/nowhere/desired-state", headers=auth)
+    assert nowhere.status_code == 404

@@ -22,11 +22,11 @@ DEADLINE = 15.0
 WINDOW = 10.0
 
 
-def post(base: str, site: str, report: DemandReport) -> httpx.Response:
+def post(fleet: LocalFleet, site: str, report: DemandReport) -> httpx.Response:
     return httpx.post(
-        f"{base}/api/v1/agent/sites/{site}/demand",
+        f"{fleet.hub_url}/api/v1/agent/sites/{site}/demand",
         content=report.model_dump_json(by_alias=True),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **fleet.headers},
     )
 
 
@@ -53,7 +53,7 @@ def test_reported_demand_comes_back_decayed(fleet: LocalFleet) -> None:
         assert client.app_demand("demo", "hello") == []
         sent = time.monotonic()
         reply = post(
-            fleet.hub_url,
+            fleet,
             "paris",
             report(
                 "paris",
@@ -87,19 +87,17 @@ def test_reported_demand_comes_back_decayed(fleet: LocalFleet) -> None:
         assert demand[1].dns_per_second == 0
 
         # A resend of seq 1 is ignored; seq 2 from lyon counts.
-        assert post(fleet.hub_url, "paris", report("paris", 1, [])).status_code == 204
+        assert post(fleet, "paris", report("paris", 1, [])).status_code == 204
         assert (
             post(
-                fleet.hub_url,
+                fleet,
                 "paris",
                 report("paris", 1, [("demo/hello", "paris", 6000, 0.0, 0)]),
             ).status_code
             == 204
         )
         assert (
-            post(
-                fleet.hub_url, "lyon", report("lyon", 2, [("demo/hello", "nice", 10, 0.1, 0)])
-            ).status_code
+            post(fleet, "lyon", report("lyon", 2, [("demo/hello", "nice", 10, 0.1, 0)])).status_code
             == 204
         )
         later = wait_for(
@@ -124,7 +122,9 @@ def test_the_agents_reporter_speaks_the_hubs_language(
         counter = DemandCounter()
         for _ in range(30):
             counter.request("demo/hello", "paris", 0.2)
-        async with httpx.AsyncClient(base_url=sqlite_fleet.hub_url) as http:
+        async with httpx.AsyncClient(
+            base_url=sqlite_fleet.hub_url, headers=sqlite_fleet.headers
+        ) as http:
             reporter = DemandReporter(
                 "paris", counter, http, tmp_path, dns_tally=None, window=WINDOW
             )
@@ -144,20 +144,23 @@ def test_bad_demand_reports_are_refused(sqlite_fleet: LocalFleet) -> None:
     base = sqlite_fleet.hub_url
     with sqlite_fleet.client() as client:
         client.apply(make_site("paris"))
-    wrong_site = post(base, "paris", report("lyon", 1, []))
+    wrong_site = post(sqlite_fleet, "paris", report("lyon", 1, []))
     assert wrong_site.status_code == 422
     assert "URL names 'paris'" in wrong_site.json()["detail"]
-    unknown = post(base, "atlantis", report("atlantis", 1, []))
+    unknown = post(sqlite_fleet, "atlantis", report("atlantis", 1, []))
     assert unknown.status_code == 404
     assert "atlantis" in unknown.json()["detail"]
     body = report("paris", 1, []).model_dump(mode="json", by_alias=True)
     body["rows"] = [["no-slash", "paris", 1, 0.1, 0]]
-    invalid = httpx.post(f"{base}/api/v1/agent/sites/paris/demand", json=body)
+    auth = sqlite_fleet.headers
+    invalid = httpx.post(f"{base}/api/v1/agent/sites/paris/demand", json=body, headers=auth)
     assert invalid.status_code == 422
     assert ["body", "rows"] in [e["loc"] for e in invalid.json()["detail"]]
-    long_origin = post(base, "paris", report("paris", 1, [("demo/hello", "x" * 64, 1, 0.1, 0)]))
+    long_row = ("demo/hello", "x" * 64, 1, 0.1, 0)
+    long_origin = post(sqlite_fleet, "paris", report("paris", 1, [long_row]))
     assert long_origin.status_code == 422
     assert "rows[0]" in long_origin.json()["detail"]
     body["rows"] = []
     body["windowSeconds"] = 0
-    assert httpx.post(f"{base}/api/v1/agent/sites/paris/demand", json=body).status_code == 422
+    url = f"{base}/api/v1/agent/sites/paris/demand"
+    assert httpx.post(url, json=body, headers=auth).status_code == 422

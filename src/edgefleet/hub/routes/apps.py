@@ -9,6 +9,8 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
+from edgefleet.hub.auth import PrincipalDep, visible_tenants
+from edgefleet.hub.policy import check_apply
 from edgefleet.hub.routes.common import ObjectList, apply_object, record_event
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.hub.store import utcnow
@@ -19,9 +21,15 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 
 
 @router.get("/apps", response_model=ObjectList[App], response_model_exclude_none=True)
-def list_all_apps(hub: HubDep, tenant: str | None = None) -> dict[str, Any]:
-    """Apps of every tenant (or of ``tenant``)."""
-    return {"kind": "AppList", "items": hub.store.list_apps(tenant)}
+def list_all_apps(
+    hub: HubDep, principal: PrincipalDep, tenant: str | None = None
+) -> dict[str, Any]:
+    """Apps of every tenant the caller may see (or of ``tenant``)."""
+    visible = visible_tenants(principal)
+    items = [
+        a for a in hub.store.list_apps(tenant) if visible is None or a.metadata.tenant in visible
+    ]
+    return {"kind": "AppList", "items": items}
 
 
 @router.get(
@@ -55,6 +63,7 @@ def _check_path(app: App, tenant: str, name: str | None = None) -> None:
 def create_app(tenant: str, app: App, hub: HubDep) -> App:
     """Create an app; 409 if the tenant has one of that name."""
     _check_path(app, tenant)
+    check_apply(hub, app)
     stored, _ = hub.store.put(app, create_only=True)
     record_event(hub, stored, "Created", f"generation {stored.metadata.generation}")
     hub.placement.trigger()
@@ -78,6 +87,7 @@ def get_app(tenant: str, name: str, hub: HubDep) -> App:
 def apply_app(tenant: str, name: str, app: App, hub: HubDep, response: Response) -> App:
     """Create or update an app (``apply``); a stale ``resourceVersion`` gets 409."""
     _check_path(app, tenant, name)
+    check_apply(hub, app)
     return apply_object(hub, app, response, "generation {generation}")
 
 
@@ -104,7 +114,9 @@ async def app_logs(
     if not sites:
         return ""
     chunks = []
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    # Agents give logs to a credential the hub signs for itself (edgefleet.identity.credentials).
+    headers = {"Authorization": f"Bearer {await asyncio.to_thread(hub.own_credential)}"}
+    async with httpx.AsyncClient(timeout=5.0, headers=headers) as client:
         for site_name in sites:
             endpoint = await asyncio.to_thread(hub.store.agent_endpoint, site_name)
             if endpoint is None:

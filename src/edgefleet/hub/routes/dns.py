@@ -8,6 +8,7 @@ import dns.name
 from fastapi import APIRouter, Depends, HTTPException, status
 
 from edgefleet.dns.routed import ZONE
+from edgefleet.hub.auth import PrincipalDep
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.routing.answer import choose, locate
 from edgefleet.routing.convert import route_table
@@ -19,6 +20,7 @@ router = APIRouter(prefix="/api/v1/dns", tags=["dns"])
 @router.get("/explain")
 def explain(
     hub: Annotated[Hub, Depends(get_hub)],
+    principal: PrincipalDep,
     name: str,
     site: str | None = None,
     client_ip: str | None = None,
@@ -39,6 +41,9 @@ def explain(
             f"{name!r} is not an app name: expected <app>.<tenant>.edge.internal",
         )
     app, tenant = labels
+    if not principal.in_tenant(tenant):
+        # Another tenant's app: the same answer as one that does not exist.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no app {app!r} in tenant {tenant!r}")
     table = route_table(hub.routing.table)
     prefix = 0
     if site is not None:

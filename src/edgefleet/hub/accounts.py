@@ -1,0 +1,375 @@
+"""Who may use the hub: tokens (kept as hashes), site credentials, signing keys, the audit log.
+
+Every check reads the store, so a revocation written by one hub replica refuses the token at every
+replica from the next request on: there is no cache to expire.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from edgefleet.hub.schema import audit, signing_keys, tokens
+from edgefleet.hub.store import NotFound, utcnow
+from edgefleet.identity import Role
+from edgefleet.identity.credentials import SigningKey
+from edgefleet.identity.tokens import NewToken, ParsedToken, TokenKind, matches, new_token
+
+
+class Refused(Exception):
+    """A token or credential that does not authenticate; the message says why, never the secret."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A stored token or site credential, without its secret."""
+
+    id: str
+    kind: TokenKind
+    name: str
+    role: Role
+    tenants: tuple[str, ...]
+    site: str | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    used_at: datetime | None
+
+    def state(self, now: datetime) -> str:
+        """active, expired, revoked or used (a spent join token)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.used_at is not None:
+            return "used"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One change asked of the hub, and what came of it."""
+
+    time: datetime
+    subject: str
+    role: str
+    source: str
+    method: str
+    path: str
+    action: str
+    tenant: str
+    status: int
+    result: str
+    id: int | None = None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite gives back naive datetimes; every time the hub writes is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC)
+
+
+def _record(row: Any) -> TokenRecord:
+    return TokenRecord(
+        id=row.id,
+        kind=TokenKind(row.kind),
+        name=row.name,
+        role=Role(row.role),
+        tenants=tuple(row.tenants or ()),
+        site=row.site,
+        created_at=_aware(row.created_at) or utcnow(),
+        created_by=row.created_by,
+        expires_at=_aware(row.expires_at),
+        revoked_at=_aware(row.revoked_at),
+        used_at=_aware(row.used_at),
+    )
+
+
+class Accounts:
+    """Tokens, site credentials, signing keys and the audit log, in the hub's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def create_token(
+        self,
+        *,
+        kind: TokenKind,
+        name: str,
+        role: Role,
+        tenants: Sequence[str] = (),
+        site: str | None = None,
+        ttl: timedelta | None,
+        created_by: str,
+    ) -> tuple[NewToken, TokenRecord]:
+        """Make a user or join token; the returned ``NewToken.token`` is the only copy."""
+        made = new_token(kind)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(tokens).values(
+                    id=made.id,
+                    kind=kind.value,
+                    name=name,
+                    role=role.value,
+                    tenants=sorted(set(tenants)),
+                    site=site,
+                    digest=made.digest,
+                    created_at=now,
+                    created_by=created_by,
+                    expires_at=None if ttl is None else now + ttl,
+                )
+            )
+        return made, self.get_token(made.id)
+
+    def get_token(self, token_id: str) -> TokenRecord:
+        """A token by id (NotFound if none)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
+        if row is None:
+            raise NotFound(f"token {token_id!r} not found")
+        return _record(row)
+
+    def check(self, parsed: ParsedToken, *, now: datetime) -> TokenRecord:
+        """The stored token ``parsed`` proves, or Refused saying why."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(tokens).where(tokens.c.id == parsed.id, tokens.c.kind == parsed.kind.value)
+            ).first()
+        if row is None or row.digest is None or not matches(parsed, row.digest):
+            raise Refused("unknown token")
+        record = _record(row)
+        state = record.state(now)
+        if state == "revoked":
+            raise Refused(f"token {record.id} was revoked at {record.revoked_at:%Y-%m-%d %H:%M}Z")
+        if state == "expired":
+            raise Refused(f"token {record.id} expired at {record.expires_at:%Y-%m-%d %H:%M}Z")
+        if state == "used":
+            raise Refused(f"join token {record.id} was used already")
+        return record
+
+    def list_tokens(
+        self, *, kind: TokenKind | None = None, site: str | None = None
+    ) -> list[TokenRecord]:
+        """Every token and site credential (or those of ``kind``/``site``), oldest first."""
+        query = select(tokens).order_by(tokens.c.created_at, tokens.c.id)
+        if kind is not None:
+            query = query.where(tokens.c.kind == kind.value)
+        if site is not None:
+            query = query.where(tokens.c.site == site)
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def revoke(self, token_id: str) -> TokenRecord:
+        """Revoke a token or site credential from now on (revoking twice keeps the first time)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(tokens)
+                .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            if (
+                result.rowcount == 0
+                and conn.execute(select(tokens.c.id).where(tokens.c.id == token_id)).first() is None
+            ):
+                raise NotFound(f"token {token_id!r} not found")
+        return self.get_token(token_id)
+
+    def has_admin(self) -> bool:
+        """Whether an active admin token exists."""
+        now = utcnow()
+        return any(
+            r.role == Role.ADMIN and r.state(now) == "active"
+            for r in self.list_tokens(kind=TokenKind.USER)
+        )
+
+    # -- joining --------------------------------------------------------------------------------
+
+    def spend_join_token(self, record: TokenRecord) -> None:
+        """Mark a join token used; Refused if another request spent it first."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(tokens)
+                .where(tokens.c.id == record.id, tokens.c.used_at.is_(None))
+                .values(used_at=utcnow())
+            )
+        if result.rowcount != 1:
+            raise Refused(f"join token {record.id} was used already")
+
+    def add_site_credential(
+        self, *, jti: str, site: str, expires_at: datetime, created_by: str
+    ) -> TokenRecord:
+        """Record a site credential just signed, and revoke the site's earlier ones: a site that
+        joins again (reinstalled, moved to new hardware) leaves its old credential dead."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(tokens)
+                .where(
+                    tokens.c.site == site,
+                    tokens.c.kind == TokenKind.SITE.value,
+                    tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+            conn.execute(
+                insert(tokens).values(
+                    id=jti,
+                    kind=TokenKind.SITE.value,
+                    name=f"site:{site}",
+                    role=Role.SITE.value,
+                    tenants=[],
+                    site=site,
+                    digest=None,
+                    created_at=now,
+                    created_by=created_by,
+                    expires_at=expires_at,
+                )
+            )
+        return self.get_token(jti)
+
+    def check_site_credential(self, jti: str, *, now: datetime) -> TokenRecord:
+        """The stored record of a verified site credential, Refused if revoked or unknown."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(tokens).where(tokens.c.id == jti, tokens.c.kind == TokenKind.SITE.value)
+            ).first()
+        if row is None:
+            raise Refused("unknown site credential")
+        record = _record(row)
+        if record.state(now) != "active":
+            raise Refused(f"site credential {jti} is {record.state(now)}")
+        return record
+
+    def revoked_site_credentials(self) -> list[str]:
+        """Ids of revoked site credentials that have not expired yet (sites refuse them too)."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(tokens.c.id).where(
+                    tokens.c.kind == TokenKind.SITE.value,
+                    tokens.c.revoked_at.is_not(None),
+                    tokens.c.expires_at > now,
+                )
+            ).all()
+        return sorted(row.id for row in rows)
+
+    # -- signing keys ---------------------------------------------------------------------------
+
+    def signing_keys(self) -> list[SigningKey]:
+        """The hub's signing keys, newest first; made on first use (by whichever replica)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(signing_keys).order_by(signing_keys.c.created_at.desc())
+            ).all()
+        if rows:
+            return [SigningKey.from_pem(row.private_pem.encode()) for row in rows]
+        key = SigningKey.generate()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(signing_keys).values(
+                        kid=key.kid, private_pem=key.to_pem().decode(), created_at=utcnow()
+                    )
+                )
+        except IntegrityError:  # pragma: no cover - two replicas raced; both read the winner
+            pass
+        return self.signing_keys()
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        """Append one audit entry."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(audit).values(
+                    time=entry.time,
+                    subject=entry.subject[:128],
+                    role=entry.role[:16],
+                    source=entry.source[:64],
+                    method=entry.method[:8],
+                    path=entry.path,
+                    action=entry.action[:128],
+                    tenant=entry.tenant[:63],
+                    status=entry.status,
+                    result=entry.result,
+                )
+            )
+
+    def list_audit(
+        self,
+        *,
+        subject: str | None = None,
+        tenant: str | None = None,
+        action: str | None = None,
+        failed: bool | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """The newest entries matching every filter, oldest first."""
+        query = select(audit)
+        conditions = []
+        if subject is not None:
+            conditions.append(audit.c.subject == subject)
+        if tenant is not None:
+            conditions.append(audit.c.tenant == tenant)
+        if action is not None:
+            conditions.append(audit.c.action.like(f"{action}%"))
+        if failed is not None:
+            conditions.append(audit.c.status >= 400 if failed else audit.c.status < 400)
+        if since is not None:
+            conditions.append(audit.c.time >= since)
+        if conditions:
+            query = query.where(and_(*conditions))
+        query = query.order_by(audit.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            AuditEntry(
+                id=row.id,
+                time=_aware(row.time) or utcnow(),
+                subject=row.subject,
+                role=row.role,
+                source=row.source,
+                method=row.method,
+                path=row.path,
+                action=row.action,
+                tenant=row.tenant,
+                status=row.status,
+                result=row.result,
+            )
+            for row in reversed(rows)
+        ]
+
+
+def new_jti() -> str:
+    """A fresh id for a site credential."""
+    return uuid.uuid4().hex
+
+
+def bootstrap_admin(db: str, *, name: str = "admin", ttl: timedelta | None = None) -> str:
+    """Migrate the store at ``db`` and make an admin token in it (for ``hub init`` and for
+    fleets a program starts); returns the token, which is not kept anywhere else."""
+    from edgefleet.hub.store import Store
+
+    store = Store(db)
+    try:
+        store.migrate()
+        made, _ = Accounts(store.engine).create_token(
+            kind=TokenKind.USER, name=name, role=Role.ADMIN, ttl=ttl, created_by="hub init"
+        )
+        return made.token
+    finally:
+        store.close()

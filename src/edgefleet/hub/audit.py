@@ -1,0 +1,135 @@
+"""The audit log: every change asked of the hub, by whom, when, and what came of it.
+
+An ASGI middleware around the API: for each POST, PUT, PATCH and DELETE it records the caller
+(as the guard authenticated it, or '-' when authentication failed), the source address, the
+route, the tenant, the status and the outcome (the apply outcome header, or the refusal's detail).
+Agents' telemetry (status, heartbeats, demand) is not a change and is not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgefleet.hub.accounts import AuditEntry
+from edgefleet.hub.auth import PRINCIPAL
+from edgefleet.hub.store import utcnow
+from edgefleet.identity import Principal
+
+if TYPE_CHECKING:
+    from edgefleet.hub.runtime import Hub
+
+log = logging.getLogger(__name__)
+
+CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TELEMETRY = ("/status", "/heartbeat", "/demand")
+_VERBS = {"POST": "create", "PUT": "apply", "PATCH": "change", "DELETE": "delete"}
+_NOUNS = {
+    "apps": "app",
+    "sites": "site",
+    "tenants": "tenant",
+    "tokens": "token",
+    "join-tokens": "join token",
+    "join": "site credential",
+}
+_MAX_BODY = 4096
+
+
+def action_of(method: str, template: str) -> str:
+    """What a change does, from its route: 'apply app', 'revoke token', 'create join token'."""
+    parts = [p for p in template.split("/") if p and not p.startswith("{")]
+    noun = _NOUNS.get(parts[-1] if parts else "", parts[-1] if parts else "?")
+    if noun == "token" and method == "DELETE":
+        return "revoke token"
+    if noun == "site credential":
+        return "join site"
+    return f"{_VERBS.get(method, method.lower())} {noun}"
+
+
+def tenant_of(template: str, params: dict[str, Any]) -> str:
+    """The tenant a change is in ('' for fleet objects)."""
+    if "tenant" in params:
+        return str(params["tenant"])
+    if template.startswith("/api/v1/tenants/{name}"):
+        return str(params.get("name", ""))
+    return ""
+
+
+def _result(status: int, outcome: str | None, body: bytes) -> str:
+    if status < 400:
+        if outcome:
+            return outcome
+        return "deleted" if status == 204 else "ok"
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, list):  # validation errors: where and why
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in detail
+        )
+    return str(detail or f"HTTP {status}")[:1000]
+
+
+class AuditLog:
+    """ASGI middleware that records changes (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in CHANGES:
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith("/api/v1/agent/sites/") and scope["path"].endswith(TELEMETRY):
+            await self.app(scope, receive, send)
+            return
+        seen: dict[str, Any] = {"status": 500, "outcome": None, "body": b""}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"x-edgefleet-outcome":
+                        seen["outcome"] = value.decode("latin-1")
+            elif (
+                message["type"] == "http.response.body"
+                and seen["status"] >= 400
+                and len(seen["body"]) < _MAX_BODY
+            ):
+                seen["body"] += message.get("body", b"")[:_MAX_BODY]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            await self._record(scope, seen)
+
+    async def _record(self, scope: Scope, seen: dict[str, Any]) -> None:
+        principal: Principal | None = scope.get(PRINCIPAL)
+        route = scope.get("route")
+        template = str(getattr(route, "path", None) or scope["path"])
+        params = scope.get("path_params", {})
+        client = scope.get("client")
+        entry = AuditEntry(
+            time=utcnow(),
+            subject=principal.subject if principal else "-",
+            role=principal.role.value if principal else "-",
+            source=client[0] if client else "unknown",
+            method=scope["method"],
+            path=scope["path"],
+            action=action_of(scope["method"], template),
+            tenant=tenant_of(template, params),
+            status=int(seen["status"]),
+            result=_result(int(seen["status"]), seen["outcome"], seen["body"]),
+        )
+        try:
+            await asyncio.to_thread(self.hub.accounts.add_audit, entry)
+        except Exception:
+            # The change is done; losing its record is bad, failing the answer is worse.
+            log.exception("could not write the audit entry of %s %s", entry.method, entry.path)
