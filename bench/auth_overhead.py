@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.localfleet import LocalFleet, free_port
 from tests.factories import make_site

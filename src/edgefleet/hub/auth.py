@@ -33,7 +33,7 @@ from edgefleet.identity.access import (
     Scope,
     decide,
 )
-from edgefleet.identity.credentials import CredentialError, verify
+from edgefleet.identity.credentials import CredentialError
 from edgefleet.identity.tokens import TokenKind, parse
 
 if TYPE_CHECKING:
@@ -180,8 +180,7 @@ def authenticate(hub: Hub, token: str) -> Principal:
             token_id=record.id,
             expires=record.expires_at,
         )
-    keys = [k.public() for k in hub.signing_keys()]
-    if hub.oidc is not None and _kid(token) not in {k.kid for k in keys}:
+    if hub.oidc is not None and _kid(token) not in hub.key_ids():
         try:
             principal: Principal = hub.oidc.verify(token)
         except OidcUnavailable as exc:
@@ -190,7 +189,7 @@ def authenticate(hub: Hub, token: str) -> Principal:
             raise Refused(f"OIDC token refused: {exc}") from None
         return principal
     try:
-        claims = verify(token, keys, now=now)
+        claims = hub.check_credential(token, now=now)
     except CredentialError as exc:
         raise Refused(f"not a valid token or site credential: {exc.reason}") from None
     if claims.site is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
 from edgefleet.hub.store import Leadership, Store
 from edgefleet.hub.watch import SiteWatch
-from edgefleet.identity.credentials import SigningKey
+from edgefleet.identity.credentials import CredentialClaims, Keyring, SigningKey
 from edgefleet.model import PublicKey
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class Hub:
     """The OIDC verifier, when the hub accepts the operator's provider's tokens."""
     _keys: list[SigningKey] = field(default_factory=list)
     _own: tuple[str, datetime] | None = None
+    _keyring: Keyring | None = None
+    _keyring_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store.engine)
@@ -128,6 +131,18 @@ class Hub:
             )
             self._own = (token, now + ttl)
         return self._own[0]
+
+    def check_credential(self, token: str, *, now: datetime) -> CredentialClaims:
+        """The claims of a credential the hub signed (its signature checked once, then
+        remembered); CredentialError if it does not hold. Revocation is the caller's to check."""
+        with self._keyring_lock:
+            if self._keyring is None:
+                self._keyring = Keyring([k.public() for k in self.signing_keys()])
+            return self._keyring.verify(token, now=now)
+
+    def key_ids(self) -> frozenset[str]:
+        """The ids of the hub's signing keys."""
+        return frozenset(k.kid for k in self.signing_keys())
 
     def signing_keys(self) -> list[SigningKey]:
         """The hub's keys for site credentials, newest first (read once, made on first use)."""

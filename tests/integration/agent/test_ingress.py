@@ -156,3 +156,33 @@ def test_ingress_holds_requests_while_no_replica_is_ready(
         timeout=30,
         what="hello to answer through the ingress again",
     )
+
+
+def test_a_spilled_request_needs_a_site_credential(sqlite_fleet: LocalFleet, site: Site) -> None:
+    """Only a site may pass a request on: one that says it was spilled (hops, origin) without a
+    valid site credential is refused; a revoked credential is refused once the routing table
+    carries the revocation."""
+    run_hello(sqlite_fleet, site, 1)
+    spilled = {"Host": HOST, "x-edgefleet-hops": "1", "x-edgefleet-origin": "lyon"}
+    with httpx.Client(base_url=base(site), timeout=10) as http:
+        refused = http.get("/", headers=spilled)
+        assert refused.status_code == 403 and "no site credential" in refused.text
+        forged = http.get("/", headers={**spilled, "x-edgefleet-site-credential": "eyJ.x.y"})
+        assert forged.status_code == 403
+        credential = sqlite_fleet.site_headers("paris")["Authorization"].removeprefix("Bearer ")
+        taken = http.get("/", headers={**spilled, "x-edgefleet-site-credential": credential})
+        assert taken.status_code == 200 and taken.json()["site"] == "paris"
+        # A revoked credential is refused once the routing table says so.
+        with sqlite_fleet.client() as admin:
+            (record,) = admin.list_tokens(kind="site", site="paris")
+            admin.revoke_token(record.id)
+        wait_for(
+            lambda: (
+                http.get(
+                    "/", headers={**spilled, "x-edgefleet-site-credential": credential}
+                ).status_code
+                == 403
+            ),
+            timeout=15,
+            what="the site to refuse the revoked credential",
+        )

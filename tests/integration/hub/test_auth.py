@@ -441,6 +441,21 @@ def test_join_tokens_are_one_time_expiring_and_site_bound(sqlite_fleet: LocalFle
             headers={"Authorization": f"Bearer {token}"},
         )
 
+    # An expired join token is refused.
+    store = Store(sqlite_fleet.db_url)
+    try:
+        stale, _ = Accounts(store.engine).create_token(
+            kind=TokenKind.JOIN,
+            name="join:paris",
+            role=Role.SITE,
+            site="paris",
+            ttl=timedelta(seconds=-1),
+            created_by="test",
+        )
+    finally:
+        store.close()
+    expired = trade(stale.token, "paris")
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
     # A join token is good for nothing else, and only for its own site.
     assert (
         httpx.get(f"{base}/api/v1/sites", headers={"Authorization": f"Bearer {join}"}).status_code
@@ -459,6 +474,13 @@ def test_join_tokens_are_one_time_expiring_and_site_bound(sqlite_fleet: LocalFle
     assert other.status_code == 403 and "paris" in other.json()["detail"]
     table = httpx.get(f"{base}/api/v1/routing-table", headers=auth).json()
     assert table["signingKeys"] and table["revokedCredentials"] == []
+    # It writes its own status only.
+    beat = {"site": "lyon", "observedRevision": 0}
+    other_beat = httpx.post(f"{base}/api/v1/agent/sites/lyon/heartbeat", json=beat, headers=auth)
+    assert other_beat.status_code == 403
+    beat["site"] = "paris"
+    own_beat = httpx.post(f"{base}/api/v1/agent/sites/paris/heartbeat", json=beat, headers=auth)
+    assert own_beat.status_code == 204
     assert httpx.get(f"{base}/api/v1/apps", headers=auth).status_code == 403
     # Joining again (a reinstalled site) revokes the first credential.
     with sqlite_fleet.client() as admin:
