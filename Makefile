@@ -35,7 +35,7 @@ kube-or-skip:
 	-@tools/kube-build.sh || echo "kube: no test control plane; the tests that need it will be skipped"
 
 test: venv postgres test-deps kube-or-skip check
-	$(VENV)/pytest -q $(PYTEST_ARGS)
+	$(VENV)/pytest -q --durations=25 $(PYTEST_ARGS)
 
 unit: venv
 	$(VENV)/pytest -q tests/unit

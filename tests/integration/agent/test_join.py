@@ -252,7 +252,12 @@ def test_a_restart_reuses_the_credential_and_a_new_join_token_joins_again(
         config = agent_config(state, port, join_token=join_token)
         hub.calls.clear()
         async with running(config):
-            credential: str = await until(hub.credential_used, what="a call with the credential")
+            # A site that had a credential re-joins in the background and keeps using the old
+            # one meanwhile: wait for the credential of the ``joins``-th join to be used.
+            credential: str = await until(
+                lambda: len(hub.issued) == joins and hub.credential_used(),
+                what="a call with the credential",
+            )
             # Past a heartbeat or two: no late join either.
             await until(lambda: len(hub.calls) >= 4, what="a few calls to the hub")
         assert len(hub.joins) == joins

@@ -144,6 +144,12 @@ def test_residency_keeps_replicas_in_the_tenants_regions_while_demand_is_elsewhe
     with local.client() as client:
         client.apply(app)
     wait_for(placed_sites, timeout=30, what="follow placed somewhere")
+    # New York's edge DNS learns of the new app with its next routing table.
+    wait_for(
+        lambda: rcode_and_addresses(ny, "follow.acme.edge.internal", fleet.allowed_ny_client)[1],
+        timeout=30,
+        what="New York's edge DNS to answer for follow",
+    )
     # Clients in New York only: they ask New York's edge DNS, which answers with a site in
     # eu-west (the only region the app may run in), and every request is served there.
     spec = LoadSpec(

@@ -63,6 +63,9 @@ def traffic_fleet(tmp_path: Path) -> Iterator[tuple[LocalFleet, dict[str, Site]]
         yield local, sites
 
 
+FOLLOW_FQDN = "follow.demo.edge.internal"
+
+
 def follow_app() -> App:
     return make_app(
         "follow",
@@ -109,7 +112,15 @@ def test_replicas_follow_demand_sleep_and_wake(
     assert (desired, ready, wakeable) == (0, 0, True)
 
     # Clients in New York: the first requests wake the app through an activator; none fails.
-    first = load_from(sites["new-york"], rps=10, seconds=6)
+    # (Once New York's edge DNS has the new app: before its routing table arrives, a name
+    # created a moment ago is rightly unknown there.)
+    york = sites["new-york"]
+    wait_for(
+        lambda: ask_dns(york.spec.addresses.ip, york.spec.addresses.dns_port, FOLLOW_FQDN),
+        timeout=30,
+        what="New York's edge DNS to answer for follow",
+    )
+    first = load_from(york, rps=10, seconds=6)
     assert first.failed_total == 0 and first.ok == first.sent, first.to_json()
     wait_for(
         lambda: shares(local).get("new-york", (0, 0, False))[1] >= 1,
@@ -177,7 +188,7 @@ def test_with_the_hub_down_sites_scale_offload_sleep_and_wake(
     )
     with local.client() as client:
         client.apply(app)
-    fqdn = "follow.demo.edge.internal"
+    fqdn = FOLLOW_FQDN
     wait_for(
         lambda: ask_dns(paris.spec.addresses.ip, paris.spec.addresses.dns_port, fqdn),
         timeout=30,

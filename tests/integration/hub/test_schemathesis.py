@@ -49,6 +49,10 @@ def test_no_request_makes_the_hub_fail(
     seeded_fleet: LocalFleet, token: str, tmp_path: Path
 ) -> None:
     bearer = seeded_fleet.admin_token if token == "valid" else "efu_0123456789abcdef_" + "Z" * 43
+    # With a refused token every request stops at authentication: generated data (fuzzing)
+    # is enough there; the valid token also gets the boundary cases (coverage) and sequences
+    # of calls (stateful).
+    phases = "coverage,fuzzing,stateful" if token == "valid" else "fuzzing"
     result = subprocess.run(
         [
             str(SCHEMATHESIS),
@@ -58,6 +62,8 @@ def test_no_request_makes_the_hub_fail(
             f"Authorization: Bearer {bearer}",
             "--checks",
             "not_a_server_error",
+            "--phases",
+            phases,
             "--max-examples",
             "10",
             "--generation-deterministic",
@@ -81,6 +87,6 @@ def test_no_request_makes_the_hub_fail(
     cases = re.search(r"(\d+) generated, (\d+) passed", summary)
     assert cases is not None, summary
     generated, passed = int(cases.group(1)), int(cases.group(2))
-    assert generated == passed and generated > 500, summary
+    assert generated == passed and generated > 300, summary
     logs = (seeded_fleet.workdir / "hub.log").read_text()
     assert "unhandled error" not in logs
