@@ -1,7 +1,11 @@
-"""Manifests for tests."""
+"""Manifests and small fleets for tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgefleet.localfleet import LocalFleet, free_port
 from edgefleet.model import App, Site
 
 
@@ -53,4 +57,36 @@ def make_app(
                 **({"scaling": scaling} if scaling else {}),
             },
         }
+    )
+
+
+TWO_REGIONS = {
+    "paris": ("eu-west", 48.8566, 2.3522),
+    "lyon": ("eu-west", 45.764, 4.8357),
+    "new-york": ("us-east", 40.7128, -74.006),
+}
+"""Three sites in two regions: Paris and Lyon close together, New York far away."""
+
+
+def two_region_sites(subnets: Iterator[int]) -> tuple[dict[str, Site], dict[str, int]]:
+    """The sites of ``TWO_REGIONS``, each at ``127.0.<n>.1`` with clients in ``127.1.<n>.0/24``
+    (``n`` drawn from ``subnets``); returns the sites and each one's ``n``."""
+    sites, subnet = {}, {}
+    for name, (region, lat, lon) in TWO_REGIONS.items():
+        n = subnet[name] = next(subnets)
+        sites[name] = make_site(
+            name, region=region, ip=f"127.0.{n}.1", lat=lat, lon=lon, networks=[f"127.1.{n}.0/24"]
+        )
+    return sites, subnet
+
+
+def fast_fleet(workdir: Path) -> LocalFleet:
+    """A fleet whose hub places every second and whose demand moves within seconds."""
+    return LocalFleet(
+        workdir=workdir,
+        hub_port=free_port(),
+        dns_port=free_port(),
+        placement_resync=1.0,
+        demand_tau=3.0,
+        demand_window=1.0,
     )

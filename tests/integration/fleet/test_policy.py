@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from edgefleet.loadgen import LoadSpec, run_load
-from edgefleet.localfleet import LocalFleet, free_port, wait_for
+from edgefleet.localfleet import LocalFleet, wait_for
 from edgefleet.model import Site, Tenant
-from tests.factories import make_app, make_site
+from tests.factories import fast_fleet, make_app, two_region_sites
 
 pytestmark = pytest.mark.slow
 
@@ -47,25 +47,8 @@ class Fleet:
 def policy_fleet(tmp_path: Path) -> Iterator[Fleet]:
     """A hub with fast demand and placement rounds, three sites in two regions, and the tenant
     acme's policy."""
-    local = LocalFleet(
-        workdir=tmp_path / "fleet",
-        hub_port=free_port(),
-        dns_port=free_port(),
-        placement_resync=1.0,
-        demand_tau=3.0,
-        demand_window=1.0,
-    )
-    places = {
-        "paris": ("eu-west", 48.8566, 2.3522),
-        "lyon": ("eu-west", 45.764, 4.8357),
-        "new-york": ("us-east", 40.7128, -74.006),
-    }
-    sites, subnet = {}, {}
-    for name, (region, lat, lon) in places.items():
-        n = subnet[name] = next(_subnets)
-        sites[name] = make_site(
-            name, region=region, ip=f"127.0.{n}.1", lat=lat, lon=lon, networks=[f"127.1.{n}.0/24"]
-        )
+    local = fast_fleet(tmp_path / "fleet")
+    sites, subnet = two_region_sites(_subnets)
     fleet = Fleet(local, sites, subnet)
     acme = Tenant.model_validate(
         {

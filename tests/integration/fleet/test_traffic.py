@@ -18,9 +18,9 @@ import pytest
 from edgefleet.cli.demo import ask_dns
 from edgefleet.cli.load import spec_for_site
 from edgefleet.loadgen import LoadSummary, run_load
-from edgefleet.localfleet import LocalFleet, free_port, wait_for
+from edgefleet.localfleet import LocalFleet, wait_for
 from edgefleet.model import App, Site
-from tests.factories import make_app, make_site
+from tests.factories import fast_fleet, make_app, two_region_sites
 
 pytestmark = pytest.mark.slow
 
@@ -30,30 +30,8 @@ _subnets = itertools.count(120)
 @pytest.fixture
 def traffic_fleet(tmp_path: Path) -> Iterator[tuple[LocalFleet, dict[str, Site]]]:
     """A hub with fast demand and placement rounds, and three sites in two regions."""
-    local = LocalFleet(
-        workdir=tmp_path / "fleet",
-        hub_port=free_port(),
-        dns_port=free_port(),
-        placement_resync=1.0,
-        demand_tau=3.0,
-        demand_window=1.0,
-    )
-    places = {
-        "paris": ("eu-west", 48.8566, 2.3522),
-        "lyon": ("eu-west", 45.764, 4.8357),
-        "new-york": ("us-east", 40.7128, -74.006),
-    }
-    sites = {}
-    for name, (region, lat, lon) in places.items():
-        n = next(_subnets)
-        sites[name] = make_site(
-            name,
-            region=region,
-            ip=f"127.0.{n}.1",
-            lat=lat,
-            lon=lon,
-            networks=[f"127.1.{n}.0/24"],
-        )
+    local = fast_fleet(tmp_path / "fleet")
+    sites, _ = two_region_sites(_subnets)
     with local.running():
         local.start_hub()
         with local.client() as client:
