@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from importlib import resources
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from alembic import command
 from alembic.config import Config
@@ -89,6 +89,8 @@ from edgefleet.placement.policy import effective_regions
 
 AppId = tuple[str, str]
 """(tenant, app name)."""
+
+Obj = TypeVar("Obj", Site, App, Tenant)
 
 
 class StoreError(Exception):
@@ -170,29 +172,36 @@ class Store:
 
     # -- objects ---------------------------------------------------------------------------------
 
+    def _one(
+        self, kind: str, tenant: str, name: str, missing: str, read: Callable[..., list[Obj]]
+    ) -> Obj:
+        """One object of ``kind`` read with its status by ``read``; NotFound(``missing``)."""
+        with self.engine.connect() as conn:
+            row = _object_row(conn, kind, tenant, name)
+            if row is None:
+                raise NotFound(missing)
+            return read(conn, [row])[0]
+
+    def _fleet_scoped(self, kind: str, read: Callable[..., list[Obj]]) -> list[Obj]:
+        """Every fleet-scoped object of ``kind``, by name, read with its status by ``read``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(objects).where(objects.c.kind == kind).order_by(objects.c.name)
+            ).all()
+            return read(conn, rows)
+
     def get_site(self, name: str) -> Site:
         """One site with its observed status; NotFound if absent."""
-        with self.engine.connect() as conn:
-            row = _object_row(conn, "Site", "", name)
-            if row is None:
-                raise NotFound(f"site {name!r} not found")
-            return self._sites(conn, [row])[0]
+        return self._one("Site", "", name, f"site {name!r} not found", self._sites)
 
     def list_sites(self) -> list[Site]:
         """Every site, by name."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(objects).where(objects.c.kind == "Site").order_by(objects.c.name)
-            ).all()
-            return self._sites(conn, rows)
+        return self._fleet_scoped("Site", self._sites)
 
     def get_app(self, tenant: str, name: str) -> App:
         """One app with its observed status; NotFound if absent."""
-        with self.engine.connect() as conn:
-            row = _object_row(conn, "App", tenant, name)
-            if row is None:
-                raise NotFound(f"app {name!r} not found in tenant {tenant!r}")
-            return self._apps(conn, [row])[0]
+        missing = f"app {name!r} not found in tenant {tenant!r}"
+        return self._one("App", tenant, name, missing, self._apps)
 
     def list_apps(self, tenant: str | None = None) -> list[App]:
         """Every app (of one tenant if given), by tenant and name."""
@@ -205,19 +214,11 @@ class Store:
 
     def get_tenant(self, name: str) -> Tenant:
         """One tenant's policy, with what its apps take now; NotFound if absent."""
-        with self.engine.connect() as conn:
-            row = _object_row(conn, "Tenant", "", name)
-            if row is None:
-                raise NotFound(f"tenant {name!r} not found")
-            return self._tenants(conn, [row])[0]
+        return self._one("Tenant", "", name, f"tenant {name!r} not found", self._tenants)
 
     def list_tenants(self) -> list[Tenant]:
         """Every tenant with a policy, by name."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(objects).where(objects.c.kind == "Tenant").order_by(objects.c.name)
-            ).all()
-            return self._tenants(conn, rows)
+        return self._fleet_scoped("Tenant", self._tenants)
 
     def delete_tenant(self, name: str) -> set[str]:
         """Delete a tenant's policy (its apps stay, now without it); returns the sites running
