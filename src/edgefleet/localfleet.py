@@ -222,13 +222,8 @@ class LocalFleet:
 
     def join_token(self, site: str) -> str:
         """A one-time join token for ``site`` (which must exist on the hub)."""
-        reply = httpx.post(
-            f"{self.hub_url}/api/v1/sites/{site}/join-tokens", headers=self.headers, timeout=10.0
-        )
-        if reply.status_code != 201:
-            raise RuntimeError(f"no join token for site {site}: {reply.status_code} {reply.text}")
-        token: str = reply.json()["token"]
-        return token
+        with self.client() as client:
+            return client.join_token(site).token
 
     def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop (SIGTERM: replicas keep running) or kill (SIGKILL) a site's agent."""

@@ -128,8 +128,9 @@ class RoutingState:
         identity: Callable[[], tuple[list[PublicKey], list[str]]] | None = None,
     ) -> None:
         self._store = store
-        # The hub's public keys and the revoked site credentials, which sites check peers with.
-        self._identity = identity
+        self.identity = identity
+        """The hub's public keys and the revoked site credentials, which sites check peers
+        with (``Hub.routing_identity``)."""
         self._refresh = refresh
         self.table = RoutingTable(version="")
         self._dirty = asyncio.Event()
@@ -147,7 +148,7 @@ class RoutingState:
             lambda: (self._store.list_sites(), self._store.list_apps(), self._store.list_tenants())
         )
         keys, revoked = (
-            await asyncio.to_thread(self._identity) if self._identity is not None else ([], [])
+            await asyncio.to_thread(self.identity) if self.identity is not None else ([], [])
         )
         table = build_routing_table(
             sites, apps, signing_keys=keys, revoked_credentials=revoked, tenants=tenants

@@ -144,6 +144,11 @@ class Hub:
         """The ids of the hub's signing keys."""
         return frozenset(k.kid for k in self.signing_keys())
 
+    def routing_identity(self) -> tuple[list[PublicKey], list[str]]:
+        """What the routing table tells sites to check each other with: the hub's public keys
+        (read once) and the revoked site credentials (read with every rebuild)."""
+        return [k.public() for k in self.signing_keys()], self.accounts.revoked_site_credentials()
+
     def signing_keys(self) -> list[SigningKey]:
         """The hub's keys for site credentials, newest first (read once, made on first use)."""
         if not self._keys:
@@ -157,16 +162,7 @@ class Hub:
         store.migrate()
         watch = SiteWatch(store)
         heartbeats = HeartbeatBuffer(store)
-        accounts = Accounts(store.engine)
-        keys: list[SigningKey] = []
-
-        def identity() -> tuple[list[PublicKey], list[str]]:
-            # Keys are made once and kept; revocations are read with every rebuild.
-            if not keys:
-                keys.extend(accounts.signing_keys())
-            return [k.public() for k in keys], accounts.revoked_site_credentials()
-
-        routing = RoutingState(store, identity=identity)
+        routing = RoutingState(store)
 
         async def placed() -> None:
             # New assignments: wake the sites' watches, and rebuild the routing table.
@@ -186,6 +182,7 @@ class Hub:
         )
         demand = DemandBuffer(store, tau=config.demand_tau)
         hub = cls(config, store, watch, heartbeats, placement, health, routing, demand)
+        routing.identity = hub.routing_identity
         hub.leadership = Leadership(store)
         placement.is_leader = health.is_leader = lambda: hub.leader
         return hub
