@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Everything they need is installed here.
-.PHONY: demo demo-check test test-deps check unit integration venv postgres clean kube kube-or-skip
+.PHONY: demo demo-check test test-deps check unit integration venv postgres clean kube kube-or-skip ui
 
 VENV := .venv/bin
 export EDGEFLEET_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:55432/edgefleet_test
@@ -7,10 +7,14 @@ export EDGEFLEET_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:55432/edgeflee
 venv:
 	@tools/venv.sh
 
-demo: venv
+# The hub's web UI (ui/), built with esbuild from npm packages into src/edgefleet/hub/ui_assets.
+ui:
+	@tools/ui-build.sh
+
+demo: venv ui
 	$(VENV)/edgefleet demo --workdir .cache/demo $(DEMO_ARGS)
 
-demo-check: venv
+demo-check: venv ui
 	$(VENV)/edgefleet demo --workdir .cache/demo --check
 
 postgres:
@@ -24,6 +28,7 @@ check: venv
 
 test-deps:
 	@tools/test-deps.sh
+	@tools/browser.sh
 
 # The Kubernetes control plane that tests/integration/kube runs on loopback (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kwok), built from the pins in tools/kube/go.mod: minutes
@@ -34,7 +39,7 @@ kube:
 kube-or-skip:
 	-@tools/kube-build.sh || echo "kube: no test control plane; the tests that need it will be skipped"
 
-test: venv postgres test-deps kube-or-skip check
+test: venv ui postgres test-deps kube-or-skip check
 	$(VENV)/pytest -q --durations=25 $(PYTEST_ARGS)
 
 unit: venv
@@ -42,4 +47,4 @@ unit: venv
 
 clean:
 	-tools/postgres.sh stop
-	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis ui/node_modules src/edgefleet/hub/ui_assets

@@ -11,6 +11,7 @@ placement checks an app's latency bound against the same estimates.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG), km: the sphere haversine distances are measured on."""
@@ -47,3 +48,14 @@ def estimated_rtt_ms(km: float) -> float:
     if km == 0:
         return 0.0
     return BASE_RTT_MS + 2 * km / FIBRE_KM_PER_MS
+
+
+def nearest(
+    lat: float, lon: float, points: Iterable[tuple[str, float, float]], count: int
+) -> list[tuple[str, float]]:
+    """The ``count`` named points (name, lat, lon) nearest to (``lat``, ``lon``), nearest
+    first with their great-circle km; names break ties, so the order is the same everywhere."""
+    ranked = sorted(
+        ((great_circle_km(lat, lon, plat, plon), name) for name, plat, plon in points),
+    )
+    return [(name, km) for km, name in ranked[:count]]

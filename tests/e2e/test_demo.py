@@ -60,7 +60,15 @@ def test_demo_check_tours_traffic_placement_and_verifies_every_edge_dns(tmp_path
     # The demo left a CLI context behind for `edgefleet get sites` in another shell.
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["current-context"] == "demo"
-    assert config["contexts"]["demo"]["hub"].startswith("http://127.0.0.1:")
+    hub = config["contexts"]["demo"]["hub"]
+    assert hub.startswith("http://127.0.0.1:")
+    # It printed where its web UI is and where the token to sign in with is kept (never the
+    # token itself).
+    assert f"web UI: {hub}/ui" in out
+    token_file = tmp_path / "demo" / "admin-token"
+    assert token_file.read_text().strip() == config["contexts"]["demo"]["token"]
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert config["contexts"]["demo"]["token"] not in out
     # ... and no process: every replica it started (HOST=127.0.1.k) is gone.
     assert demo_replicas() == []
 

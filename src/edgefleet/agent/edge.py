@@ -19,9 +19,9 @@ import httpx
 
 from edgefleet.dns.routed import RoutedZone
 from edgefleet.dns.zone import Client, Lookup
+from edgefleet.geo import estimated_rtt_ms, great_circle_km, nearest
 from edgefleet.routing.access import allows
 from edgefleet.routing.answer import ClientAddress, choose, locate
-from edgefleet.routing.geo import estimated_rtt_ms, great_circle_km
 from edgefleet.routing.table import AppId, Origin, RouteTable, SitePoint
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,9 @@ def nearest_neighbours(table: RouteTable, site: str, count: int) -> list[str]:
     others = [s for name, s in table.sites.items() if name != site]
     if me is None:
         return sorted(s.name for s in others)[:count]
-    others.sort(key=lambda s: (great_circle_km(me.lat, me.lon, s.lat, s.lon), s.name))
-    return [s.name for s in others[:count]]
+    return [
+        name for name, _ in nearest(me.lat, me.lon, ((s.name, s.lat, s.lon) for s in others), count)
+    ]
 
 
 PROBE_RTTS = 4

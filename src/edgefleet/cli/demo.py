@@ -294,6 +294,13 @@ def run_demo(
             console.print(f"applied app {name} (tenant {tenant})")
             path = save_context(Context("demo", fleet.hub_url, fleet.admin_token))
             console.print(f"CLI context 'demo' written to {path}: try 'edgefleet get sites'")
+            token_file = workdir / "admin-token"
+            token_file.touch(mode=0o600)
+            token_file.write_text(f"{fleet.admin_token}\n")
+            console.print(
+                f"[bold]web UI: {fleet.hub_url}/ui[/] (sign in with the admin token in "
+                f"{token_file})"
+            )
             wait_for(
                 lambda: all(
                     ask_dns(s.spec.addresses.ip, s.spec.addresses.dns_port, fqdn) for s in sites

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from edgefleet._version import __version__
 from edgefleet.hub.audit import AuditLog
 from edgefleet.hub.auth import EmptyList, guard, list_body
-from edgefleet.hub.routes import agent, apps, dns, events, identity, sites, tenants
+from edgefleet.hub.routes import agent, apps, dns, events, fleet, identity, sites, tenants
 from edgefleet.hub.runtime import Hub, HubConfig, lifespan
 from edgefleet.hub.store import Conflict, NotFound
+from edgefleet.hub.webui import WebUi
 from edgefleet.model import RoutingTable
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,12 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
         agent.router,
         dns.router,
         tenants.router,
+        fleet.router,
     ):
         app.include_router(router)
     app.include_router(identity.router)
+    # The web UI's static files: public, outside the API and its guard (edgefleet.hub.webui).
+    app.mount("/ui", WebUi(), name="ui")
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str | bool]:

@@ -69,6 +69,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/sites/{name}"): Rule(FLEET_WRITE, kind="site", verb="delete"),
     ("GET", "/api/v1/sites/{name}/replicas"): Rule(FLEET_WRITE, kind="site replica"),
     ("GET", "/api/v1/sites/{name}/reporting"): Rule(FLEET_WRITE, kind="site report"),
+    ("GET", "/api/v1/sites/{name}/neighbours"): Rule(EVERYONE, kind="site"),
     ("POST", "/api/v1/sites/{name}/join-tokens"): Rule(FLEET_WRITE, kind="join token", verb="make"),
     # apps
     ("GET", "/api/v1/apps"): Rule(TENANT_READ),
@@ -90,6 +91,9 @@ RULES: dict[tuple[str, str], Rule] = {
     # what happened, why DNS answers what it does: filtered to the caller's tenants.
     ("GET", "/api/v1/events"): Rule(TENANT_READ, kind="event"),
     ("GET", "/api/v1/dns/explain"): Rule(TENANT_READ),
+    # dashboards: the fleet's demand and the stream of changes, filtered to the caller's tenants.
+    ("GET", "/api/v1/demand"): Rule(TENANT_READ),
+    ("GET", "/api/v1/stream"): Rule(TENANT_READ),
     ("GET", "/api/v1/routing-table"): Rule(
         frozenset({Role.ADMIN, Role.OPERATOR, Role.SITE}), kind="routing table"
     ),

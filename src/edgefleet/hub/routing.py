@@ -217,6 +217,17 @@ class PeerVerdicts:
         if self.down(at) != before:
             self.version += 1
 
+    def by_prober(self, prober: str, now: float | None = None) -> dict[str, bool]:
+        """``prober``'s fresh verdicts (site -> up)."""
+        at = time.monotonic() if now is None else now
+        return {
+            site: up
+            for site, verdicts in self._verdicts.items()
+            if (verdict := verdicts.get(prober)) is not None
+            for up, when in (verdict,)
+            if at - when <= self._freshness
+        }
+
     def down(self, now: float | None = None) -> frozenset[str]:
         """Sites a majority of fresh verdicts call down."""
         at = time.monotonic() if now is None else now

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 
 from edgefleet.hub.accounts import Accounts
 from edgefleet.hub.auth import FailureLimiter
+from edgefleet.hub.changes import Changes
 from edgefleet.hub.controllers import HealthMonitor, HeartbeatBuffer, PlacementController
 from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
@@ -86,6 +87,8 @@ class Hub:
     """Demand reports received, written to the store once a second."""
     peers: PeerVerdicts = field(default_factory=PeerVerdicts)
     """What agents' probes say of their neighbours."""
+    changes: Changes = field(init=False)
+    """What changed, for the dashboards watching ``/api/v1/stream``."""
     dns: Any = None
     """The central DNS server, once started."""
     leadership: Leadership | None = None
@@ -107,6 +110,7 @@ class Hub:
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store.engine)
+        self.changes = Changes(self.store, demand_tau=self.config.demand_tau)
         self.limiter = FailureLimiter(
             burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate
         )
@@ -232,6 +236,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop the loops and the DNS, write pending heartbeats and demand, close the store."""
+        self.changes.close()
         if self.dns is not None:
             await self.dns.stop()
         for task in self.tasks:

@@ -11,7 +11,8 @@ from edgefleet.hub.runtime import Hub, HubConfig
 
 
 class _HubServer(uvicorn.Server):
-    """uvicorn that answers waiting long-polls when it stops, instead of waiting them out."""
+    """uvicorn that answers waiting long-polls and ends event streams when it stops, instead of
+    waiting them out."""
 
     def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
         super().__init__(config)
@@ -19,6 +20,7 @@ class _HubServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._hub.watch.close()
+        self._hub.changes.close()
         self._hub.routing.close()
         await super().shutdown(sockets)
 

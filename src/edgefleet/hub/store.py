@@ -934,6 +934,12 @@ class Store:
             for r in reversed(rows)
         ]
 
+    def newest_events(self) -> dict[str | None, int]:
+        """The id of the newest event per tenant (None: the fleet's own, e.g. a site's)."""
+        query = select(events.c.tenant, func.max(events.c.id)).group_by(events.c.tenant)
+        with self.engine.connect() as conn:
+            return {tenant or None: newest for tenant, newest in conn.execute(query).all()}
+
     def prune_events(self, keep: int = 10_000) -> None:
         """Keep only the newest ``keep`` events."""
         with self.engine.begin() as conn:

@@ -10,7 +10,13 @@ from edgefleet.model.agent import (
     ReplicaState,
     StatusReport,
 )
-from edgefleet.model.demand import AppDemand, DemandReport, DemandRow, SiteReporting
+from edgefleet.model.demand import (
+    AppDemand,
+    DemandReport,
+    DemandRow,
+    FleetDemand,
+    SiteReporting,
+)
 from edgefleet.model.identity import JoinRequest, JoinResponse, PublicKey
 from edgefleet.model.objects import (
     API_VERSION,
@@ -33,6 +39,8 @@ from edgefleet.model.objects import (
     Site,
     SiteAddresses,
     SiteCapacity,
+    SiteNeighbour,
+    SiteNeighbours,
     SitePhase,
     SiteReplicas,
     SiteSelector,
@@ -66,6 +74,7 @@ __all__ = [
     "DesiredState",
     "DriverName",
     "Event",
+    "FleetDemand",
     "FunctionWorkload",
     "Heartbeat",
     "JoinRequest",
@@ -87,6 +96,8 @@ __all__ = [
     "Site",
     "SiteAddresses",
     "SiteCapacity",
+    "SiteNeighbour",
+    "SiteNeighbours",
     "SitePhase",
     "SiteReplicas",
     "SiteReporting",

@@ -46,6 +46,13 @@ class AppDemand(_Base):
     last_request: datetime | None = Field(default=None, description="Last window with requests.")
 
 
+class FleetDemand(AppDemand):
+    """One app's decayed demand from one origin site, in the fleet-wide list."""
+
+    tenant: str = Field(description="Tenant of the app.")
+    app: str = Field(description="App name.")
+
+
 class SiteReporting(_Base):
     """What the hub has taken of one site's demand reports, since the site first reported.
 

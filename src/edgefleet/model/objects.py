@@ -286,6 +286,29 @@ class Site(_Base):
         return meta
 
 
+class SiteNeighbour(_Base):
+    """A site near another, as that site's agent sees it."""
+
+    site: str = Field(description="Neighbour site name.")
+    region: str
+    zone: str
+    distance_km: float = Field(description="Great-circle distance, km.")
+    estimated_rtt_ms: float = Field(description="Round trip the distance implies, ms.")
+    phase: SitePhase = Field(description="The neighbour's health as the hub sees it.")
+    probe: Literal["up", "down"] | None = Field(
+        default=None,
+        description="The site's own fresh probe verdict of the neighbour; unset when it has "
+        "not reported one lately (its agent probes only its nearest few).",
+    )
+
+
+class SiteNeighbours(_Base):
+    """The sites nearest to one site, nearest first."""
+
+    site: str
+    neighbours: list[SiteNeighbour]
+
+
 # ---------------------------------------------------------------------------------------------
 # App
 

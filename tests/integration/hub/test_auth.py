@@ -110,7 +110,11 @@ def expected(caller: Caller, method: str, template: str, tenant: str | None) -> 
     if template == "/api/v1/audit":
         return "ok" if role in ("admin", "operator") else "refused"
     if template.startswith("/api/v1/sites"):
-        if method == "GET" and template in ("/api/v1/sites", "/api/v1/sites/{name}"):
+        if method == "GET" and template in (
+            "/api/v1/sites",
+            "/api/v1/sites/{name}",
+            "/api/v1/sites/{name}/neighbours",
+        ):
             return "ok"
         return "ok" if role in ("admin", "operator") else "refused"
     if template.startswith("/api/v1/tenants/{tenant}/apps") or (
@@ -130,7 +134,13 @@ def expected(caller: Caller, method: str, template: str, tenant: str | None) -> 
         return "ok" if role == "admin" else "refused"
     if template == "/api/v1/tenants":
         return "ok" if method == "GET" else ("ok" if role == "admin" else "refused")
-    if template in ("/api/v1/apps", "/api/v1/events", "/api/v1/dns/explain"):
+    if template in (
+        "/api/v1/apps",
+        "/api/v1/events",
+        "/api/v1/dns/explain",
+        "/api/v1/demand",
+        "/api/v1/stream",
+    ):
         return "ok"
     raise AssertionError(f"the matrix has no expectation for {method} {template}: add one")
 
@@ -255,14 +265,17 @@ def walk_matrix(fleet: LocalFleet, callers: list[Caller], admin: Client) -> dict
             body = body_for(method, template, context, name)
             if template.startswith("/api/v1/sites/{name}") and body is not None and method == "PUT":
                 body["metadata"]["name"] = name
-            reply = httpx.request(
-                method,
-                base + path,
-                json=body,
-                params=params,
-                headers=caller.headers,
-                timeout=30,
-            )
+            if template == "/api/v1/stream":
+                reply = first_event(base + path, caller.headers)
+            else:
+                reply = httpx.request(
+                    method,
+                    base + path,
+                    json=body,
+                    params=params,
+                    headers=caller.headers,
+                    timeout=30,
+                )
             want = expected(caller, method, template, context)
             where = f"{caller.label} {method} {path}: {reply.status_code} {reply.text[:200]}"
             if want == "ok":
@@ -278,6 +291,17 @@ def walk_matrix(fleet: LocalFleet, callers: list[Caller], admin: Client) -> dict
                 assert reply.status_code == 200 and reply.json()["items"] == [], where
             checked[want] += 1
     return checked
+
+
+def first_event(url: str, headers: dict[str, str]) -> httpx.Response:
+    """GET an event stream and close it after its first event (it never ends by itself)."""
+    with httpx.stream("GET", url, headers=headers, timeout=30) as stream:
+        if stream.status_code >= 400:
+            stream.read()
+            return stream
+        lines = stream.iter_lines()
+        first = [line for line in itertools.takewhile(bool, lines) if not line.startswith("retry")]
+    return httpx.Response(stream.status_code, text="\n".join(first))
 
 
 def missing_detail(template: str, values: dict[str, Any]) -> str:

@@ -5,11 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
+from edgefleet.geo import estimated_rtt_ms, nearest
 from edgefleet.hub.routes.common import ObjectList, apply_object, record_event
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.model import ReplicaState, Site, SiteReporting
+from edgefleet.hub.store import NotFound
+from edgefleet.model import (
+    ReplicaState,
+    Site,
+    SiteNeighbour,
+    SiteNeighbours,
+    SiteReporting,
+)
 
 router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -83,3 +91,35 @@ def site_reporting(name: str, hub: HubDep) -> SiteReporting:
     the requests they counted (compare with what clients got to tell whether any was lost)."""
     hub.store.get_site(name)
     return hub.store.demand_reporting(name)
+
+
+@router.get("/{name}/neighbours", response_model=SiteNeighbours)
+def site_neighbours(
+    name: str, hub: HubDep, count: Annotated[int, Query(ge=1, le=100)] = 8
+) -> SiteNeighbours:
+    """The ``count`` sites nearest to the site, with the site's own probe verdicts of them.
+
+    An agent probes its nearest neighbours (8 by default) and spills to them, so with the
+    default count this is the set the site leans on when it cannot serve alone.
+    """
+    sites = {s.metadata.name: s for s in hub.store.list_sites()}
+    if name not in sites:
+        raise NotFound(f"site {name!r} not found")
+    here = sites[name].spec.location
+    others = ((n, s.spec.location.lat, s.spec.location.lon) for n, s in sites.items() if n != name)
+    probes = hub.peers.by_prober(name)
+    return SiteNeighbours(
+        site=name,
+        neighbours=[
+            SiteNeighbour(
+                site=other,
+                region=sites[other].spec.region,
+                zone=sites[other].spec.zone,
+                distance_km=round(km, 1),
+                estimated_rtt_ms=round(estimated_rtt_ms(km), 2),
+                phase=sites[other].status.phase,
+                probe=None if other not in probes else ("up" if probes[other] else "down"),
+            )
+            for other, km in nearest(here.lat, here.lon, others, count)
+        ],
+    )
