@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Everything they need is installed here.
-.PHONY: demo demo-check test test-deps check unit integration venv postgres clean kube kube-or-skip ui
+.PHONY: demo demo-check test test-deps check unit integration venv postgres clean kube kube-or-skip ui ui-test
 
 VENV := .venv/bin
 export EDGEFLEET_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:55432/edgefleet_test
@@ -10,6 +10,10 @@ venv:
 # The hub's web UI (ui/), built with esbuild from npm packages into src/edgefleet/hub/ui_assets.
 ui:
 	@tools/ui-build.sh
+
+# The UI's pure modules under node's test runner (the browser tests are in tests/e2e/test_ui.py).
+ui-test: ui
+	node --test ui/test/
 
 demo: venv ui
 	$(VENV)/edgefleet demo --workdir .cache/demo $(DEMO_ARGS)
@@ -39,7 +43,7 @@ kube:
 kube-or-skip:
 	-@tools/kube-build.sh || echo "kube: no test control plane; the tests that need it will be skipped"
 
-test: venv ui postgres test-deps kube-or-skip check
+test: venv ui postgres test-deps kube-or-skip check ui-test
 	$(VENV)/pytest -q --durations=25 $(PYTEST_ARGS)
 
 unit: venv
