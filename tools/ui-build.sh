@@ -24,7 +24,7 @@ if [ ! -f "$stamp" ] || [ ui/package-lock.json -nt "$stamp" ]; then
 fi
 
 if [ -f "$out/index.html" ] && [ -f "$out/app.js" ] && [ -f "$out/app.css" ] \
-  && [ -z "$(find ui/src ui/index.html ui/build.mjs "$stamp" -newer "$out/app.js" -print -quit 2>/dev/null)" ]; then
+  && [ -z "$(find ui/src ui/build.mjs "$stamp" -newer "$out/app.js" -print -quit 2>/dev/null)" ]; then
   exit 0
 fi
 node ui/build.mjs
