@@ -200,6 +200,14 @@ def test_deploy_an_app_and_watch_its_replicas_appear(page: Page, demo_fleet: Loc
     assert page.evaluate("() => window.notReloaded") is True
     for heading in ("Demand per region", "DNS answers per region", "Placement changes"):
         expect(page.get_by_role("heading", name=heading)).to_be_visible()
+    # The fleet's DNS sends every region to the replicas in eu-west, asked at a site there.
+    answers = page.get_by_role("list", name="DNS answers per region")
+    for region in ("eu-west", "us-east", "ap"):
+        expect(answers.locator(f'li[data-region="{region}"]')).to_contain_text(
+            re.compile(r"\(asked at [a-z-]+\) -> (paris|london)")
+        )
+    # Placement's decision is in the app's timeline.
+    expect(page.get_by_role("main")).to_contain_text("Placed")
     expect(page.locator("#live")).to_have_text("Live")
     shot(page, "app-web")
     with demo_fleet.client() as admin:

@@ -163,18 +163,29 @@ def test_a_spilled_request_needs_a_site_credential(sqlite_fleet: LocalFleet, sit
     valid site credential is refused; a revoked credential is refused once the routing table
     carries the revocation."""
     run_hello(sqlite_fleet, site, 1)
+    # Lyon, the neighbour that spills to Paris here, joins for its credential (no agent runs:
+    # revoking Paris's own credential would cut Paris off the routing table that says so).
+    with sqlite_fleet.client() as admin:
+        admin.apply(make_site("lyon", lat=45.76, lon=4.84))
+    joined = httpx.post(
+        f"{sqlite_fleet.hub_url}/api/v1/agent/join",
+        json={"site": "lyon"},
+        headers={"Authorization": f"Bearer {sqlite_fleet.join_token('lyon')}"},
+        timeout=10,
+    )
+    assert joined.status_code == 200, joined.text
+    credential = joined.json()["credential"]
     spilled = {"Host": HOST, "x-edgefleet-hops": "1", "x-edgefleet-origin": "lyon"}
     with httpx.Client(base_url=base(site), timeout=10) as http:
         refused = http.get("/", headers=spilled)
         assert refused.status_code == 403 and "no site credential" in refused.text
         forged = http.get("/", headers={**spilled, "x-edgefleet-site-credential": "eyJ.x.y"})
         assert forged.status_code == 403
-        credential = sqlite_fleet.site_headers("paris")["Authorization"].removeprefix("Bearer ")
         taken = http.get("/", headers={**spilled, "x-edgefleet-site-credential": credential})
         assert taken.status_code == 200 and taken.json()["site"] == "paris"
         # A revoked credential is refused once the routing table says so.
         with sqlite_fleet.client() as admin:
-            (record,) = admin.list_tokens(kind="site", site="paris")
+            (record,) = admin.list_tokens(kind="site", site="lyon")
             admin.revoke_token(record.id)
         wait_for(
             lambda: (
