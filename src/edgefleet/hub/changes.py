@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgefleet.hub.store import Store, utcnow
-from edgefleet.model import App, AppDemand, Site
+from edgefleet.model import App, AppDemand
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +69,6 @@ def changed(before: Snapshot, after: Snapshot, tenants: frozenset[str] | None) -
     if differs(events_before, events_after):
         kinds.add("events")
     return frozenset(kinds)
-
-
-def sites_fingerprint(sites: Iterable[Site]) -> int:
-    """One number for what a dashboard shows of ``sites``."""
-    return hash(
-        tuple(
-            (
-                s.metadata.name,
-                s.metadata.resource_version,
-                s.status.phase,
-                s.status.message,
-                s.status.replicas,
-                s.status.ready_replicas,
-            )
-            for s in sites
-        )
-    )
 
 
 def apps_fingerprints(apps: Iterable[App]) -> dict[str, int]:
@@ -194,7 +177,7 @@ class Changes:
     def snapshot(self) -> Snapshot:
         """Read the store once for every fingerprint (blocking: call from a thread)."""
         return Snapshot(
-            sites=sites_fingerprint(self._store.list_sites()),
+            sites=self._store.sites_digest(),
             apps=apps_fingerprints(self._store.list_apps()),
             events=self._store.newest_events(),
             demand=demand_fingerprints(self._store.demand_matrix(utcnow(), self._tau)),

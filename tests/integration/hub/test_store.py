@@ -158,6 +158,41 @@ def test_reports_give_observed_status(store: Store) -> None:
     ]
 
 
+def test_the_sites_digest_moves_with_what_a_dashboard_shows_of_sites(store: Store) -> None:
+    store.put(make_site("paris"))
+    store.put(make_app())
+    seen = [store.sites_digest()]
+    assert store.sites_digest() == seen[0]  # nothing changed, the same number
+
+    def moved() -> bool:
+        seen.append(store.sites_digest())
+        return seen[-1] != seen[-2]
+
+    store.put(make_site("lyon", lat=45.76, lon=4.84))
+    assert moved()
+    store.put(make_site("paris", labels={"rack": "r2"}))
+    assert moved()
+    store.set_site_phase("paris", "Unreachable", "no heartbeat for 9 s")
+    assert moved()
+    store.set_site_phase("paris", "Unreachable", "no heartbeat for 12 s")
+    assert moved()
+    ready = ReplicaState(id="demo-hello-0", index=0, port=20000, state="running", ready=True)
+    store.save_report(
+        StatusReport(
+            site="paris",
+            agent_version="test",
+            observed_revision=1,
+            apps=[AppReport(tenant="demo", app="hello", replicas=[ready])],
+        )
+    )
+    assert moved()
+    # A heartbeat's time alone is not worth telling a dashboard about.
+    store.record_heartbeats([("paris", utcnow(), 1, None)])
+    assert not moved()
+    store.delete_site("lyon")
+    assert moved()
+
+
 def test_heartbeats_are_batched_upserts(store: Store) -> None:
     store.put(make_site("paris"))
     store.put(make_site("london"))
