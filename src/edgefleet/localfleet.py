@@ -225,6 +225,20 @@ class LocalFleet:
         with self.client() as client:
             return client.join_token(site).token
 
+    def site_credential(self, site: str) -> str:
+        """Join ``site`` as its agent would, without running one: a new join token traded at
+        the hub for the site's credential (which revokes the site's earlier ones)."""
+        reply = httpx.post(
+            f"{self.hub_url}/api/v1/agent/join",
+            json={"site": site},
+            headers={"Authorization": f"Bearer {self.join_token(site)}"},
+            timeout=10,
+        )
+        if reply.status_code != 200:
+            raise RuntimeError(f"site {site} could not join: {reply.status_code} {reply.text}")
+        credential: str = reply.json()["credential"]
+        return credential
+
     def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop (SIGTERM: replicas keep running) or kill (SIGKILL) a site's agent."""
         process = self.agents.pop(name, None)

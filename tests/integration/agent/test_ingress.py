@@ -167,14 +167,7 @@ def test_a_spilled_request_needs_a_site_credential(sqlite_fleet: LocalFleet, sit
     # revoking Paris's own credential would cut Paris off the routing table that says so).
     with sqlite_fleet.client() as admin:
         admin.apply(make_site("lyon", lat=45.76, lon=4.84))
-    joined = httpx.post(
-        f"{sqlite_fleet.hub_url}/api/v1/agent/join",
-        json={"site": "lyon"},
-        headers={"Authorization": f"Bearer {sqlite_fleet.join_token('lyon')}"},
-        timeout=10,
-    )
-    assert joined.status_code == 200, joined.text
-    credential = joined.json()["credential"]
+    credential = sqlite_fleet.site_credential("lyon")
     spilled = {"Host": HOST, "x-edgefleet-hops": "1", "x-edgefleet-origin": "lyon"}
     with httpx.Client(base_url=base(site), timeout=10) as http:
         refused = http.get("/", headers=spilled)

@@ -163,15 +163,7 @@ def matrix_fleet(tmp_path: Path) -> Iterator[tuple[LocalFleet, list[Caller]]]:
                 callers.append(
                     Caller(role, role, {"Authorization": f"Bearer {made.token}"}, tuple(tenants))
                 )
-            join = admin.join_token("s1").token
-        reply = httpx.post(
-            f"{fleet.hub_url}/api/v1/agent/join",
-            json={"site": "s1"},
-            headers={"Authorization": f"Bearer {join}"},
-            timeout=10,
-        )
-        assert reply.status_code == 200, reply.text
-        credential = reply.json()["credential"]
+        credential = fleet.site_credential("s1")
         callers.append(
             Caller("site s1", "site", {"Authorization": f"Bearer {credential}"}, site="s1")
         )
