@@ -107,7 +107,7 @@ def seed_store(fleet: LocalFleet, sites: Iterable[Site]) -> None:
     try:
         store.migrate()
         for site in sites:
-            store.put(site)
+            store.objects.put(site)
     finally:
         store.close()
 

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from edgefleet.hub.schema import audit, signing_keys, tokens
-from edgefleet.hub.store import NotFound, _aware, utcnow
+from edgefleet.hub.store import NotFound, aware, utcnow
 from edgefleet.identity import Role
 from edgefleet.identity.credentials import SigningKey
 from edgefleet.identity.tokens import NewToken, ParsedToken, TokenKind, matches, new_token
@@ -78,11 +78,11 @@ def _record(row: Any) -> TokenRecord:
         role=Role(row.role),
         tenants=tuple(row.tenants or ()),
         site=row.site,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
         created_by=row.created_by,
-        expires_at=None if row.expires_at is None else _aware(row.expires_at),
-        revoked_at=None if row.revoked_at is None else _aware(row.revoked_at),
-        used_at=None if row.used_at is None else _aware(row.used_at),
+        expires_at=None if row.expires_at is None else aware(row.expires_at),
+        revoked_at=None if row.revoked_at is None else aware(row.revoked_at),
+        used_at=None if row.used_at is None else aware(row.used_at),
     )
 
 
@@ -330,7 +330,7 @@ class Accounts:
         return [
             AuditEntry(
                 id=row.id,
-                time=_aware(row.time),
+                time=aware(row.time),
                 subject=row.subject,
                 role=row.role,
                 source=row.source,

@@ -177,10 +177,10 @@ class Changes:
     def snapshot(self) -> Snapshot:
         """Read the store once for every fingerprint (blocking: call from a thread)."""
         return Snapshot(
-            sites=self._store.sites_digest(),
-            apps=apps_fingerprints(self._store.list_apps()),
-            events=self._store.newest_events(),
-            demand=demand_fingerprints(self._store.demand_matrix(utcnow(), self._tau)),
+            sites=self._store.objects.sites_digest(),
+            apps=apps_fingerprints(self._store.objects.list_apps()),
+            events=self._store.events.newest(),
+            demand=demand_fingerprints(self._store.demand.matrix(utcnow(), self._tau)),
         )
 
     async def _poll(self) -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from edgefleet.model import AppDemand, DemandReport, DemandRow
 
 if TYPE_CHECKING:
-    from edgefleet.hub.store import Store
+    from edgefleet.hub.store import DemandStore
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class DemandBuffer:
 
     Ten thousand agents reporting every ten seconds are a thousand reports a second: batched,
     they are one transaction a second. Each hub process buffers the reports it receives and
-    writes them itself; ``Store.record_demand`` is safe against another hub's concurrent write
+    writes them itself; ``DemandStore.record`` is safe against another hub's concurrent write
     and ignores a report already taken (its ``seq``), so an agent may resend freely.
 
     ``submit`` is a group commit: the report joins the next batch and the call returns once that
@@ -182,7 +182,7 @@ class DemandBuffer:
 
     def __init__(
         self,
-        store: Store,
+        store: DemandStore,
         *,
         tau: float = DEFAULT_TAU,
         period: float = 1.0,
@@ -239,7 +239,7 @@ class DemandBuffer:
         batch, self._pending = self._pending, []
         waiters, self._waiters = self._waiters, []
         try:
-            taken = await asyncio.to_thread(self._store.record_demand, batch, self.tau)
+            taken = await asyncio.to_thread(self._store.record, batch, self.tau)
         except Exception:
             log.exception("demand flush failed; %d reports kept or refused", len(batch))
             kept = [r for r, w in zip(batch, waiters, strict=True) if w is None]
@@ -255,7 +255,7 @@ class DemandBuffer:
         """Delete rows idle for longer than the retention; returns how many."""
         try:
             return await asyncio.to_thread(
-                self._store.prune_demand, datetime.now(UTC), tau=self.tau
+                self._store.prune, datetime.now(UTC), tau=self.tau
             )
         except Exception:
             log.exception("demand prune failed")

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from fastapi import HTTPException, status
 
-from edgefleet.hub.controllers import runnable_selector, site_view
 from edgefleet.hub.runtime import Hub
 from edgefleet.hub.store import NotFound
+from edgefleet.hub.views import runnable_selector, site_view
 from edgefleet.model import App, AppSpec, PlacementMode, Site, TenantSpec
 from edgefleet.placement import SiteView, eligible
 from edgefleet.placement.policy import (
@@ -57,16 +57,16 @@ def check_apply(hub: Hub, app: App) -> None:
     """Refuse (422, saying why) an app its tenant's policy cannot take; see the module."""
     tenant_name = app.metadata.tenant or ""
     try:
-        tenant: TenantSpec | None = hub.store.get_tenant(tenant_name).spec
+        tenant: TenantSpec | None = hub.store.objects.get_tenant(tenant_name).spec
     except NotFound:
         tenant = None
     if tenant is None and app.spec.policy is None:
         return
-    sites: list[Site] = hub.store.list_sites() if tenant is not None else []
+    sites: list[Site] = hub.store.objects.list_sites() if tenant is not None else []
     views = [site_view(s) for s in sites]
     others = [
         other
-        for other in (hub.store.list_apps(tenant_name) if tenant is not None else [])
+        for other in (hub.store.objects.list_apps(tenant_name) if tenant is not None else [])
         if other.metadata.name != app.metadata.name
     ]
     (need,) = tenant_needs([app], tenant, views)

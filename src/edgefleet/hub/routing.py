@@ -145,7 +145,11 @@ class RoutingState:
     async def rebuild(self) -> bool:
         """Rebuild now; True if the table changed."""
         sites, apps, tenants = await asyncio.to_thread(
-            lambda: (self._store.list_sites(), self._store.list_apps(), self._store.list_tenants())
+            lambda: (
+                self._store.objects.list_sites(),
+                self._store.objects.list_apps(),
+                self._store.objects.list_tenants(),
+            )
         )
         keys, revoked = (
             await asyncio.to_thread(self.identity) if self.identity is not None else ([], [])

@@ -16,8 +16,10 @@ from fastapi import FastAPI, Request
 from edgefleet.hub.accounts import Accounts
 from edgefleet.hub.auth import FailureLimiter
 from edgefleet.hub.changes import Changes
-from edgefleet.hub.controllers import HealthMonitor, HeartbeatBuffer, PlacementController
 from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
+from edgefleet.hub.health_monitor import HealthMonitor
+from edgefleet.hub.heartbeats import HeartbeatBuffer
+from edgefleet.hub.placement_controller import PlacementController
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
 from edgefleet.hub.store import Leadership, Store
 from edgefleet.hub.watch import SiteWatch
@@ -184,10 +186,10 @@ class Hub:
         health = HealthMonitor(
             store, heartbeats, grace=config.heartbeat_grace, on_change=health_changed
         )
-        demand = DemandBuffer(store, tau=config.demand_tau)
+        demand = DemandBuffer(store.demand, tau=config.demand_tau)
         hub = cls(config, store, watch, heartbeats, placement, health, routing, demand)
         routing.identity = hub.routing_identity
-        hub.leadership = Leadership(store)
+        hub.leadership = Leadership(store.engine)
         placement.is_leader = health.is_leader = lambda: hub.leader
         return hub
 

@@ -32,7 +32,7 @@ class SiteWatch:
     async def refresh(self) -> None:
         """Read revisions changed since the last refresh and wake their watchers."""
         async with self._lock:
-            changed = await asyncio.to_thread(self._store.sites_changed_since, self._high)
+            changed = await asyncio.to_thread(self._store.revisions.changed_since, self._high)
             for site, revision in changed.items():
                 self._revisions[site] = revision
                 self._high = max(self._high, revision)

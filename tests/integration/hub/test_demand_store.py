@@ -36,27 +36,27 @@ def report(
 def only(
     store: Store, tenant: str = "demo", app: str = "hello", *, at: datetime = NOW
 ) -> dict[str, AppDemand]:
-    matrix = store.demand_matrix(at, TAU, tenant, app)
+    matrix = store.demand.matrix(at, TAU, tenant, app)
     return {d.origin: d for d in matrix.get((tenant, app), [])}
 
 
 def test_reporting_totals_count_each_report_once(store: Store) -> None:
-    store.put(make_app())
-    assert store.demand_reporting("paris") == SiteReporting(site="paris")
+    store.objects.put(make_app())
+    assert store.demand.reporting("paris") == SiteReporting(site="paris")
     first = report("paris", 5, [("demo/hello", "paris", 600, 30.0, 100)])
     second = report("paris", 6, [("demo/hello", "paris", 40, 1.0, 0), ("x/y", "lyon", 2, 0, 0)])
-    store.record_demand([first], TAU, now=NOW)
-    store.record_demand([first, second, second], TAU, now=NOW)  # resent: counted once
-    totals = store.demand_reporting("paris")
+    store.demand.record([first], TAU, now=NOW)
+    store.demand.record([first, second, second], TAU, now=NOW)  # resent: counted once
+    totals = store.demand.reporting("paris")
     # Requests of apps that do not exist count too: the site counted them, the hub took them.
     assert (totals.last_seq, totals.reports, totals.requests) == (6, 2, 642.0)
-    assert store.demand_reporting("lyon").reports == 0
+    assert store.demand.reporting("lyon").reports == 0
 
 
 def test_a_resent_report_counts_once(store: Store) -> None:
-    store.put(make_app())
+    store.objects.put(make_app())
     first = report("paris", 5, [("demo/hello", "paris", 600, 30.0, 100)])
-    assert store.record_demand([first], TAU, now=NOW) == 1
+    assert store.demand.record([first], TAU, now=NOW) == 1
     before = only(store)["paris"]
     assert math.isclose(before.requests_per_second, window_rate(600, 10.0, TAU))
     assert math.isclose(before.concurrency, window_rate(30.0, 10.0, TAU))
@@ -64,31 +64,31 @@ def test_a_resent_report_counts_once(store: Store) -> None:
     assert before.last_request == NOW
     # The same seq again, and an older one: nothing taken, nothing changed.
     older = report("paris", 4, [("demo/hello", "paris", 999, 0.0, 0)])
-    assert store.record_demand([first, older], TAU, now=NOW) == 0
+    assert store.demand.record([first, older], TAU, now=NOW) == 0
     assert only(store)["paris"] == before
     # Twice in one batch counts once too; the next seq counts; another site has its own seqs.
     nxt = report("paris", 6, [("demo/hello", "paris", 600, 30.0, 100)])
     lyon = report("lyon", 1, [("demo/hello", "lyon", 60, 1.0, 0)])
-    assert store.record_demand([nxt, nxt, lyon], TAU, now=NOW) == 2
+    assert store.demand.record([nxt, nxt, lyon], TAU, now=NOW) == 2
     after = only(store)
     assert math.isclose(after["paris"].requests_per_second, 2 * before.requests_per_second)
     assert math.isclose(after["lyon"].requests_per_second, window_rate(60, 10.0, TAU))
     # Busiest first.
-    assert [d.origin for d in store.demand_matrix(NOW, TAU)[("demo", "hello")]] == [
+    assert [d.origin for d in store.demand.matrix(NOW, TAU)[("demo", "hello")]] == [
         "paris",
         "lyon",
     ]
 
 
 def test_rates_decay_to_the_readers_now(store: Store) -> None:
-    store.put(make_app())
-    store.record_demand([report("paris", 1, [("demo/hello", "paris", 600, 30.0, 0)])], TAU, now=NOW)
+    store.objects.put(make_app())
+    store.demand.record([report("paris", 1, [("demo/hello", "paris", 600, 30.0, 0)])], TAU, now=NOW)
     fresh = only(store)["paris"].requests_per_second
     half = only(store, at=NOW + timedelta(seconds=TAU * math.log(2)))["paris"]
     assert math.isclose(half.requests_per_second, fresh / 2, rel_tol=1e-6)  # whole µs
     # A window ending later is applied at its own end: the older rate decays to it first.
     later = NOW + timedelta(seconds=TAU)
-    store.record_demand(
+    store.demand.record(
         [report("paris", 2, [("demo/hello", "paris", 600, 30.0, 0)], end=later)],
         TAU,
         now=later,
@@ -99,26 +99,26 @@ def test_rates_decay_to_the_readers_now(store: Store) -> None:
 
 
 def test_counts_of_unknown_apps_are_ignored_and_deleted_apps_forgotten(store: Store) -> None:
-    store.put(make_app())
+    store.objects.put(make_app())
     rows: list[DemandRow] = [
         ("demo/hello", "paris", 10, 1.0, 0),
         ("demo/gone", "paris", 10, 1.0, 0),
         ("other/hello", "paris", 10, 1.0, 0),
     ]
-    assert store.record_demand([report("paris", 1, rows)], TAU, now=NOW) == 1
-    assert set(store.demand_matrix(NOW, TAU)) == {("demo", "hello")}
-    store.put(make_app("gone"))  # created after: the next window counts
-    store.record_demand([report("paris", 2, rows)], TAU, now=NOW)
-    assert set(store.demand_matrix(NOW, TAU)) == {("demo", "hello"), ("demo", "gone")}
-    store.delete_demand("demo", "gone")
-    assert set(store.demand_matrix(NOW, TAU)) == {("demo", "hello")}
-    assert store.demand_matrix(NOW, TAU, "demo", "gone") == {}
+    assert store.demand.record([report("paris", 1, rows)], TAU, now=NOW) == 1
+    assert set(store.demand.matrix(NOW, TAU)) == {("demo", "hello")}
+    store.objects.put(make_app("gone"))  # created after: the next window counts
+    store.demand.record([report("paris", 2, rows)], TAU, now=NOW)
+    assert set(store.demand.matrix(NOW, TAU)) == {("demo", "hello"), ("demo", "gone")}
+    store.demand.forget("demo", "gone")
+    assert set(store.demand.matrix(NOW, TAU)) == {("demo", "hello")}
+    assert store.demand.matrix(NOW, TAU, "demo", "gone") == {}
 
 
 def test_idle_rows_are_pruned_after_the_retention(store: Store) -> None:
-    store.put(make_app())
+    store.objects.put(make_app())
     day_ago = NOW - timedelta(hours=25)
-    store.record_demand(
+    store.demand.record(
         [
             report("paris", 1, [("demo/hello", "paris", 5, 0.5, 0)], end=day_ago),
             report("lyon", 1, [("demo/hello", "lyon", 0, 0.0, 5)], end=day_ago),
@@ -130,18 +130,18 @@ def test_idle_rows_are_pruned_after_the_retention(store: Store) -> None:
     )
     # paris: idle, last request a day ago; lyon: idle, DNS only. nice: idle but requested an
     # hour ago (kept for placement to see); rome: busy.
-    assert store.prune_demand(NOW, tau=TAU) == 2
+    assert store.demand.prune(NOW, tau=TAU) == 2
     assert set(only(store)) == {"nice", "rome"}
-    assert store.prune_demand(NOW, tau=TAU) == 0
+    assert store.demand.prune(NOW, tau=TAU) == 0
 
 
 def test_two_hubs_flushing_at_once_lose_no_count(store: Store) -> None:
     """Two buffers (two hub processes) flush concurrently into the same rows, many times."""
-    store.put(make_app())
-    store.put(make_app("other"))
+    store.objects.put(make_app())
+    store.objects.put(make_app("other"))
     second_hub = Store(store.url)
     try:
-        buffers = [DemandBuffer(store, tau=TAU), DemandBuffer(second_hub, tau=TAU)]
+        buffers = [DemandBuffer(store.demand, tau=TAU), DemandBuffer(second_hub.demand, tau=TAU)]
         rounds, sites_per_hub = 8, 6
         origins = ["paris", "lyon", "nice"]
         seqs: dict[str, int] = {}
@@ -170,7 +170,7 @@ def test_two_hubs_flushing_at_once_lose_no_count(store: Store) -> None:
             assert all(b.pending == 0 for b in buffers)
         # Every window ends at NOW: contributions add up without decay.
         reports = rounds * sites_per_hub * len(buffers)
-        matrix = store.demand_matrix(NOW, TAU)
+        matrix = store.demand.matrix(NOW, TAU)
         for app in ("hello", "other"):
             for demand in matrix[("demo", app)]:
                 assert math.isclose(

@@ -21,63 +21,66 @@ def traffic_app(name: str = "shop") -> App:
 
 
 def test_put_get_list_delete(store: Store) -> None:
-    created, outcome = store.put(tenant(regions=["eu-west"], quota={"cpu": "500m"}))
+    created, outcome = store.objects.put(tenant(regions=["eu-west"], quota={"cpu": "500m"}))
     assert outcome == Outcome.CREATED and isinstance(created, Tenant)
     assert created.metadata.generation == 1 and created.spec.quota.cpu == 0.5
-    assert store.put(tenant(regions=["eu-west"], quota={"cpu": "500m"}))[1] == Outcome.UNCHANGED
-    changed, outcome = store.put(tenant(regions=["eu-west", "eu-north"]))
+    assert (
+        store.objects.put(tenant(regions=["eu-west"], quota={"cpu": "500m"}))[1]
+        == Outcome.UNCHANGED
+    )
+    changed, outcome = store.objects.put(tenant(regions=["eu-west", "eu-north"]))
     assert outcome == Outcome.CONFIGURED and changed.metadata.generation == 2
-    store.put(tenant("beta"))
-    assert [t.metadata.name for t in store.list_tenants()] == ["acme", "beta"]
+    store.objects.put(tenant("beta"))
+    assert [t.metadata.name for t in store.objects.list_tenants()] == ["acme", "beta"]
     with pytest.raises(Conflict, match="tenant 'acme' already exists"):
-        store.put(tenant(), create_only=True)
+        store.objects.put(tenant(), create_only=True)
     # A tenant and an app (or a site) of the same name do not collide.
-    store.put(make_app("acme", tenant="acme"))
-    store.put(make_site("acme"))
-    store.delete_tenant("acme")
+    store.objects.put(make_app("acme", tenant="acme"))
+    store.objects.put(make_site("acme"))
+    store.objects.delete_tenant("acme")
     with pytest.raises(NotFound, match="tenant 'acme' not found"):
-        store.get_tenant("acme")
+        store.objects.get_tenant("acme")
     with pytest.raises(NotFound, match="tenant 'acme' not found"):
-        store.delete_tenant("acme")
+        store.objects.delete_tenant("acme")
     # Its apps stay.
-    assert [a.metadata.name for a in store.list_apps("acme")] == ["acme"]
-    assert store.get_site("acme").metadata.name == "acme"
+    assert [a.metadata.name for a in store.objects.list_apps("acme")] == ["acme"]
+    assert store.objects.get_site("acme").metadata.name == "acme"
 
 
 def test_status_counts_what_the_tenants_apps_take(store: Store) -> None:
-    store.put(tenant(quota={"replicas": 10}))
-    store.put(make_site("paris"))
-    store.put(make_app("a", tenant="acme"))  # 100m and 32Mi per replica
-    store.put(make_app("b", tenant="acme"))
-    store.put(make_app("c", tenant="other"))
-    store.write_placement(
+    store.objects.put(tenant(quota={"replicas": 10}))
+    store.objects.put(make_site("paris"))
+    store.objects.put(make_app("a", tenant="acme"))  # 100m and 32Mi per replica
+    store.objects.put(make_app("b", tenant="acme"))
+    store.objects.put(make_app("c", tenant="other"))
+    store.placement.write(
         {
             ("acme", "a"): (1, {"paris": 2}),
             ("acme", "b"): (1, {"paris": 1}),
             ("other", "c"): (1, {"paris": 5}),
         }
     )
-    status = store.get_tenant("acme").status
+    status = store.objects.get_tenant("acme").status
     assert (status.apps, status.replicas, status.memory) == (2, 3, 3 * 32 * 1024**2)
     assert status.cpu == pytest.approx(0.3)
 
 
 def test_the_desired_state_carries_residency_and_offload_terms(store: Store) -> None:
-    store.put(make_site("paris"))
-    store.put(traffic_app())
-    store.write_placement({("acme", "shop"): (1, {"paris": 1})})
-    (free,) = store.desired_state("paris").apps
+    store.objects.put(make_site("paris"))
+    store.objects.put(traffic_app())
+    store.placement.write({("acme", "shop"): (1, {"paris": 1})})
+    (free,) = store.placement.desired_state("paris").apps
     assert free.regions is None and free.may_offload
-    before = store.site_revisions()["paris"]
-    store.put(tenant(regions=["eu-west"], quota={"replicas": 4}))
+    before = store.revisions.all()["paris"]
+    store.objects.put(tenant(regions=["eu-west"], quota={"replicas": 4}))
     # A new policy is a new desired state for the sites running the tenant's apps.
-    assert store.site_revisions()["paris"] > before
-    (held,) = store.desired_state("paris").apps
+    assert store.revisions.all()["paris"] > before
+    (held,) = store.placement.desired_state("paris").apps
     assert held.regions == ["eu-west"] and not held.may_offload
-    before = store.site_revisions()["paris"]
-    store.put(tenant(regions=["eu-west"], quota={"replicas": 4}))
-    assert store.site_revisions()["paris"] == before  # unchanged: no new revision
-    assert store.delete_tenant("acme") == {"paris"}
-    assert store.site_revisions()["paris"] > before
-    (lifted,) = store.desired_state("paris").apps
+    before = store.revisions.all()["paris"]
+    store.objects.put(tenant(regions=["eu-west"], quota={"replicas": 4}))
+    assert store.revisions.all()["paris"] == before  # unchanged: no new revision
+    assert store.objects.delete_tenant("acme") == {"paris"}
+    assert store.revisions.all()["paris"] > before
+    (lifted,) = store.placement.desired_state("paris").apps
     assert lifted.regions is None and lifted.may_offload

@@ -20,7 +20,7 @@ from edgefleet.hub.demand import (
     window_end,
     window_rate,
 )
-from edgefleet.hub.store import Store
+from edgefleet.hub.store import DemandStore
 from edgefleet.model import DemandReport, DemandRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -169,7 +169,7 @@ class FakeStore:
         self.taus: list[float] = []
         self.down = False
 
-    def record_demand(self, reports: Sequence[DemandReport], tau: float) -> int:
+    def record(self, reports: Sequence[DemandReport], tau: float) -> int:
         if self.down:
             raise ConnectionError("database away")
         self.batches.append(list(reports))
@@ -179,7 +179,7 @@ class FakeStore:
 
 def test_the_buffer_writes_one_batch_and_keeps_it_while_the_store_fails() -> None:
     fake = FakeStore()
-    buffer = DemandBuffer(cast(Store, fake), tau=30.0, limit=3)
+    buffer = DemandBuffer(cast(DemandStore, fake), tau=30.0, limit=3)
     reports = [
         report(end=T0, seconds=10, rows=[("demo/hello", "paris", 1, 0, 0)], seq=k) for k in range(4)
     ]
@@ -198,7 +198,7 @@ def test_the_buffer_writes_one_batch_and_keeps_it_while_the_store_fails() -> Non
 
 def test_submit_answers_only_once_the_batch_is_written() -> None:
     fake = FakeStore()
-    buffer = DemandBuffer(cast(Store, fake), tau=30.0, limit=10)
+    buffer = DemandBuffer(cast(DemandStore, fake), tau=30.0, limit=10)
     reports = [
         report(end=T0, seconds=10, rows=[("demo/hello", "paris", 1, 0, 0)], seq=k) for k in range(3)
     ]
@@ -224,4 +224,4 @@ def test_submit_answers_only_once_the_batch_is_written() -> None:
 
 def test_tau_must_be_positive() -> None:
     with pytest.raises(ValueError, match="tau"):
-        DemandBuffer(cast(Store, FakeStore()), tau=0.0)
+        DemandBuffer(cast(DemandStore, FakeStore()), tau=0.0)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgefleet.hub.controllers import PlacementController
+from edgefleet.hub.placement_controller import PlacementController
 from edgefleet.hub.store import AppId, SiteShare, Store
 from edgefleet.model import App, AppDemand, Event, SitePhase, Tenant
 from edgefleet.placement.explicit import CPU_EPSILON
@@ -34,10 +35,20 @@ class FakeStore:
         self.sites = list(sites)
         self.apps = list(apps)
         self.tenants = list(tenants)
-        self.demand = dict(demand or {})
+        self.demand_rows = dict(demand or {})
         self.placed: dict[AppId, dict[str, SiteShare]] = {}
         self.statuses: dict[AppId, tuple[int, str | None]] = {}
-        self.events: list[Event] = []
+        self.recorded: list[Event] = []
+        # The parts of the store the controller uses, as the real one has them.
+        self.objects = SimpleNamespace(
+            list_sites=self.list_sites,
+            list_apps=self.list_apps,
+            list_tenants=self.list_tenants,
+            set_app_placement_status=self.set_app_placement_status,
+        )
+        self.placement = SimpleNamespace(shares=self.shares, write=self.write)
+        self.demand = SimpleNamespace(matrix=self.demand_matrix)
+        self.events = SimpleNamespace(add=self.add_events)
 
     def list_sites(self) -> list[Any]:
         return self.sites
@@ -52,11 +63,9 @@ class FakeStore:
         return {key: dict(by_site) for key, by_site in self.placed.items()}
 
     def demand_matrix(self, now: datetime, tau: float) -> dict[AppId, list[AppDemand]]:
-        return self.demand
+        return self.demand_rows
 
-    def write_placement(
-        self, placement: Mapping[AppId, tuple[int, Mapping[str, SiteShare]]]
-    ) -> set[str]:
+    def write(self, placement: Mapping[AppId, tuple[int, Mapping[str, SiteShare]]]) -> set[str]:
         for key, (_, by_site) in placement.items():
             self.placed[key] = {s: share for s, share in by_site.items() if share.placed}
         return set()
@@ -65,7 +74,7 @@ class FakeStore:
         self.statuses.update(statuses)
 
     def add_events(self, new: Sequence[Event]) -> None:
-        self.events.extend(new)
+        self.recorded.extend(new)
 
 
 async def _nothing() -> None:
@@ -129,7 +138,7 @@ def test_a_quota_caps_the_tenants_replicas_and_the_status_says_why() -> None:
         "tenant acme is at its replica quota (20): 8 of 12 replicas placed"
     )
     assert store.statuses[("acme", "first")][1] is None
-    assert any(e.reason == "PlacementShortfall" and e.name == "second" for e in store.events)
+    assert any(e.reason == "PlacementShortfall" and e.name == "second" for e in store.recorded)
 
 
 # -- properties ------------------------------------------------------------------------------

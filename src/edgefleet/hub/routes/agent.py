@@ -16,7 +16,7 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 
 
 async def _known(hub: Hub, site: str) -> None:
-    await asyncio.to_thread(hub.store.get_site, site)
+    await asyncio.to_thread(hub.store.objects.get_site, site)
 
 
 @router.get(
@@ -39,7 +39,7 @@ async def watch_desired_state(
     changed = await hub.watch.wait(site, since, min(timeout, hub.config.max_watch_timeout))
     if not changed:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return await asyncio.to_thread(hub.store.desired_state, site)
+    return await asyncio.to_thread(hub.store.placement.desired_state, site)
 
 
 @router.get(
@@ -69,7 +69,7 @@ async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
             f"report is for site {report.site!r}, URL names {site!r}",
         )
     await _known(hub, site)
-    await asyncio.to_thread(hub.store.save_report, report)
+    await asyncio.to_thread(hub.store.observed.save_report, report)
     hub.heartbeats.beat(site, report.observed_revision, hub.heartbeats.problem(site))
     hub.routing.trigger()
 

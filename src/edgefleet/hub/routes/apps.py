@@ -27,7 +27,9 @@ def list_all_apps(
     """Apps of every tenant the caller may see (or of ``tenant``)."""
     visible = visible_tenants(principal)
     items = [
-        a for a in hub.store.list_apps(tenant) if visible is None or a.metadata.tenant in visible
+        a
+        for a in hub.store.objects.list_apps(tenant)
+        if visible is None or a.metadata.tenant in visible
     ]
     return {"kind": "AppList", "items": items}
 
@@ -37,7 +39,7 @@ def list_all_apps(
 )
 def list_apps(tenant: str, hub: HubDep) -> dict[str, Any]:
     """The apps of one tenant."""
-    return {"kind": "AppList", "items": hub.store.list_apps(tenant)}
+    return {"kind": "AppList", "items": hub.store.objects.list_apps(tenant)}
 
 
 def _check_path(app: App, tenant: str, name: str | None = None) -> None:
@@ -64,7 +66,7 @@ def create_app(tenant: str, app: App, hub: HubDep) -> App:
     """Create an app; 409 if the tenant has one of that name."""
     _check_path(app, tenant)
     check_apply(hub, app)
-    stored, _ = hub.store.put(app, create_only=True)
+    stored, _ = hub.store.objects.put(app, create_only=True)
     record_event(hub, stored, "Created", f"generation {stored.metadata.generation}")
     hub.placement.trigger()
     hub.routing.trigger()
@@ -75,7 +77,7 @@ def create_app(tenant: str, app: App, hub: HubDep) -> App:
 @router.get("/tenants/{tenant}/apps/{name}", response_model=App, response_model_exclude_none=True)
 def get_app(tenant: str, name: str, hub: HubDep) -> App:
     """One app with replicas per site."""
-    return hub.store.get_app(tenant, name)
+    return hub.store.objects.get_app(tenant, name)
 
 
 @router.put(
@@ -94,7 +96,7 @@ def apply_app(tenant: str, name: str, app: App, hub: HubDep, response: Response)
 @router.delete("/tenants/{tenant}/apps/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_app(tenant: str, name: str, hub: HubDep) -> None:
     """Delete an app; every site running it is told to stop its replicas."""
-    await asyncio.to_thread(hub.store.delete_app, tenant, name)
+    await asyncio.to_thread(hub.store.objects.delete_app, tenant, name)
     await hub.watch.refresh()
     hub.placement.trigger()
     hub.routing.trigger()
@@ -109,7 +111,7 @@ async def app_logs(
     tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> str:
     """Replica logs, fetched from the agents of the sites running the app."""
-    app = await asyncio.to_thread(hub.store.get_app, tenant, name)
+    app = await asyncio.to_thread(hub.store.objects.get_app, tenant, name)
     sites = [site] if site else [s.site for s in app.status.sites]
     if not sites:
         return ""
@@ -118,7 +120,7 @@ async def app_logs(
     headers = {"Authorization": f"Bearer {await asyncio.to_thread(hub.own_credential)}"}
     async with httpx.AsyncClient(timeout=5.0, headers=headers) as client:
         for site_name in sites:
-            endpoint = await asyncio.to_thread(hub.store.agent_endpoint, site_name)
+            endpoint = await asyncio.to_thread(hub.store.observed.agent_endpoint, site_name)
             if endpoint is None:
                 chunks.append(f"# site {site_name}: no agent endpoint reported\n")
                 continue
@@ -142,8 +144,8 @@ async def app_demand(tenant: str, name: str, hub: HubDep) -> list[AppDemand]:
     Rates are decayed to now with the hub's ``demand_tau``; reports received in the last second
     may not be counted yet (they are written once a second).
     """
-    await asyncio.to_thread(hub.store.get_app, tenant, name)
+    await asyncio.to_thread(hub.store.objects.get_app, tenant, name)
     matrix = await asyncio.to_thread(
-        hub.store.demand_matrix, utcnow(), hub.demand.tau, tenant, name
+        hub.store.demand.matrix, utcnow(), hub.demand.tau, tenant, name
     )
     return matrix.get((tenant, name), [])

@@ -27,7 +27,7 @@ class ObjectList(BaseModel, Generic[T]):
 
 def record_event(hub: Hub, obj: Site | App, reason: str, message: str) -> None:
     """Append an event about ``obj``."""
-    hub.store.add_events(
+    hub.store.events.add(
         [
             Event(
                 time=utcnow(),
@@ -46,7 +46,7 @@ Obj = TypeVar("Obj", Site, App)
 
 def apply_object(hub: Hub, obj: Obj, response: Response, message: str) -> Obj:
     """Create or update ``obj``; sets the outcome header and 201, records, triggers placement."""
-    stored, outcome = hub.store.put(obj)
+    stored, outcome = hub.store.objects.put(obj)
     response.headers[OUTCOME_HEADER] = outcome.value
     if outcome != Outcome.UNCHANGED:
         reason = "Created" if outcome == Outcome.CREATED else "Updated"

@@ -25,10 +25,10 @@ def list_events(
     """The newest events matching the filters, oldest first."""
     visible = visible_tenants(principal)
     if visible is None:
-        return hub.store.list_events(kind=kind, tenant=tenant, name=name, limit=limit)
+        return hub.store.events.list(kind=kind, tenant=tenant, name=name, limit=limit)
     if tenant is not None:
         return (
-            hub.store.list_events(kind=kind, tenant=tenant, name=name, limit=limit)
+            hub.store.events.list(kind=kind, tenant=tenant, name=name, limit=limit)
             if tenant in visible
             else []
         )
@@ -36,6 +36,6 @@ def list_events(
     merged = [
         e
         for t in sorted(visible)
-        for e in hub.store.list_events(kind=kind, tenant=t, name=name, limit=limit)
+        for e in hub.store.events.list(kind=kind, tenant=t, name=name, limit=limit)
     ]
     return sorted(merged, key=lambda e: e.time)[-limit:]

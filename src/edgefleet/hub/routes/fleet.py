@@ -37,7 +37,7 @@ async def fleet_demand(hub: HubDep, principal: PrincipalDep) -> list[FleetDemand
     figures as each app's ``/demand``.
     """
     visible = visible_tenants(principal)
-    matrix = await asyncio.to_thread(hub.store.demand_matrix, utcnow(), hub.demand.tau)
+    matrix = await asyncio.to_thread(hub.store.demand.matrix, utcnow(), hub.demand.tau)
     return [
         FleetDemand(tenant=tenant, app=app, **row.model_dump())
         for (tenant, app), rows in sorted(matrix.items())

@@ -131,7 +131,7 @@ def create_join_token(
     name: str, hub: HubDep, principal: PrincipalDep, request: JoinTokenRequest | None = None
 ) -> NewToken:
     """A one-time join token for the site's agent, good for ``ttl`` (an hour by default)."""
-    hub.store.get_site(name)
+    hub.store.objects.get_site(name)
     ttl = (request or JoinTokenRequest()).ttl
     made, record = hub.accounts.create_token(
         kind=TokenKind.JOIN,
@@ -160,7 +160,7 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
                 status.HTTP_403_FORBIDDEN,
                 f"this join token is for site {record.site!r}, not {body.site!r}",
             )
-        hub.store.get_site(body.site)
+        hub.store.objects.get_site(body.site)
         hub.accounts.spend_join_token(record)
         key = hub.signing_keys()[0]
         jti = new_jti()

@@ -26,7 +26,7 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 @router.get("", response_model=ObjectList[Site], response_model_exclude_none=True)
 def list_sites(hub: HubDep) -> dict[str, Any]:
     """Every site with its observed status."""
-    return {"kind": "SiteList", "items": hub.store.list_sites()}
+    return {"kind": "SiteList", "items": hub.store.objects.list_sites()}
 
 
 @router.post(
@@ -38,7 +38,7 @@ def list_sites(hub: HubDep) -> dict[str, Any]:
 )
 def create_site(site: Site, hub: HubDep) -> Site:
     """Create a site; 409 if one of that name exists."""
-    stored, _ = hub.store.put(site, create_only=True)
+    stored, _ = hub.store.objects.put(site, create_only=True)
     record_event(hub, stored, "Created", "site created")
     hub.placement.trigger()
     hub.routing.trigger()
@@ -49,7 +49,7 @@ def create_site(site: Site, hub: HubDep) -> Site:
 @router.get("/{name}", response_model=Site, response_model_exclude_none=True)
 def get_site(name: str, hub: HubDep) -> Site:
     """One site."""
-    return hub.store.get_site(name)
+    return hub.store.objects.get_site(name)
 
 
 @router.put(
@@ -71,7 +71,7 @@ def apply_site(name: str, site: Site, hub: HubDep, response: Response) -> Site:
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_site(name: str, hub: HubDep) -> None:
     """Delete a site. Its agent is told to run nothing."""
-    await asyncio.to_thread(hub.store.delete_site, name)
+    await asyncio.to_thread(hub.store.objects.delete_site, name)
     hub.watch.forget(name)
     hub.known_sites.discard(name)
     hub.placement.trigger()
@@ -81,16 +81,16 @@ async def delete_site(name: str, hub: HubDep) -> None:
 @router.get("/{name}/replicas")
 def site_replicas(name: str, hub: HubDep) -> dict[str, list[ReplicaState]]:
     """The replicas the site's agent last reported, per ``tenant/app``."""
-    hub.store.get_site(name)
-    return hub.store.site_replicas(name)
+    hub.store.objects.get_site(name)
+    return hub.store.observed.site_replicas(name)
 
 
 @router.get("/{name}/reporting", response_model=SiteReporting)
 def site_reporting(name: str, hub: HubDep) -> SiteReporting:
     """What the hub has taken of the site's demand reports: the newest ``seq``, how many, and
     the requests they counted (compare with what clients got to tell whether any was lost)."""
-    hub.store.get_site(name)
-    return hub.store.demand_reporting(name)
+    hub.store.objects.get_site(name)
+    return hub.store.demand.reporting(name)
 
 
 @router.get("/{name}/neighbours", response_model=SiteNeighbours)
@@ -102,7 +102,7 @@ def site_neighbours(
     An agent probes its nearest neighbours (8 by default) and spills to them, so with the
     default count this is the set the site leans on when it cannot serve alone.
     """
-    sites = {s.metadata.name: s for s in hub.store.list_sites()}
+    sites = {s.metadata.name: s for s in hub.store.objects.list_sites()}
     if name not in sites:
         raise NotFound(f"site {name!r} not found")
     here = sites[name].spec.location

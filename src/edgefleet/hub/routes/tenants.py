@@ -24,7 +24,7 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 
 
 def _record(hub: Hub, name: str, reason: str, message: str) -> None:
-    hub.store.add_events(
+    hub.store.events.add(
         [Event(time=utcnow(), kind="Tenant", name=name, reason=reason, message=message)]
     )
 
@@ -66,7 +66,9 @@ async def _changed(hub: Hub) -> None:
 def list_tenants(hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
     """Every tenant with a policy that the caller may see, with what its apps take now."""
     visible = visible_tenants(principal)
-    items = [t for t in hub.store.list_tenants() if visible is None or t.metadata.name in visible]
+    items = [
+        t for t in hub.store.objects.list_tenants() if visible is None or t.metadata.name in visible
+    ]
     return {"kind": "TenantList", "items": items}
 
 
@@ -79,7 +81,7 @@ def list_tenants(hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
 )
 async def create_tenant(tenant: Tenant, hub: HubDep) -> Tenant:
     """Create a tenant's policy; 409 if it has one."""
-    stored, _ = await asyncio.to_thread(hub.store.put, tenant, create_only=True)
+    stored, _ = await asyncio.to_thread(hub.store.objects.put, tenant, create_only=True)
     await asyncio.to_thread(_record, hub, stored.metadata.name, "Created", _describe(stored))
     await _changed(hub)
     return stored
@@ -88,7 +90,7 @@ async def create_tenant(tenant: Tenant, hub: HubDep) -> Tenant:
 @router.get("/{name}", response_model=Tenant, response_model_exclude_none=True)
 def get_tenant(name: str, hub: HubDep) -> Tenant:
     """One tenant's policy, with what its apps take now."""
-    return hub.store.get_tenant(name)
+    return hub.store.objects.get_tenant(name)
 
 
 @router.put(
@@ -108,7 +110,7 @@ async def apply_tenant(name: str, tenant: Tenant, hub: HubDep, response: Respons
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"metadata.name {tenant.metadata.name!r} does not match the URL's {name!r}",
         )
-    stored, outcome = await asyncio.to_thread(hub.store.put, tenant)
+    stored, outcome = await asyncio.to_thread(hub.store.objects.put, tenant)
     response.headers[OUTCOME_HEADER] = outcome.value
     if outcome != Outcome.UNCHANGED:
         reason = "Created" if outcome == Outcome.CREATED else "Updated"
@@ -122,6 +124,6 @@ async def apply_tenant(name: str, tenant: Tenant, hub: HubDep, response: Respons
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_tenant(name: str, hub: HubDep) -> None:
     """Delete a tenant's policy: its apps stay, now without residency, quota or access rules."""
-    await asyncio.to_thread(hub.store.delete_tenant, name)
+    await asyncio.to_thread(hub.store.objects.delete_tenant, name)
     await asyncio.to_thread(_record, hub, name, "Deleted", "policy lifted; apps stay")
     await _changed(hub)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgefleet.hub.controllers import app_view, explicit_share, site_view
 from edgefleet.hub.store import SiteShare
+from edgefleet.hub.views import app_view, explicit_share, site_view
 from edgefleet.model import App, DriverName, Site
 from edgefleet.placement import place_fleet
 from tests.factories import make_app, make_site

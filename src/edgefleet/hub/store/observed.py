@@ -1,0 +1,126 @@
+"""What agents report: heartbeats, and the replicas each site runs.
+
+Written apart from the objects, in small batches, so that the telemetry of thousands of sites
+never bumps an object's resourceVersion nor rewrites its spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select
+
+from edgefleet.hub.schema import heartbeats, replica_counts, site_reports
+from edgefleet.hub.store.engine import aware, upsert, utcnow
+from edgefleet.model import ReplicaState, StatusReport
+
+
+@dataclass(frozen=True)
+class ReplicaCount:
+    """Observed replicas of one app at one site."""
+
+    running: int
+    ready: int
+
+
+class ObservedStore:
+    """Heartbeats, status reports and replica counts."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record_heartbeats(self, beats: Sequence[tuple[str, datetime, int, str | None]]) -> None:
+        """Store a batch of (site, time, observed revision, problem) heartbeats in one
+        transaction; ``problem`` is what the agent says keeps it from running replicas."""
+        if not beats:
+            return
+        rows = [
+            {"site": s, "at": at, "observed_revision": rev, "problem": problem}
+            for s, at, rev, problem in beats
+        ]
+        with self.engine.begin() as conn:
+            upsert(conn, heartbeats, rows, keys=("site",))
+
+    def last_heartbeats(self) -> dict[str, datetime]:
+        """Last heartbeat time per site."""
+        with self.engine.connect() as conn:
+            return {
+                row.site: aware(row.at)
+                for row in conn.execute(select(heartbeats.c.site, heartbeats.c.at))
+            }
+
+    def heartbeat_problems(self) -> dict[str, str]:
+        """Sites whose last heartbeat said they cannot run replicas, with why."""
+        with self.engine.connect() as conn:
+            return {
+                row.site: row.problem
+                for row in conn.execute(
+                    select(heartbeats.c.site, heartbeats.c.problem).where(
+                        heartbeats.c.problem.is_not(None)
+                    )
+                )
+            }
+
+    def save_report(self, report: StatusReport) -> None:
+        """Replace a site's observed replicas with the agent's report."""
+        now = utcnow()
+        counts: list[dict[str, Any]] = []
+        for app in report.apps:
+            counts.append(
+                {
+                    "site": report.site,
+                    "tenant": app.tenant,
+                    "app": app.app,
+                    "running": sum(r.state != "stopped" for r in app.replicas),
+                    "ready": sum(r.ready for r in app.replicas),
+                }
+            )
+        with self.engine.begin() as conn:
+            upsert(
+                conn,
+                site_reports,
+                [
+                    {
+                        "site": report.site,
+                        "agent_version": report.agent_version,
+                        "agent_endpoint": report.agent_endpoint,
+                        "observed_revision": report.observed_revision,
+                        "replicas": [a.model_dump(mode="json", by_alias=True) for a in report.apps],
+                        "at": now,
+                    }
+                ],
+                keys=("site",),
+            )
+            conn.execute(delete(replica_counts).where(replica_counts.c.site == report.site))
+            if counts:
+                conn.execute(insert(replica_counts), counts)
+            upsert(
+                conn,
+                heartbeats,
+                [{"site": report.site, "at": now, "observed_revision": report.observed_revision}],
+                keys=("site",),
+            )
+
+    def site_replicas(self, site: str) -> dict[str, list[ReplicaState]]:
+        """The replicas a site last reported, per ``tenant/app``."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(site_reports.c.replicas).where(site_reports.c.site == site)
+            ).scalar()
+        out: dict[str, list[ReplicaState]] = {}
+        for app in value or []:
+            out[f"{app['tenant']}/{app['app']}"] = [
+                ReplicaState.model_validate(r) for r in app.get("replicas", [])
+            ]
+        return out
+
+    def agent_endpoint(self, site: str) -> str | None:
+        """The local API URL the site's agent last reported."""
+        with self.engine.connect() as conn:
+            value: str | None = conn.execute(
+                select(site_reports.c.agent_endpoint).where(site_reports.c.site == site)
+            ).scalar()
+        return value
