@@ -16,7 +16,8 @@ from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from edgefleet.hub.schema import audit, signing_keys, tokens
-from edgefleet.hub.store import NotFound, aware, utcnow
+from edgefleet.hub.store import NotFound, aware, feed, utcnow
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.identity import Role
 from edgefleet.identity.credentials import SigningKey
 from edgefleet.identity.tokens import NewToken, ParsedToken, TokenKind, matches, new_token
@@ -176,6 +177,9 @@ class Accounts:
                 and conn.execute(select(tokens.c.id).where(tokens.c.id == token_id)).first() is None
             ):
                 raise NotFound(f"token {token_id!r} not found")
+            if result.rowcount:
+                # Every hub drops the token from what it remembers (``TokenCache``).
+                feed.record(conn, [(FeedKind.TOKEN, "", token_id)])
         return self.get_token(token_id)
 
     def has_admin(self) -> bool:
@@ -206,7 +210,7 @@ class Accounts:
         joins again (reinstalled, moved to new hardware) leaves its old credential dead."""
         now = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(
+            earlier = conn.execute(
                 update(tokens)
                 .where(
                     tokens.c.site == site,
@@ -214,6 +218,10 @@ class Accounts:
                     tokens.c.revoked_at.is_(None),
                 )
                 .values(revoked_at=now)
+                .returning(tokens.c.id)
+            ).scalars()
+            feed.record(
+                conn, [(FeedKind.TOKEN, "", jti), *((FeedKind.TOKEN, "", i) for i in earlier)]
             )
             conn.execute(
                 insert(tokens).values(
@@ -275,6 +283,7 @@ class Accounts:
                         kid=key.kid, private_pem=key.to_pem().decode(), created_at=utcnow()
                     )
                 )
+                feed.record(conn, [(FeedKind.KEY, "", key.kid)])
         except IntegrityError:  # pragma: no cover - two replicas raced; both read the winner
             pass
         return self.signing_keys()

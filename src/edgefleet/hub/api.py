@@ -55,7 +55,7 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
     @app.get("/api/v1/routing-table", tags=["dns"], response_model=RoutingTable)
     def routing_table() -> RoutingTable:
         """The routing table every DNS of the fleet answers from."""
-        return hub.routing.table
+        return hub.routing.wire()
 
     @app.get("/api/v1/version", tags=["meta"])
     def version() -> dict[str, str]:

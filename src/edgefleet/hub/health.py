@@ -42,3 +42,31 @@ def site_phase(
     if problem:
         return SitePhase.UNREACHABLE, f"the agent reports: {problem}"
     return SitePhase.READY, None
+
+
+HEARTBEAT_CEILING = 10.0
+"""Longest heartbeat interval the hub asks for, whatever the fleet's size (the Kubernetes node
+lease is renewed every 10 s)."""
+
+GRACE_BEATS = 2.5
+"""Heartbeats a site may miss, in intervals, before it is Unreachable: two lost beats and some
+slack, never a single late one."""
+
+
+def heartbeat_interval(sites: int, *, rate: float, ceiling: float = HEARTBEAT_CEILING) -> float:
+    """Seconds between each agent's heartbeats so that ``sites`` agents send the hub about
+    ``rate`` heartbeats a second, at most ``ceiling``. Agents beat at this interval or their own,
+    whichever is longer; a small fleet asks for less than any agent's own, so it changes nothing.
+
+    At 1,000 heartbeats a second: 2 s up to 2,000 sites, 10 s at 10,000 sites or more.
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0 heartbeats a second, not {rate}")
+    return min(ceiling, max(0.0, sites / rate))
+
+
+def heartbeat_grace(interval: float, configured: float) -> float:
+    """Seconds without a heartbeat before a site is Unreachable: the configured grace, or more
+    when the heartbeat ``interval`` asks for it (``GRACE_BEATS`` intervals). At 10 s intervals:
+    25 s, so a dead site is told apart within 30 s at any fleet size."""
+    return max(configured, GRACE_BEATS * interval)

@@ -17,6 +17,8 @@ from edgefleet.hub.accounts import Accounts
 from edgefleet.hub.auth import FailureLimiter
 from edgefleet.hub.changes import Changes
 from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
+from edgefleet.hub.fleet import FeedFollower, FleetChanges, FleetState
+from edgefleet.hub.health import heartbeat_grace, heartbeat_interval
 from edgefleet.hub.health_monitor import HealthMonitor
 from edgefleet.hub.heartbeats import HeartbeatBuffer
 from edgefleet.hub.placement_controller import PlacementController
@@ -27,6 +29,10 @@ from edgefleet.identity.credentials import CredentialClaims, Keyring, SigningKey
 from edgefleet.model import PublicKey
 
 log = logging.getLogger(__name__)
+
+KEYRING_SIZE = 100_000
+"""Site credentials whose signature the hub remembers: more than the sites of a big fleet, so
+that heartbeats never pay for a signature check twice."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,12 @@ class HubConfig:
     """Seconds between placement passes when nothing triggers one."""
     watch_refresh: float = 0.5
     """Seconds between reads of site revisions written by other hub replicas."""
+    feed_poll: float = 0.25
+    """Seconds between reads of the change feed (what other hub replicas wrote; this hub's own
+    writes are read at once). Bounds how stale a revocation made at another hub can be."""
+    heartbeat_rate: float = 1000.0
+    """Heartbeats a second the hub asks of its agents at most: a fleet of more than
+    ``heartbeat_rate * 2`` sites beats more slowly (``edgefleet.hub.health``)."""
     max_watch_timeout: float = 60.0
     """Longest long-poll an agent may ask for."""
     dns_host: str = "127.0.0.1"
@@ -75,10 +87,14 @@ class HubConfig:
 
 @dataclass
 class Hub:
-    """Store, watches and control loops of one hub process."""
+    """Store, picture of the fleet, watches and control loops of one hub process."""
 
     config: HubConfig
     store: Store
+    fleet: FleetState
+    """The fleet as this hub knows it, kept up to date from the change feed."""
+    follower: FeedFollower
+    """Reads the change feed into ``fleet`` and tells the loops below."""
     watch: SiteWatch
     heartbeats: HeartbeatBuffer
     placement: PlacementController
@@ -89,7 +105,7 @@ class Hub:
     """Demand reports received, written to the store once a second."""
     peers: PeerVerdicts = field(default_factory=PeerVerdicts)
     """What agents' probes say of their neighbours."""
-    changes: Changes = field(init=False)
+    changes: Changes = field(default_factory=Changes)
     """What changed, for the dashboards watching ``/api/v1/stream``."""
     dns: Any = None
     """The central DNS server, once started."""
@@ -97,8 +113,6 @@ class Hub:
     leader: bool = False
     """True while this process runs the controllers."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    known_sites: set[str] = field(default_factory=set)
-    """Sites this process has seen exist; spares a query per heartbeat."""
     accounts: Accounts = field(init=False)
     """Tokens, site credentials, signing keys and the audit log."""
     limiter: FailureLimiter = field(init=False)
@@ -112,7 +126,6 @@ class Hub:
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store.engine)
-        self.changes = Changes(self.store, demand_tau=self.config.demand_tau)
         self.limiter = FailureLimiter(
             burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate
         )
@@ -120,6 +133,24 @@ class Hub:
             from edgefleet.hub.oidc import OidcVerifier
 
             self.oidc = OidcVerifier(self.config.oidc)
+
+    # -- the fleet's size sets the pace ------------------------------------------------------------
+
+    def heartbeat_interval(self) -> float:
+        """Seconds between an agent's heartbeats, as this hub asks them (``heartbeat_interval``
+        of the fleet's size)."""
+        return heartbeat_interval(len(self.fleet.sites), rate=self.config.heartbeat_rate)
+
+    def grace(self) -> float:
+        """Seconds without a heartbeat before a site is Unreachable (``heartbeat_grace``)."""
+        return heartbeat_grace(self.heartbeat_interval(), self.config.heartbeat_grace)
+
+    def wrote(self) -> None:
+        """This hub just wrote to the store: take it in from the feed now, not at the next
+        poll (placement, routing and watches follow from there)."""
+        self.follower.poke()
+
+    # -- identity --------------------------------------------------------------------------------
 
     def own_credential(self) -> str:
         """A short-lived credential the hub signs for itself, for calls to agents (logs)."""
@@ -139,11 +170,17 @@ class Hub:
         return self._own[0]
 
     def check_credential(self, token: str, *, now: datetime) -> CredentialClaims:
-        """The claims of a credential the hub signed (its signature checked once, then
-        remembered); CredentialError if it does not hold. Revocation is the caller's to check."""
+        """The claims of a credential the hub signed, not revoked (its signature checked once,
+        then remembered; revocations held in memory, from the change feed: see
+        ``routing_identity``); CredentialError if it does not hold. No I/O once the keys are
+        read."""
         with self._keyring_lock:
             if self._keyring is None:
-                self._keyring = Keyring([k.public() for k in self.signing_keys()])
+                self._keyring = Keyring(
+                    [k.public() for k in self.signing_keys()],
+                    self.routing.revoked,
+                    remember=KEYRING_SIZE,
+                )
             return self._keyring.verify(token, now=now)
 
     def key_ids(self) -> frozenset[str]:
@@ -152,8 +189,15 @@ class Hub:
 
     def routing_identity(self) -> tuple[list[PublicKey], list[str]]:
         """What the routing table tells sites to check each other with: the hub's public keys
-        (read once) and the revoked site credentials (read with every rebuild)."""
-        return [k.public() for k in self.signing_keys()], self.accounts.revoked_site_credentials()
+        and the revoked site credentials (blocking: read when the feed says tokens or keys
+        changed). The hub's own checks of site credentials take the same revocations."""
+        self._keys = self.accounts.signing_keys()
+        keys = [k.public() for k in self._keys]
+        revoked = self.accounts.revoked_site_credentials()
+        with self._keyring_lock:
+            if self._keyring is not None:
+                self._keyring.update(keys, revoked)
+        return keys, revoked
 
     def signing_keys(self) -> list[SigningKey]:
         """The hub's keys for site credentials, newest first (read once, made on first use)."""
@@ -166,32 +210,52 @@ class Hub:
         """Open the store (migrating it) and wire the loops together."""
         store = Store(config.db)
         store.migrate()
+        fleet = FleetState()
+        follower = FeedFollower(store, fleet, interval=config.feed_poll)
         watch = SiteWatch(store)
         heartbeats = HeartbeatBuffer(store)
-        routing = RoutingState(store)
+        routing = RoutingState(fleet)
 
         async def placed() -> None:
-            # New assignments: wake the sites' watches, and rebuild the routing table.
+            # New assignments: wake the sites' watches now; the feed brings the rest.
             await watch.refresh()
-            routing.trigger()
+            follower.poke()
 
         placement = PlacementController(
-            store, on_written=placed, resync=config.placement_resync, demand_tau=config.demand_tau
-        )
-
-        def health_changed() -> None:
-            placement.trigger()
-            routing.trigger()
-
-        health = HealthMonitor(
-            store, heartbeats, grace=config.heartbeat_grace, on_change=health_changed
+            store,
+            fleet,
+            on_written=placed,
+            resync=config.placement_resync,
+            demand_tau=config.demand_tau,
         )
         demand = DemandBuffer(store.demand, tau=config.demand_tau)
-        hub = cls(config, store, watch, heartbeats, placement, health, routing, demand)
+        hub: Hub
+
+        def grace() -> float:
+            return hub.grace()
+
+        health = HealthMonitor(store, fleet, heartbeats, grace=grace)
+        hub = cls(
+            config, store, fleet, follower, watch, heartbeats, placement, health, routing, demand
+        )
         routing.identity = hub.routing_identity
         hub.leadership = Leadership(store.engine)
         placement.is_leader = health.is_leader = lambda: hub.leader
+        follower.listen(routing.follow)
+        follower.listen(placement.follow)
+        follower.listen(health.follow)
+        follower.listen(hub.changes.follow)
+        follower.listen(hub._desired_states_changed)
         return hub
+
+    def _desired_states_changed(self, changes: FleetChanges) -> None:
+        # Placement or a tenant's policy changed: sites' desired states may have new revisions.
+        if changes.placements or changes.tenants or changes.apps or changes.reloaded:
+            self.watch.nudge()
+        for name in changes.sites:
+            if name not in self.fleet.sites:
+                self.watch.forget(name)
+                self.peers.forget(name)
 
     async def _lead_loop(self) -> None:
         assert self.leadership is not None
@@ -199,22 +263,24 @@ class Hub:
             leading = await asyncio.to_thread(self.leadership.try_acquire)
             if leading and not self.leader:
                 log.info("leading: this hub runs placement and site health")
-                self.placement.trigger()
+                self.placement.trigger(full=True)
             elif self.leader and not leading:
                 log.warning("lost the lead: another hub runs the controllers")
             self.leader = leading
             await asyncio.sleep(self.config.leader_check)
 
-    async def _refresh_loop(self) -> None:
+    async def _prune_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.watch_refresh)
-            try:
-                await self.watch.refresh()
-            except Exception:
-                log.exception("watch refresh failed")
+            await asyncio.sleep(60.0)
+            if self.leader:
+                try:
+                    await asyncio.to_thread(self.store.feed.prune)
+                except Exception:
+                    log.exception("pruning the change feed failed")
 
     async def start(self) -> None:
-        """Start the background loops and the central DNS."""
+        """Read the fleet, then start the background loops and the central DNS."""
+        await self.follower.load()
         await self.watch.refresh()
         await self.routing.rebuild()
         if self.config.dns_port >= 0:
@@ -222,7 +288,8 @@ class Hub:
 
             self.dns = await start_central_dns(self)
         loops = [
-            self._refresh_loop(),
+            self.follower.run(),
+            self.watch.run(self.config.watch_refresh),
             self.heartbeats.run(),
             self.demand.run(),
             self.routing.run(),
@@ -232,8 +299,13 @@ class Hub:
             # Decide the lead before serving, so /healthz is right from the first answer.
             self.leader = await asyncio.to_thread(self.leadership.try_acquire)
             if self.leader:
-                self.placement.trigger()
-            loops += [self._lead_loop(), self.placement.run(), self.health.run()]
+                self.placement.trigger(full=True)
+            loops += [
+                self._lead_loop(),
+                self.placement.run(),
+                self.health.run(),
+                self._prune_loop(),
+            ]
         self.tasks += [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self) -> None:

@@ -79,6 +79,23 @@ heartbeats = Table(
     Column("observed_revision", BigInteger, nullable=False, default=0),
     # Why the agent cannot run replicas now (its runtime, e.g. the cluster's API, is away).
     Column("problem", String(500), nullable=True),
+    # The health monitor reads the beats written since its last look.
+    Index("ix_heartbeats_at", "at"),
+)
+
+feed = Table(
+    "feed",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    # The revision the writing transaction drew from the global counter: revisions are handed
+    # out in commit order, so "revision > R" finds everything committed after R.
+    Column("revision", BigInteger, nullable=False, index=True),
+    # What changed: Site, App, Tenant, Placement, Replicas, Token, Key, Demand or Event.
+    Column("kind", String(16), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("name", String(64), nullable=False),
 )
 
 site_reports = Table(

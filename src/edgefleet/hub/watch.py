@@ -9,9 +9,13 @@ is an asyncio future, woken only when its own site changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections import defaultdict
 
 from edgefleet.hub.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class SiteWatch:
@@ -23,6 +27,7 @@ class SiteWatch:
         self._high = -1
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._lock = asyncio.Lock()
+        self._nudged = asyncio.Event()
         self._closed = False
 
     def revision(self, site: str) -> int:
@@ -39,6 +44,22 @@ class SiteWatch:
                 for waiter in self._waiters.pop(site, ()):
                     if not waiter.done():
                         waiter.set_result(None)
+
+    def nudge(self) -> None:
+        """Desired states may have changed: refresh soon (``run``)."""
+        self._nudged.set()
+
+    async def run(self, period: float) -> None:
+        """Refresh when nudged, and every ``period`` seconds anyway (writes of other hubs)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), period)
+            self._nudged.clear()
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("watch refresh failed")
+                await asyncio.sleep(period)
 
     def forget(self, site: str) -> None:
         """Drop a deleted site, waking its watchers so they see it is gone."""

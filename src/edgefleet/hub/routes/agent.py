@@ -16,7 +16,10 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 
 
 async def _known(hub: Hub, site: str) -> None:
-    await asyncio.to_thread(hub.store.objects.get_site, site)
+    """404 unless ``site`` exists: from the hub's picture of the fleet, else from the store (a
+    site created at another hub a moment ago)."""
+    if site not in hub.fleet.sites:
+        await asyncio.to_thread(hub.store.objects.get_site, site)
 
 
 @router.get(
@@ -55,9 +58,9 @@ async def watch_routing_table(
 ) -> RoutingTable | Response:
     """Long-poll: the fleet's routing table as soon as its version differs from ``since``."""
     await _known(hub, site)
-    if not await hub.routing.wait(since, min(timeout, hub.config.max_watch_timeout)):
+    if not await hub.routing.wait_wire(since, min(timeout, hub.config.max_watch_timeout)):
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return hub.routing.table
+    return hub.routing.wire()
 
 
 @router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
@@ -71,7 +74,7 @@ async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
     await _known(hub, site)
     await asyncio.to_thread(hub.store.observed.save_report, report)
     hub.heartbeats.beat(site, report.observed_revision, hub.heartbeats.problem(site))
-    hub.routing.trigger()
+    hub.wrote()
 
 
 @router.post("/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
@@ -82,9 +85,7 @@ async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"heartbeat is for site {beat.site!r}, URL names {site!r}",
         )
-    if site not in hub.known_sites:
-        await _known(hub, site)
-        hub.known_sites.add(site)
+    await _known(hub, site)
     hub.heartbeats.beat(site, beat.observed_revision, beat.problem)
     if beat.probes:
         hub.peers.record(site, beat.probes)
@@ -111,9 +112,7 @@ async def report_demand(site: str, report: DemandReport, hub: HubDep) -> None:
                 f"rows[{index}]: the origin is {len(row[1])} characters long; a site name "
                 f"has at most {ORIGIN_MAX}",
             )
-    if site not in hub.known_sites:
-        await _known(hub, site)
-        hub.known_sites.add(site)
+    await _known(hub, site)
     if not await hub.demand.submit(report):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

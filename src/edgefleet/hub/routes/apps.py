@@ -68,8 +68,7 @@ def create_app(tenant: str, app: App, hub: HubDep) -> App:
     check_apply(hub, app)
     stored, _ = hub.store.objects.put(app, create_only=True)
     record_event(hub, stored, "Created", f"generation {stored.metadata.generation}")
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
     assert isinstance(stored, App)
     return stored
 
@@ -98,8 +97,7 @@ async def delete_app(tenant: str, name: str, hub: HubDep) -> None:
     """Delete an app; every site running it is told to stop its replicas."""
     await asyncio.to_thread(hub.store.objects.delete_app, tenant, name)
     await hub.watch.refresh()
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
 
 
 @router.get("/tenants/{tenant}/apps/{name}/logs", response_class=PlainTextResponse)

@@ -51,8 +51,7 @@ def apply_object(hub: Hub, obj: Obj, response: Response, message: str) -> Obj:
     if outcome != Outcome.UNCHANGED:
         reason = "Created" if outcome == Outcome.CREATED else "Updated"
         record_event(hub, stored, reason, message.format(generation=stored.metadata.generation))
-        hub.placement.trigger()
-        hub.routing.trigger()
+        hub.wrote()
     if outcome == Outcome.CREATED:
         response.status_code = status.HTTP_201_CREATED
     assert isinstance(stored, type(obj))

@@ -118,7 +118,7 @@ def revoke_token(id: str, hub: HubDep) -> None:
     on, and by every site once the routing table carries it."""
     record = hub.accounts.revoke(id)
     if record.kind == TokenKind.SITE:
-        hub.routing.trigger()
+        hub.wrote()
 
 
 @router.post(
@@ -192,7 +192,7 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
             status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
         ) from None
     log.info("site %s joined: earlier credentials of the site are revoked", body.site)
-    hub.routing.trigger()
+    hub.wrote()
     return answer
 
 

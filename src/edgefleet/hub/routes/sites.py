@@ -40,8 +40,7 @@ def create_site(site: Site, hub: HubDep) -> Site:
     """Create a site; 409 if one of that name exists."""
     stored, _ = hub.store.objects.put(site, create_only=True)
     record_event(hub, stored, "Created", "site created")
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
     assert isinstance(stored, Site)
     return stored
 
@@ -73,9 +72,7 @@ async def delete_site(name: str, hub: HubDep) -> None:
     """Delete a site. Its agent is told to run nothing."""
     await asyncio.to_thread(hub.store.objects.delete_site, name)
     hub.watch.forget(name)
-    hub.known_sites.discard(name)
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
 
 
 @router.get("/{name}/replicas")

@@ -58,8 +58,7 @@ def _describe(tenant: Tenant) -> str:
 async def _changed(hub: Hub) -> None:
     """A policy changed: place again, route again, and wake the sites whose apps it governs."""
     await hub.watch.refresh()
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
 
 
 @router.get("", response_model=ObjectList[Tenant], response_model_exclude_none=True)

@@ -8,6 +8,7 @@ One module per concern, each a small class over the same engine:
 - ``observed``: heartbeats, status reports and replica counts from the agents;
 - ``demand``: decayed demand per app and origin site;
 - ``events``: what happened, for ``describe``;
+- ``feed``: what each committed transaction changed, for every hub to follow;
 - ``leadership``: which hub process runs the controllers.
 
 ``Store`` holds one of each; ``engine`` has the shared pieces (errors, the revision counter).
@@ -33,6 +34,7 @@ from edgefleet.hub.store.engine import (
     utcnow,
 )
 from edgefleet.hub.store.events import EventStore
+from edgefleet.hub.store.feed import Change, Feed, FeedKind, FellBehind
 from edgefleet.hub.store.leadership import Leadership
 from edgefleet.hub.store.objects import ObjectStore
 from edgefleet.hub.store.observed import ObservedStore, ReplicaCount
@@ -58,6 +60,8 @@ class Store:
         """Decayed demand."""
         self.events = EventStore(self.engine)
         """Events."""
+        self.feed = Feed(self.engine)
+        """What each transaction changed, in commit order."""
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
@@ -76,9 +80,13 @@ class Store:
 
 __all__ = [
     "AppId",
+    "Change",
     "Conflict",
     "DemandStore",
     "EventStore",
+    "Feed",
+    "FeedKind",
+    "FellBehind",
     "Leadership",
     "NotFound",
     "ObjectStore",

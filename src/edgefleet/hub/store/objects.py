@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from edgefleet.hub.schema import (
@@ -26,6 +37,7 @@ from edgefleet.hub.schema import (
     site_reports,
     site_revisions,
 )
+from edgefleet.hub.store import feed
 from edgefleet.hub.store.engine import (
     AppId,
     Conflict,
@@ -35,6 +47,7 @@ from edgefleet.hub.store.engine import (
     next_revision,
     utcnow,
 )
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.hub.store.observed import ReplicaCount
 from edgefleet.hub.store.revisions import bump_sites
 from edgefleet.model import (
@@ -53,6 +66,9 @@ from edgefleet.model import (
 )
 
 Obj = TypeVar("Obj", Site, App, Tenant)
+
+_CHUNK = 500
+"""Keys per ``IN`` list: SQLite caps the parameters of one statement."""
 
 
 class ObjectStore:
@@ -108,6 +124,60 @@ class ObjectStore:
             )
         )
 
+    # -- bare objects: spec, metadata and the status the hub itself writes ---------------------
+
+    def bare_sites(self, names: Collection[str] | None = None) -> list[Site]:
+        """Sites (all, or those of ``names`` that exist) with only their phase and message as
+        status: what the hub keeps in memory (``edgefleet.hub.fleet``), without the observed
+        parts that agents' reports change every second."""
+        return [
+            Site(
+                metadata=meta_of(row),
+                spec=SiteSpec.model_validate(row.spec),
+                status=SiteStatus(
+                    phase=row.status.get("phase", "Pending"), message=row.status.get("message")
+                ),
+            )
+            for row in self._rows("Site", None if names is None else [("", n) for n in names])
+        ]
+
+    def bare_apps(self, keys: Collection[AppId] | None = None) -> list[App]:
+        """Apps (all, or those of ``keys`` that exist) with only the status placement writes
+        (observed generation and message)."""
+        return [
+            App(
+                metadata=meta_of(row),
+                spec=AppSpec.model_validate(row.spec),
+                status=AppStatus(
+                    observed_generation=row.status.get("observedGeneration"),
+                    message=row.status.get("message"),
+                ),
+            )
+            for row in self._rows("App", keys)
+        ]
+
+    def bare_tenants(self, names: Collection[str] | None = None) -> list[Tenant]:
+        """Tenants' policies (all, or those of ``names`` that exist), without usage."""
+        return [
+            Tenant(metadata=meta_of(row), spec=TenantSpec.model_validate(row.spec))
+            for row in self._rows("Tenant", None if names is None else [("", n) for n in names])
+        ]
+
+    def _rows(self, kind: str, keys: Collection[tuple[str, str]] | None) -> list[Any]:
+        """Rows of ``kind``, all or those whose (tenant, name) is in ``keys``, by key."""
+        query = select(objects).where(objects.c.kind == kind)
+        with self.engine.connect() as conn:
+            if keys is None:
+                return list(conn.execute(query.order_by(objects.c.tenant, objects.c.name)))
+            wanted = sorted(set(keys))
+            out: list[Any] = []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                out.extend(
+                    conn.execute(query.where(tuple_(objects.c.tenant, objects.c.name).in_(chunk)))
+                )
+            return sorted(out, key=lambda r: (r.tenant, r.name))
+
     def get_site(self, name: str) -> Site:
         """One site with its observed status; NotFound if absent."""
         return self._one("Site", "", name, f"site {name!r} not found", self._sites)
@@ -151,6 +221,7 @@ class ObjectStore:
             )
             sites = tenant_sites(conn, name)
             bump_sites(conn, sites)
+            feed.record(conn, [(FeedKind.TENANT, "", name)])
         return sites
 
     @overload
@@ -182,6 +253,7 @@ class ObjectStore:
                             f"{kind.lower()} {name!r} does not exist: drop "
                             "metadata.resourceVersion to create it"
                         )
+                    revision = next_revision(conn)
                     conn.execute(
                         insert(objects).values(
                             uid=str(uuid.uuid4()),
@@ -189,7 +261,7 @@ class ObjectStore:
                             tenant=tenant,
                             name=name,
                             generation=1,
-                            resource_version=next_revision(conn),
+                            resource_version=revision,
                             meta=meta,
                             spec=spec,
                             status={},
@@ -210,6 +282,7 @@ class ObjectStore:
                     if row.spec != spec or row.meta != meta:
                         # Compare-and-swap on the version read: SQLite has no SELECT FOR UPDATE,
                         # and this is also what makes concurrent writers safe on PostgreSQL.
+                        revision = next_revision(conn)
                         result = conn.execute(
                             update(objects)
                             .where(
@@ -220,7 +293,7 @@ class ObjectStore:
                                 spec=spec,
                                 meta=meta,
                                 generation=row.generation + (row.spec != spec),
-                                resource_version=next_revision(conn),
+                                resource_version=revision,
                             )
                         )
                         if result.rowcount != 1:
@@ -229,6 +302,8 @@ class ObjectStore:
                                 "get it again and reapply"
                             )
                         outcome = Outcome.CONFIGURED
+                if outcome != Outcome.UNCHANGED:
+                    feed.record(conn, [(FeedKind(kind), tenant, name)], revision=revision)
                 if kind == "Tenant" and (row is None or row.spec != spec):
                     bump_sites(conn, tenant_sites(conn, name))
         except IntegrityError as exc:
@@ -248,6 +323,17 @@ class ObjectStore:
             if object_row(conn, "Site", "", name, for_update=True) is None:
                 raise NotFound(f"site {name!r} not found")
             conn.execute(delete(objects).where(objects.c.kind == "Site", objects.c.name == name))
+            placed = conn.execute(
+                select(assignments.c.tenant, assignments.c.app).where(assignments.c.site == name)
+            ).all()
+            feed.record(
+                conn,
+                [
+                    (FeedKind.SITE, "", name),
+                    (FeedKind.REPLICAS, "", name),
+                    *((FeedKind.PLACEMENT, t, a) for t, a in placed),
+                ],
+            )
             for table in (
                 assignments,
                 site_revisions,
@@ -287,16 +373,35 @@ class ObjectStore:
             )
             conn.execute(delete(demand).where(demand.c.tenant == tenant, demand.c.app == name))
             bump_sites(conn, sites)
+            feed.record(
+                conn,
+                [
+                    (FeedKind.APP, tenant, name),
+                    (FeedKind.PLACEMENT, tenant, name),
+                    *((FeedKind.REPLICAS, "", site) for site in sites),
+                ],
+            )
         return sites
 
     def set_site_phase(self, name: str, phase: str, message: str | None) -> None:
         """Record the health verdict of a site (status only: no new resourceVersion)."""
+        self.set_site_phases({name: (phase, message)})
+
+    def set_site_phases(self, phases: Mapping[str, tuple[str, str | None]]) -> None:
+        """Record the health verdicts of sites, (phase, message) each, in one transaction."""
+        if not phases:
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 update(objects)
-                .where(objects.c.kind == "Site", objects.c.name == name)
-                .values(status={"phase": phase, "message": message})
+                .where(objects.c.kind == "Site", objects.c.name == bindparam("b_name"))
+                .values(status=bindparam("b_status")),
+                [
+                    {"b_name": name, "b_status": {"phase": phase, "message": message}}
+                    for name, (phase, message) in sorted(phases.items())
+                ],
             )
+            feed.record(conn, [(FeedKind.SITE, "", name) for name in phases])
 
     def set_app_placement_status(self, statuses: Mapping[AppId, tuple[int, str | None]]) -> None:
         """Record, per app, the generation placed and why it fell short (status only)."""
@@ -313,6 +418,7 @@ class ObjectStore:
                     )
                     .values(status={"observedGeneration": generation, "message": message})
                 )
+            feed.record(conn, [(FeedKind.APP, tenant, name) for tenant, name in statuses])
 
     # -- composition of status -------------------------------------------------------------
 

@@ -6,7 +6,7 @@ never bumps an object's resourceVersion nor rewrites its spec.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select
 
 from edgefleet.hub.schema import heartbeats, replica_counts, site_reports
+from edgefleet.hub.store import feed
 from edgefleet.hub.store.engine import aware, upsert, utcnow
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.model import ReplicaState, StatusReport
 
 
@@ -51,6 +53,16 @@ class ObservedStore:
                 row.site: aware(row.at)
                 for row in conn.execute(select(heartbeats.c.site, heartbeats.c.at))
             }
+
+    def beats_since(self, since: datetime) -> list[tuple[str, datetime, str | None]]:
+        """Heartbeats written with a time after ``since``: (site, time, problem) each."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(heartbeats.c.site, heartbeats.c.at, heartbeats.c.problem).where(
+                    heartbeats.c.at > since
+                )
+            ).all()
+        return [(row.site, aware(row.at), row.problem) for row in rows]
 
     def heartbeat_problems(self) -> dict[str, str]:
         """Sites whose last heartbeat said they cannot run replicas, with why."""
@@ -94,6 +106,7 @@ class ObservedStore:
                 ],
                 keys=("site",),
             )
+            feed.record(conn, [(FeedKind.REPLICAS, "", report.site)])
             conn.execute(delete(replica_counts).where(replica_counts.c.site == report.site))
             if counts:
                 conn.execute(insert(replica_counts), counts)
@@ -124,3 +137,24 @@ class ObservedStore:
                 select(site_reports.c.agent_endpoint).where(site_reports.c.site == site)
             ).scalar()
         return value
+
+    def replica_counts(
+        self, sites: Collection[str] | None = None
+    ) -> dict[str, dict[tuple[str, str], ReplicaCount]]:
+        """What agents reported running, per site (all, or ``sites``) and (tenant, app)."""
+        out: dict[str, dict[tuple[str, str], ReplicaCount]] = {}
+        query = select(replica_counts)
+        with self.engine.connect() as conn:
+            if sites is None:
+                rows = list(conn.execute(query))
+            else:
+                wanted = sorted(set(sites))
+                rows = []
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    rows.extend(conn.execute(query.where(replica_counts.c.site.in_(chunk))))
+        for row in rows:
+            out.setdefault(row.site, {})[(row.tenant, row.app)] = ReplicaCount(
+                row.running, row.ready
+            )
+        return out

@@ -7,13 +7,16 @@ so an agent is woken only when its own share changed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, and_, delete, select, tuple_
+from sqlalchemy import Engine, and_, bindparam, delete, select, tuple_
 
 from edgefleet.hub.schema import assignments, objects, site_revisions
+from edgefleet.hub.store import feed
 from edgefleet.hub.store.engine import AppId, upsert
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.hub.store.objects import tenant_specs
 from edgefleet.hub.store.revisions import bump_sites
 from edgefleet.model import (
@@ -67,6 +70,23 @@ class PlacementStore:
                 )
         return dict(out)
 
+    def shares_of(self, apps: Collection[AppId]) -> dict[AppId, dict[str, SiteShare]]:
+        """The placement of ``apps`` (those with none are missing)."""
+        out: dict[AppId, dict[str, SiteShare]] = defaultdict(dict)
+        wanted = sorted(set(apps))
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in conn.execute(
+                    select(assignments).where(
+                        tuple_(assignments.c.tenant, assignments.c.app).in_(chunk)
+                    )
+                ):
+                    out[(row.tenant, row.app)][row.site] = SiteShare(
+                        row.replicas, row.min_replicas, row.max_replicas
+                    )
+        return dict(out)
+
     def write(
         self, placement: Mapping[AppId, tuple[int, Mapping[str, int | SiteShare]]]
     ) -> set[str]:
@@ -77,9 +97,9 @@ class PlacementStore:
         Only rows that differ are written; only those sites get a new revision.
         """
         changed: set[str] = set()
+        if not placement:
+            return changed
         with self.engine.begin() as conn:
-            if not placement:
-                return changed
             current: dict[AppId, dict[str, tuple[SiteShare, int]]] = defaultdict(dict)
             keys = list(placement)
             for row in conn.execute(
@@ -89,6 +109,9 @@ class PlacementStore:
                     SiteShare(row.replicas, row.min_replicas, row.max_replicas),
                     row.generation,
                 )
+            gone: list[dict[str, str]] = []
+            rows: list[dict[str, Any]] = []
+            apps: set[AppId] = set()
             for app_id, (generation, given) in placement.items():
                 tenant, app = app_id
                 by_site = {
@@ -96,36 +119,38 @@ class PlacementStore:
                     for site, share in given.items()
                 }
                 before = current.get(app_id, {})
-                for site in set(before) - {s for s, share in by_site.items() if share.placed}:
-                    conn.execute(
-                        delete(assignments).where(
-                            assignments.c.site == site,
-                            assignments.c.tenant == tenant,
-                            assignments.c.app == app,
-                        )
-                    )
+                for site in sorted(set(before) - {s for s, sh in by_site.items() if sh.placed}):
+                    gone.append({"b_site": site, "b_tenant": tenant, "b_app": app})
                     changed.add(site)
+                    apps.add(app_id)
                 for site, share in by_site.items():
                     if not share.placed or before.get(site) == (share, generation):
                         continue
-                    upsert(
-                        conn,
-                        assignments,
-                        [
-                            {
-                                "site": site,
-                                "tenant": tenant,
-                                "app": app,
-                                "replicas": share.replicas,
-                                "generation": generation,
-                                "min_replicas": share.min_replicas,
-                                "max_replicas": share.max_replicas,
-                            }
-                        ],
-                        keys=("site", "tenant", "app"),
+                    rows.append(
+                        {
+                            "site": site,
+                            "tenant": tenant,
+                            "app": app,
+                            "replicas": share.replicas,
+                            "generation": generation,
+                            "min_replicas": share.min_replicas,
+                            "max_replicas": share.max_replicas,
+                        }
                     )
                     changed.add(site)
-            bump_sites(conn, changed)
+                    apps.add(app_id)
+            if gone:
+                conn.execute(
+                    delete(assignments).where(
+                        assignments.c.site == bindparam("b_site"),
+                        assignments.c.tenant == bindparam("b_tenant"),
+                        assignments.c.app == bindparam("b_app"),
+                    ),
+                    gone,
+                )
+            upsert(conn, assignments, rows, keys=("site", "tenant", "app"))
+            revision = bump_sites(conn, changed)
+            feed.record(conn, [(FeedKind.PLACEMENT, t, a) for t, a in apps], revision=revision)
         return changed
 
     def desired_state(self, site: str) -> DesiredState:
