@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
@@ -735,8 +736,10 @@ class UpstreamPool:
         acquire_timeout: float = ACQUIRE_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        """An empty pool; connections open on demand."""
+        """An empty pool; connections open on demand (over TLS with ``tls``, checking each
+        server's certificate for its host name)."""
         if max_per_host < 1:
             raise ValueError(f"max_per_host must be >= 1, not {max_per_host}")
         self.max_per_host = max_per_host
@@ -751,6 +754,8 @@ class UpstreamPool:
         """Seconds a request waits for a connection when ``max_per_host`` are busy."""
         self.idle_timeout = idle_timeout
         """Seconds an idle connection is kept for reuse."""
+        self.tls = tls
+        """TLS of every connection (None: plain TCP)."""
         self._clock = clock
         self._hosts: dict[tuple[str, int], _Host] = {}
         self._connections: set[_Connection] = set()
@@ -1015,7 +1020,11 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self, key), host, port
+                    lambda: _Connection(self, key),
+                    host,
+                    port,
+                    ssl=self.tls,
+                    server_hostname=host if self.tls is not None else None,
                 )
         except BaseException as error:
             self._free_slot(entry)

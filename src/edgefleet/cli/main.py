@@ -26,6 +26,7 @@ from edgefleet.cli.output import (
     tenants_table,
     wire,
 )
+from edgefleet.cli.sim import sim
 from edgefleet.cli.testbed import testbed_app
 from edgefleet.client import Client, HubError
 from edgefleet.model import App, Site, Tenant
@@ -342,7 +343,9 @@ def agent(
     state_dir: Annotated[Path, typer.Option(help="Cache, replica records and logs.")] = Path(
         "edgefleet-agent"
     ),
-    driver: Annotated[str, typer.Option(help="Replica driver: process or kubernetes.")] = "process",
+    driver: Annotated[
+        str, typer.Option(help="Replica driver: process, kubernetes or simulated.")
+    ] = "process",
     kubeconfig: Annotated[
         Path | None,
         typer.Option(
@@ -482,6 +485,7 @@ def demo(
 
 
 app.add_typer(testbed_app, name="testbed")
+app.command()(sim)
 app.add_typer(hub_app, name="hub")
 app.add_typer(token_app, name="token")
 app.add_typer(site_app, name="site")

@@ -126,6 +126,50 @@ class Accounts:
             )
         return made, self.get_token(made.id)
 
+    def create_join_tokens(
+        self, sites: Sequence[str], *, ttl: timedelta, created_by: str
+    ) -> list[tuple[NewToken, TokenRecord]]:
+        """One join token per site of ``sites``, in one transaction (each ``NewToken.token`` is
+        the only copy)."""
+        now = utcnow()
+        made = [new_token(TokenKind.JOIN) for _ in sites]
+        rows = [
+            {
+                "id": token.id,
+                "kind": TokenKind.JOIN.value,
+                "name": f"join:{site}",
+                "role": Role.SITE.value,
+                "tenants": [],
+                "site": site,
+                "digest": token.digest,
+                "created_at": now,
+                "created_by": created_by,
+                "expires_at": now + ttl,
+            }
+            for token, site in zip(made, sites, strict=True)
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert(tokens), rows)
+        return [
+            (
+                token,
+                TokenRecord(
+                    id=token.id,
+                    kind=TokenKind.JOIN,
+                    name=f"join:{site}",
+                    role=Role.SITE,
+                    tenants=(),
+                    site=site,
+                    created_at=now,
+                    created_by=created_by,
+                    expires_at=now + ttl,
+                    revoked_at=None,
+                    used_at=None,
+                ),
+            )
+            for token, site in zip(made, sites, strict=True)
+        ]
+
     def get_token(self, token_id: str) -> TokenRecord:
         """A token by id (NotFound if none)."""
         with self.engine.connect() as conn:

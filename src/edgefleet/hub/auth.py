@@ -71,6 +71,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/sites/{name}/reporting"): Rule(FLEET_WRITE, kind="site report"),
     ("GET", "/api/v1/sites/{name}/neighbours"): Rule(EVERYONE, kind="site"),
     ("POST", "/api/v1/sites/{name}/join-tokens"): Rule(FLEET_WRITE, kind="join token", verb="make"),
+    ("POST", "/api/v1/join-tokens"): Rule(FLEET_WRITE, kind="join token", verb="make"),
     # apps
     ("GET", "/api/v1/apps"): Rule(TENANT_READ),
     ("GET", _APPS): Rule(TENANT_READ, Scope.LIST),

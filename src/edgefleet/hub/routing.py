@@ -445,6 +445,10 @@ class RoutingState:
         """A site's record in the table."""
         return self._route_sites.get(name)
 
+    def apps_at(self, site: str) -> set[AppId]:
+        """Apps with an endpoint at ``site``."""
+        return set(self._site_apps.get(site, ()))
+
     def app_route(self, key: AppId) -> AppRoutes | None:
         """An app's routes in the table (every endpoint)."""
         return self._routes.get(key)
@@ -486,19 +490,6 @@ class RoutingState:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
         return self.table.version != since
-
-    async def wait_wire(self, since: str, timeout: float) -> bool:
-        """Wait until the wire table's version (a hash of its content) differs from ``since``;
-        False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.wire().version == since:
-            left = deadline - loop.time()
-            if left <= 0 or self._closed:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-        return True
 
     def close(self) -> None:
         """Answer every waiting agent now (the hub is stopping)."""

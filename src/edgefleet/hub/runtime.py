@@ -23,10 +23,12 @@ from edgefleet.hub.health_monitor import HealthMonitor
 from edgefleet.hub.heartbeats import HeartbeatBuffer
 from edgefleet.hub.placement_controller import PlacementController
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
+from edgefleet.hub.site_routes import SiteShares
 from edgefleet.hub.store import Leadership, Store
 from edgefleet.hub.watch import SiteWatch
 from edgefleet.identity.credentials import CredentialClaims, Keyring, SigningKey
 from edgefleet.model import PublicKey
+from edgefleet.routing.share import ShareParams
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,11 @@ class HubConfig:
     feed_poll: float = 0.25
     """Seconds between reads of the change feed (what other hub replicas wrote; this hub's own
     writes are read at once). Bounds how stale a revocation made at another hub can be."""
+    route_neighbourhood: int = 16
+    """Sites nearest to each site whose endpoints its share of the routing table always holds
+    (``edgefleet.routing.share``)."""
+    route_nearest: int = 4
+    """Endpoints of each kind a site's share holds of each app, however far."""
     heartbeat_rate: float = 1000.0
     """Heartbeats a second the hub asks of its agents at most: a fleet of more than
     ``heartbeat_rate * 2`` sites beats more slowly (``edgefleet.hub.health``)."""
@@ -100,7 +107,9 @@ class Hub:
     placement: PlacementController
     health: HealthMonitor
     routing: RoutingState
-    """The routing table agents and the central DNS answer from."""
+    """The routing table the central DNS answers from."""
+    shares: SiteShares
+    """Each site's share of the routing table, sent to its agent."""
     demand: DemandBuffer
     """Demand reports received, written to the store once a second."""
     peers: PeerVerdicts = field(default_factory=PeerVerdicts)
@@ -215,6 +224,10 @@ class Hub:
         watch = SiteWatch(store)
         heartbeats = HeartbeatBuffer(store)
         routing = RoutingState(fleet)
+        shares = SiteShares(
+            routing,
+            ShareParams(neighbourhood=config.route_neighbourhood, nearest=config.route_nearest),
+        )
 
         async def placed() -> None:
             # New assignments: wake the sites' watches now; the feed brings the rest.
@@ -236,7 +249,17 @@ class Hub:
 
         health = HealthMonitor(store, fleet, heartbeats, grace=grace)
         hub = cls(
-            config, store, fleet, follower, watch, heartbeats, placement, health, routing, demand
+            config,
+            store,
+            fleet,
+            follower,
+            watch,
+            heartbeats,
+            placement,
+            health,
+            routing,
+            shares,
+            demand,
         )
         routing.identity = hub.routing_identity
         hub.leadership = Leadership(store.engine)
@@ -256,6 +279,7 @@ class Hub:
             if name not in self.fleet.sites:
                 self.watch.forget(name)
                 self.peers.forget(name)
+                self.shares.forget(name)
 
     async def _lead_loop(self) -> None:
         assert self.leadership is not None
@@ -272,6 +296,7 @@ class Hub:
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(60.0)
+            self.shares.sweep()
             if self.leader:
                 try:
                     await asyncio.to_thread(self.store.feed.prune)
@@ -300,12 +325,8 @@ class Hub:
             self.leader = await asyncio.to_thread(self.leadership.try_acquire)
             if self.leader:
                 self.placement.trigger(full=True)
-            loops += [
-                self._lead_loop(),
-                self.placement.run(),
-                self.health.run(),
-                self._prune_loop(),
-            ]
+            loops += [self._lead_loop(), self.placement.run(), self.health.run()]
+        loops.append(self._prune_loop())
         self.tasks += [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self) -> None:

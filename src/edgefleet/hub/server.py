@@ -22,6 +22,7 @@ class _HubServer(uvicorn.Server):
         self._hub.watch.close()
         self._hub.changes.close()
         self._hub.routing.close()
+        self._hub.shares.close()
         await super().shutdown(sockets)
 
 

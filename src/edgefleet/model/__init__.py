@@ -6,6 +6,7 @@ from edgefleet.model.agent import (
     DesiredState,
     Event,
     Heartbeat,
+    HeartbeatAnswer,
     LocalScaling,
     ReplicaState,
     StatusReport,
@@ -53,7 +54,17 @@ from edgefleet.model.objects import (
     parse_duration,
     parse_memory,
 )
-from edgefleet.model.routing import AppRoutes, RouteAccess, RouteEndpoint, RouteSite, RoutingTable
+from edgefleet.model.routing import (
+    AppRef,
+    AppRoutes,
+    RouteAccess,
+    RouteEndpoint,
+    RouteSite,
+    RoutingDelta,
+    RoutingTable,
+    RoutingUpdate,
+    routing_update,
+)
 from edgefleet.model.tenant import Tenant, TenantQuota, TenantSpec, TenantStatus
 
 __all__ = [
@@ -64,6 +75,7 @@ __all__ = [
     "AppAssignment",
     "AppDemand",
     "AppPolicy",
+    "AppRef",
     "AppReport",
     "AppRoutes",
     "AppSpec",
@@ -77,6 +89,7 @@ __all__ = [
     "FleetDemand",
     "FunctionWorkload",
     "Heartbeat",
+    "HeartbeatAnswer",
     "JoinRequest",
     "JoinResponse",
     "LocalScaling",
@@ -91,7 +104,9 @@ __all__ = [
     "RouteAccess",
     "RouteEndpoint",
     "RouteSite",
+    "RoutingDelta",
     "RoutingTable",
+    "RoutingUpdate",
     "Scaling",
     "Site",
     "SiteAddresses",
@@ -115,4 +130,5 @@ __all__ = [
     "parse_cpu",
     "parse_duration",
     "parse_memory",
+    "routing_update",
 ]

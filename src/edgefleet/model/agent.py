@@ -117,6 +117,15 @@ class Heartbeat(_Base):
     )
 
 
+class HeartbeatAnswer(_Base):
+    """The hub's answer to a heartbeat."""
+
+    heartbeat_interval: float = Field(
+        description="Seconds the hub asks between heartbeats (more in a big fleet); the agent "
+        "beats at this interval or its own, whichever is longer."
+    )
+
+
 class Event(_Base):
     """Something that happened to an object, for `describe`."""
 

@@ -29,7 +29,8 @@ import uvicorn
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from edgefleet.agent.service import Agent, AgentConfig, JoinRefused, token_digest
+from edgefleet.agent.identity import token_digest
+from edgefleet.agent.service import Agent, AgentConfig, JoinRefused
 from edgefleet.hub.tls import HubPki, init_pki
 from edgefleet.identity.credentials import SigningKey, issue
 from edgefleet.localfleet import free_port

@@ -22,6 +22,7 @@ from edgefleet.agent.demand import (
     app_key,
     drain_dns_tally,
 )
+from edgefleet.agent.hubclient import HttpxTransport, HubClient
 from edgefleet.dns import DnsServer, Responder, StaticZone, Target
 from edgefleet.dns.server import UDP_MMSG_AVAILABLE
 from edgefleet.model import DemandReport
@@ -296,7 +297,8 @@ def reporters(hub: FakeHub, tmp_path: Path) -> Iterator[Callable[..., DemandRepo
     def make(counter: DemandCounter, clock: Clock, **kwargs: object) -> DemandReporter:
         http = httpx.AsyncClient(base_url="http://hub", transport=httpx.MockTransport(hub))
         clients.append(http)
-        return DemandReporter(SITE, counter, http, tmp_path, clock=clock, **kwargs)  # type: ignore[arg-type]
+        client = HubClient(HttpxTransport(http))
+        return DemandReporter(SITE, counter, client, tmp_path, clock=clock, **kwargs)
 
     yield make
     for http in clients:
@@ -460,7 +462,14 @@ def test_the_loop_reports_every_window(hub: FakeHub, tmp_path: Path) -> None:
         async with httpx.AsyncClient(
             base_url="http://hub", transport=httpx.MockTransport(hub)
         ) as http:
-            reporter = DemandReporter(SITE, counter, http, tmp_path, window=0.05, dns_tally=tally)
+            reporter = DemandReporter(
+                SITE,
+                counter,
+                HubClient(HttpxTransport(http)),
+                tmp_path,
+                window=0.05,
+                dns_tally=tally,
+            )
             task = asyncio.create_task(reporter.run())
             deadline = asyncio.get_running_loop().time() + 10
             while not hub.taken and asyncio.get_running_loop().time() < deadline:
@@ -479,4 +488,10 @@ def test_the_loop_reports_every_window(hub: FakeHub, tmp_path: Path) -> None:
 
 def test_the_window_must_be_sane(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="window"):
-        DemandReporter(SITE, DemandCounter(), httpx.AsyncClient(), tmp_path, window=0)
+        DemandReporter(
+            SITE,
+            DemandCounter(),
+            HubClient(HttpxTransport(httpx.AsyncClient())),
+            tmp_path,
+            window=0,
+        )

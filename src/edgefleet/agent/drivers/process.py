@@ -60,6 +60,7 @@ from typing import Any
 
 import httpx
 
+from edgefleet.files import write_atomic
 from edgefleet.model import AppAssignment, ProcessWorkload, ReplicaState
 from edgefleet.model.objects import Workload
 
@@ -339,15 +340,10 @@ def port_free(host: str, port: int) -> bool:
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write a record atomically (tmp file, fsync, rename): a reader sees old or new, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     # 0600: the record holds the workload's environment, which may carry secrets.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    write_atomic(
+        path, json.dumps(data, indent=2, sort_keys=True).encode(), mode=0o600, durable=False
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
 from edgefleet.hub.demand import ORIGIN_MAX
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.model import DemandReport, DesiredState, Heartbeat, RoutingTable, StatusReport
+from edgefleet.model import (
+    DemandReport,
+    DesiredState,
+    Heartbeat,
+    HeartbeatAnswer,
+    RoutingUpdate,
+    StatusReport,
+)
 
 router = APIRouter(prefix="/api/v1/agent/sites/{site}", tags=["agent"])
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -47,7 +54,7 @@ async def watch_desired_state(
 
 @router.get(
     "/routing-table",
-    response_model=RoutingTable,
+    response_model=RoutingUpdate,
     responses={204: {"description": "Nothing changed before the timeout."}},
 )
 async def watch_routing_table(
@@ -55,12 +62,15 @@ async def watch_routing_table(
     hub: HubDep,
     since: str = "",
     timeout: Annotated[float, Query(ge=0)] = 30.0,
-) -> RoutingTable | Response:
-    """Long-poll: the fleet's routing table as soon as its version differs from ``since``."""
+) -> Response:
+    """Long-poll: the site's share of the routing table (``edgefleet.routing.share``): whole
+    when ``since`` is not the version this hub sent it last, else the delta as soon as the share
+    changes; 204 if nothing changed before ``timeout``."""
     await _known(hub, site)
-    if not await hub.routing.wait_wire(since, min(timeout, hub.config.max_watch_timeout)):
+    body = await hub.shares.wait(site, since, min(timeout, hub.config.max_watch_timeout))
+    if body is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return hub.routing.wire()
+    return Response(body, media_type="application/json")
 
 
 @router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
@@ -77,9 +87,10 @@ async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
     hub.wrote()
 
 
-@router.post("/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
-async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
-    """I am alive. Buffered in memory and written in batches."""
+@router.post("/heartbeat", response_model=HeartbeatAnswer)
+async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> HeartbeatAnswer:
+    """I am alive. Buffered in memory and written in batches; the answer says how often to
+    beat (less often in a big fleet)."""
     if beat.site != site:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -89,6 +100,7 @@ async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
     hub.heartbeats.beat(site, beat.observed_revision, beat.problem)
     if beat.probes:
         hub.peers.record(site, beat.probes)
+    return HeartbeatAnswer(heartbeat_interval=hub.heartbeat_interval())
 
 
 @router.post(

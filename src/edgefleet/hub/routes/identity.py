@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from edgefleet.hub.accounts import AuditEntry, Refused, TokenRecord, new_jti
 from edgefleet.hub.auth import PrincipalDep, bearer, source_of
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.hub.store import utcnow
+from edgefleet.hub.store import NotFound, utcnow
 from edgefleet.identity import Role
 from edgefleet.identity.credentials import issue
 from edgefleet.identity.tokens import TokenKind, parse
@@ -20,7 +20,9 @@ from edgefleet.model import JoinRequest, JoinResponse
 from edgefleet.model.access import (
     AuditRecord,
     JoinTokenRequest,
+    JoinTokensRequest,
     NewToken,
+    NewTokens,
     TokenInfo,
     TokenRequest,
     WhoAmI,
@@ -142,6 +144,41 @@ def create_join_token(
         created_by=principal.subject,
     )
     return NewToken(**_info(record).model_dump(), token=made.token)
+
+
+@router.post(
+    "/join-tokens",
+    response_model=NewTokens,
+    response_model_exclude_none=True,
+    status_code=status.HTTP_201_CREATED,
+)
+async def create_join_tokens(
+    request: JoinTokensRequest, hub: HubDep, principal: PrincipalDep
+) -> NewTokens:
+    """One-time join tokens for many sites at once (each as ``POST /sites/{name}/join-tokens``
+    makes one); 404 naming the sites that do not exist, and then none is made."""
+    wanted = list(dict.fromkeys(request.sites))
+    missing = [name for name in wanted if name not in hub.fleet.sites]
+    if missing:
+        # The picture may be a poll behind a site just created: ask the store.
+        found = {
+            s.metadata.name for s in await asyncio.to_thread(hub.store.objects.bare_sites, missing)
+        }
+        missing = [name for name in missing if name not in found]
+    if missing:
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
+        raise NotFound(f"no such site: {shown}; create the sites first")
+    made = await asyncio.to_thread(
+        hub.accounts.create_join_tokens,
+        wanted,
+        ttl=timedelta(seconds=request.ttl),
+        created_by=principal.subject,
+    )
+    return NewTokens(
+        items=[NewToken(**_info(record).model_dump(), token=token.token) for token, record in made]
+    )
 
 
 @router.post("/agent/join", response_model=JoinResponse, tags=["agent"])
