@@ -28,6 +28,11 @@ from edgefleet.agent.upstream import UpstreamError, UpstreamPool
 
 JSON = "application/json"
 
+IDLE_TIMEOUT = 60.0
+"""Seconds an idle connection to the hub is kept: longer than the heartbeat interval (a beat
+reuses it) and shorter than the hub's keep-alive (75 s), so the hub never closes one under a
+request."""
+
 
 class HubUnreachable(Exception):
     """The hub could not be reached, or the exchange broke: nothing or part of it happened."""
@@ -88,9 +93,11 @@ class HubTransport(Protocol):
         headers: Mapping[str, str],
         body: bytes | None,
         timeout: float,
+        long: bool = False,
     ) -> HubReply:
         """Send a request (``target``: path and query) and read the whole answer; raise
-        ``HubUnreachable`` when the exchange fails."""
+        ``HubUnreachable`` when the exchange fails. ``long``: a long-poll, which holds its
+        connection while it waits."""
         ...
 
     async def aclose(self) -> None:
@@ -111,10 +118,17 @@ class PooledTransport:
     """The hub over ``UpstreamPool`` connections (see the module)."""
 
     def __init__(
-        self, url: str, *, pool: UpstreamPool | None = None, ca: str | None = None
+        self,
+        url: str,
+        *,
+        pool: UpstreamPool | None = None,
+        long_pool: UpstreamPool | None = None,
+        ca: str | None = None,
     ) -> None:
-        """``url`` is the hub's base URL (http or https); ``pool`` may be shared by many
-        clients of the same hub (the simulator's sites); ``ca`` checks an https hub."""
+        """``url`` is the hub's base URL (http or https); ``ca`` checks an https hub. ``pool``
+        carries the short calls and ``long_pool`` the long-polls (default: the same pool); both
+        may be shared by many clients of one hub (the simulator's sites: a few connections for
+        the calls of thousands of sites, one each for their long-polls)."""
         parts = urlsplit(url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"hub URL {url!r}: expected http(s)://HOST[:PORT]")
@@ -127,9 +141,15 @@ class PooledTransport:
         if parts.scheme != "https":
             tls = None
         self._own_pool = pool is None
-        self.pool = pool if pool is not None else UpstreamPool(max_per_host=8, tls=tls)
-        if pool is not None and tls is not None and pool.tls is None:
-            raise ValueError("a shared pool for an https hub must be made with its TLS context")
+        self.pool = (
+            pool
+            if pool is not None
+            else UpstreamPool(max_per_host=8, idle_timeout=IDLE_TIMEOUT, tls=tls)
+        )
+        self.long_pool = long_pool if long_pool is not None else self.pool
+        for given in (pool, long_pool):
+            if given is not None and tls is not None and given.tls is None:
+                raise ValueError("a shared pool for an https hub must be made with its TLS context")
 
     async def request(
         self,
@@ -139,11 +159,13 @@ class PooledTransport:
         headers: Mapping[str, str],
         body: bytes | None,
         timeout: float,
+        long: bool = False,
     ) -> HubReply:
         """See ``HubTransport.request``."""
         fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        pool = self.long_pool if long else self.pool
         try:
-            reply = await self.pool.request(
+            reply = await pool.request(
                 method,
                 host=self.host,
                 port=self.port,
@@ -168,6 +190,8 @@ class PooledTransport:
         """See ``HubTransport.aclose`` (a shared pool is its owner's to close)."""
         if self._own_pool:
             await self.pool.aclose()
+            if self.long_pool is not self.pool:
+                await self.long_pool.aclose()
 
 
 class HttpxTransport:
@@ -184,6 +208,7 @@ class HttpxTransport:
         headers: Mapping[str, str],
         body: bytes | None,
         timeout: float,
+        long: bool = False,
     ) -> HubReply:
         """See ``HubTransport.request``."""
         try:
@@ -235,8 +260,10 @@ class HubClient:
         body: bytes | None = None,
         token: str | None = None,
         timeout: float | None = None,
+        long: bool = False,
     ) -> HubReply:
-        """One call (``token`` instead of the client's, for a join); ``HubUnreachable``."""
+        """One call (``token`` instead of the client's, for a join; ``long`` for a long-poll);
+        ``HubUnreachable``."""
         target = path + ("?" + urlencode(params) if params else "")
         used = token if token is not None else self.token
         headers = {"Accept": JSON}
@@ -251,6 +278,7 @@ class HubClient:
             headers=headers,
             body=body,
             timeout=self.timeout if timeout is None else timeout,
+            long=long,
         )
         if self.on_answer is not None:
             with contextlib.suppress(Exception):
@@ -258,10 +286,15 @@ class HubClient:
         return reply
 
     async def get(
-        self, path: str, *, params: Mapping[str, Any] | None = None, timeout: float | None = None
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        long: bool = False,
     ) -> HubReply:
         """GET ``path``."""
-        return await self.call("GET", path, params=params, timeout=timeout)
+        return await self.call("GET", path, params=params, timeout=timeout, long=long)
 
     async def post(self, path: str, body: bytes, *, token: str | None = None) -> HubReply:
         """POST a JSON ``body`` to ``path``."""

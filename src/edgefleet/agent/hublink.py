@@ -4,9 +4,9 @@ Every connection is opened by the site (so a site behind NAT works, and the hub 
 thousand sites):
 
 - ``POST /api/v1/agent/join`` once, with the one-time join token, for the site's credential;
-- ``GET .../desired-state?since=REV`` and ``GET .../routing-table?since=VERSION``: long-polls
-  the hub answers as soon as the site's desired state or its share of the routing table changed
-  (the table comes whole the first time, then as deltas);
+- ``GET .../watch?state=REV&routes=VERSION``: one long-poll the hub answers as soon as the
+  site's desired state or its share of the routing table changed (the share comes whole the
+  first time, then as deltas);
 - ``POST .../status`` when the site's replicas change (and every ``report_resync`` seconds);
 - ``POST .../heartbeat`` every ``heartbeat_interval`` seconds, or the longer interval the hub
   asks for (a big fleet beats more slowly), and at once when a neighbour's probe verdict changes;
@@ -48,10 +48,10 @@ from edgefleet.model import (
     HeartbeatAnswer,
     JoinRequest,
     JoinResponse,
-    RoutingDelta,
     RoutingTable,
+    RoutingUpdate,
     StatusReport,
-    routing_update,
+    WatchAnswer,
 )
 from edgefleet.routing.delta import apply_delta
 
@@ -126,8 +126,7 @@ class HubLink:
         """True while heartbeats do not reach the hub."""
         path = f"/api/v1/agent/sites/{config.site}"
         self._paths = {
-            "desired": f"{path}/desired-state",
-            "routes": f"{path}/routing-table",
+            "watch": f"{path}/watch",
             "status": f"{path}/status",
             "heartbeat": f"{path}/heartbeat",
         }
@@ -251,48 +250,50 @@ class HubLink:
     # -- watching --------------------------------------------------------------------------------
 
     async def watch_once(self) -> bool:
-        """One long-poll of the desired state; True when a new one was taken."""
+        """One long-poll of the site's news; True when something changed. The desired state is
+        taken first (the site converges to it), then the share of the routing table; a delta
+        that does not follow from the share held is dropped, and the share asked for whole."""
         reply = await self.client.get(
-            self._paths["desired"],
-            params={"since": self.revision, "timeout": self.config.watch_timeout},
+            self._paths["watch"],
+            params={
+                "state": self.revision,
+                "routes": self.routes.version,
+                "timeout": self.config.watch_timeout,
+            },
             timeout=self.config.watch_timeout + 10.0,
+            long=True,
         )
         if reply.status == 204:
             return False
         reply.raise_for_status()
-        state = DesiredState.model_validate_json(reply.body)
-        await self.site.take_desired(state)
-        self.revision = state.revision
-        self.report_dirty.set()
+        answer = WatchAnswer.model_validate_json(reply.body)
+        if answer.desired_state is not None:
+            state = answer.desired_state
+            await self.site.take_desired(state)
+            self.revision = state.revision
+            self.report_dirty.set()
+        if answer.routes is not None:
+            await self._take_routes(answer.routes)
         return True
 
-    async def watch_routing_once(self) -> bool:
-        """One long-poll of the site's share of the routing table; True when it changed. A delta
-        that does not follow from the table held is dropped, and the table asked for whole."""
-        reply = await self.client.get(
-            self._paths["routes"],
-            params={"since": self.routes.version, "timeout": self.config.watch_timeout},
-            timeout=self.config.watch_timeout + 10.0,
-        )
-        if reply.status == 204:
-            return False
-        reply.raise_for_status()
-        update = routing_update(reply.body)
-        if isinstance(update, RoutingDelta):
-            if update.since != self.routes.version:
+    async def _take_routes(self, update: RoutingUpdate) -> None:
+        if update.delta is not None:
+            delta = update.delta
+            if delta.since != self.routes.version:
                 log.warning(
                     "routing delta from %s does not follow the table held (%s): asking whole",
-                    update.since,
+                    delta.since,
                     self.routes.version,
                 )
                 self.routes = RoutingTable(version="")
-                return False
-            table = apply_delta(self.routes, update)
+                return
+            table = apply_delta(self.routes, delta)
+        elif update.table is not None:
+            table = update.table
         else:
-            table = update
+            return
         await self.site.take_routes(table)
         self.routes = table
-        return True
 
     async def backoff_sleep(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or until a heartbeat finds the hub reachable again."""
@@ -384,7 +385,6 @@ class HubLink:
                 # cannot take yet never holds up the watch or the heartbeats.
                 group.create_task(self.join())
             group.create_task(self._loop("hub watch", self.watch_once))
-            group.create_task(self._loop("routing watch", self.watch_routing_once))
             group.create_task(self.report_loop())
             group.create_task(self.heartbeat_loop())
             if self.demand is not None:

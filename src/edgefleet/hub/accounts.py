@@ -7,7 +7,7 @@ replica from the next request on: there is no cache to expire.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,6 +85,52 @@ def _record(row: Any) -> TokenRecord:
         revoked_at=None if row.revoked_at is None else aware(row.revoked_at),
         used_at=None if row.used_at is None else aware(row.used_at),
     )
+
+
+def current(record: TokenRecord, now: datetime) -> TokenRecord:
+    """``record`` if it is active at ``now``, else Refused saying why not."""
+    state = record.state(now)
+    if state == "revoked":
+        raise Refused(f"token {record.id} was revoked at {record.revoked_at:%Y-%m-%d %H:%M}Z")
+    if state == "expired":
+        raise Refused(f"token {record.id} expired at {record.expires_at:%Y-%m-%d %H:%M}Z")
+    if state == "used":
+        raise Refused(f"join token {record.id} was used already")
+    return record
+
+
+class TokenCache:
+    """User tokens this hub checked (id, the hash of the secret, the record), so that a token's
+    next request needs no store read. A token revoked at any hub is dropped from every hub's
+    cache when the change feed brings its id (``drop``): a revocation holds at every hub within
+    a feed poll (``HubConfig.feed_poll``, 0.25 s by default) of being written, and at once at
+    the hub that wrote it."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._known: dict[str, tuple[str, TokenRecord]] = {}
+
+    def get(self, parsed: ParsedToken) -> TokenRecord | None:
+        """The record of ``parsed`` if it was checked before and its secret matches."""
+        known = self._known.get(parsed.id)
+        if known is None or not matches(parsed, known[0]):
+            return None
+        return known[1]
+
+    def put(self, digest: str, record: TokenRecord) -> None:
+        """Remember a token that checked out."""
+        if len(self._known) >= self._size:
+            self._known.pop(next(iter(self._known)))
+        self._known[record.id] = (digest, record)
+
+    def drop(self, ids: Iterable[str]) -> None:
+        """Forget tokens that changed (revoked, say)."""
+        for token_id in ids:
+            self._known.pop(token_id, None)
+
+    def clear(self) -> None:
+        """Forget everything (the feed was read again from scratch)."""
+        self._known.clear()
 
 
 class Accounts:
@@ -178,22 +224,20 @@ class Accounts:
             raise NotFound(f"token {token_id!r} not found")
         return _record(row)
 
-    def check(self, parsed: ParsedToken, *, now: datetime) -> TokenRecord:
-        """The stored token ``parsed`` proves, or Refused saying why."""
+    def check(
+        self, parsed: ParsedToken, *, now: datetime, cache: TokenCache | None = None
+    ) -> TokenRecord:
+        """The stored token ``parsed`` proves, or Refused saying why (and remembered in
+        ``cache`` when it holds)."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(tokens).where(tokens.c.id == parsed.id, tokens.c.kind == parsed.kind.value)
             ).first()
         if row is None or row.digest is None or not matches(parsed, row.digest):
             raise Refused("unknown token")
-        record = _record(row)
-        state = record.state(now)
-        if state == "revoked":
-            raise Refused(f"token {record.id} was revoked at {record.revoked_at:%Y-%m-%d %H:%M}Z")
-        if state == "expired":
-            raise Refused(f"token {record.id} expired at {record.expires_at:%Y-%m-%d %H:%M}Z")
-        if state == "used":
-            raise Refused(f"join token {record.id} was used already")
+        record = current(_record(row), now)
+        if cache is not None and parsed.kind == TokenKind.USER:
+            cache.put(row.digest, record)
         return record
 
     def list_tokens(

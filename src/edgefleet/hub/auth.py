@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import jwt
 from fastapi import Depends, HTTPException, Request, status
 
-from edgefleet.hub.accounts import Refused
+from edgefleet.hub.accounts import Refused, TokenRecord, current
 from edgefleet.hub.oidc import OidcError, OidcUnavailable
 from edgefleet.hub.store import NotFound, utcnow
 from edgefleet.identity import Principal, Role, Via
@@ -106,8 +106,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/tokens/{id}"): Rule(ADMIN, kind="token", verb="revoke"),
     ("GET", "/api/v1/audit"): Rule(FLEET_WRITE, kind="audit entrie"),
     # agents
-    ("GET", _AGENT + "/desired-state"): _SITE_AGENT,
-    ("GET", _AGENT + "/routing-table"): _SITE_AGENT,
+    ("GET", _AGENT + "/watch"): _SITE_AGENT,
     ("POST", _AGENT + "/status"): _SITE_AGENT,
     ("POST", _AGENT + "/heartbeat"): _SITE_AGENT,
     ("POST", _AGENT + "/demand"): _SITE_AGENT,
@@ -169,37 +168,37 @@ def bearer(request: Request) -> str | None:
     return value.strip()
 
 
-def authenticate(hub: Hub, token: str) -> Principal:
-    """The principal ``token`` proves (blocking: reads the store), or Refused saying why."""
+def _user(record: TokenRecord) -> Principal:
+    return Principal(
+        subject=record.name,
+        role=record.role,
+        via=Via.TOKEN,
+        tenants=record.tenants,
+        token_id=record.id,
+        expires=record.expires_at,
+    )
+
+
+def authenticate_now(hub: Hub, token: str) -> Principal | None:
+    """The principal ``token`` proves when that needs no I/O: a user token this hub checked
+    before (``TokenCache``), or a site credential (signatures and revocations are held in
+    memory); None when the store or the OIDC provider must be asked (``authenticate``).
+    Refused saying why for a token that cannot hold."""
     now = utcnow()
     parsed = parse(token)
     if parsed is not None:
         if parsed.kind == TokenKind.JOIN:
             raise Refused("a join token is good only for an agent to join its site")
-        record = hub.accounts.check(parsed, now=now)
-        return Principal(
-            subject=record.name,
-            role=record.role,
-            via=Via.TOKEN,
-            tenants=record.tenants,
-            token_id=record.id,
-            expires=record.expires_at,
-        )
+        record = hub.tokens.get(parsed)
+        return None if record is None else _user(current(record, now))
     if hub.oidc is not None and _kid(token) not in hub.key_ids():
-        try:
-            principal: Principal = hub.oidc.verify(token)
-        except OidcUnavailable as exc:
-            raise Unavailable(f"cannot check OIDC tokens now: {exc}") from None
-        except OidcError as exc:
-            raise Refused(f"OIDC token refused: {exc}") from None
-        return principal
+        return None
     try:
         claims = hub.check_credential(token, now=now)
     except CredentialError as exc:
         raise Refused(f"not a valid token or site credential: {exc.reason}") from None
     if claims.site is None:
         raise Refused("the hub's own credential is for sites to check, not for the API")
-    hub.accounts.check_site_credential(claims.jti, now=now)
     return Principal(
         subject=claims.subject,
         role=Role.SITE,
@@ -208,6 +207,24 @@ def authenticate(hub: Hub, token: str) -> Principal:
         token_id=claims.jti,
         expires=claims.expires,
     )
+
+
+def authenticate(hub: Hub, token: str) -> Principal:
+    """The principal ``token`` proves (blocking: may read the store or the OIDC provider's
+    keys), or Refused saying why."""
+    known = authenticate_now(hub, token)
+    if known is not None:
+        return known
+    parsed = parse(token)
+    if parsed is not None:
+        return _user(hub.accounts.check(parsed, now=utcnow(), cache=hub.tokens))
+    try:
+        principal: Principal = hub.oidc.verify(token)
+    except OidcUnavailable as exc:
+        raise Unavailable(f"cannot check OIDC tokens now: {exc}") from None
+    except OidcError as exc:
+        raise Refused(f"OIDC token refused: {exc}") from None
+    return principal
 
 
 def _kid(token: str) -> str | None:
@@ -259,7 +276,11 @@ async def guard(request: Request) -> None:
             "tokens with 'edgefleet token create')"
         )
     try:
-        principal = await asyncio.to_thread(authenticate, hub, token)
+        # Most callers (agents, a dashboard polling) are known: no thread, no store read.
+        known = authenticate_now(hub, token)
+        principal = (
+            known if known is not None else await asyncio.to_thread(authenticate, hub, token)
+        )
     except Refused as exc:
         hub.limiter.failed(source)
         raise _unauthorized(str(exc)) from None

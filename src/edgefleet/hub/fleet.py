@@ -115,6 +115,8 @@ class Snapshot:
     tenants: dict[str, TenantSpec | None]
     shares: dict[AppId, dict[str, SiteShare]]
     """Each app named by a placement change: its assignments (empty: none)."""
+    generations: dict[AppId, int]
+    """Each of those apps: the generation it was placed from."""
     replicas: dict[str, dict[AppId, ReplicaCount]]
     """Each site named by a replicas change: what it reported (empty: nothing)."""
 
@@ -131,6 +133,10 @@ class FleetState:
     """Every tenant's policy."""
     shares: dict[AppId, dict[str, SiteShare]] = field(default_factory=dict)
     """Every app's assignments, by site."""
+    generations: dict[AppId, int] = field(default_factory=dict)
+    """The generation each app's assignments were placed from."""
+    site_apps: dict[str, set[AppId]] = field(default_factory=dict)
+    """The apps with an assignment at each site (the index of ``shares`` by site)."""
     replicas: dict[str, dict[AppId, ReplicaCount]] = field(default_factory=dict)
     """What each site's agent last reported running, by app."""
     observed: dict[AppId, dict[str, ReplicaCount]] = field(default_factory=dict)
@@ -141,10 +147,20 @@ class FleetState:
     """Whether a full load happened."""
 
     def apps_at(self, site: str) -> set[AppId]:
-        """Apps placed or reported at ``site`` (scans the apps' assignments)."""
-        return {key for key, by_site in self.shares.items() if site in by_site} | set(
-            self.replicas.get(site, {})
-        )
+        """Apps placed or reported at ``site``."""
+        return self.site_apps.get(site, set()) | set(self.replicas.get(site, {}))
+
+    def _place(self, key: AppId, by_site: dict[str, SiteShare]) -> None:
+        for site in self.shares.pop(key, {}):
+            apps = self.site_apps.get(site)
+            if apps is not None:
+                apps.discard(key)
+                if not apps:
+                    del self.site_apps[site]
+        if by_site:
+            self.shares[key] = dict(by_site)
+            for site in by_site:
+                self.site_apps.setdefault(site, set()).add(key)
 
     def _report(self, site: str, counts: dict[AppId, ReplicaCount]) -> None:
         for key in self.replicas.pop(site, {}):
@@ -173,6 +189,7 @@ class FleetState:
         apps = store.objects.bare_apps()
         tenants = store.objects.bare_tenants()
         shares = store.placement.shares()
+        generations = store.placement.generations()
         replicas = store.observed.replica_counts()
         changes = FleetChanges(reloaded=True)
         return Snapshot(
@@ -182,6 +199,7 @@ class FleetState:
             apps={(a.metadata.tenant or "", a.metadata.name): a for a in apps},
             tenants={t.metadata.name: t.spec for t in tenants},
             shares=shares,
+            generations=generations,
             replicas=replicas,
         )
 
@@ -207,7 +225,8 @@ class FleetState:
         replicas: dict[str, dict[AppId, ReplicaCount]] = {site: {} for site in changes.replicas} | (
             store.observed.replica_counts(changes.replicas) if changes.replicas else {}
         )
-        return Snapshot(changes, revision, sites, apps, tenants, shares, replicas)
+        generations = store.placement.generations(changes.placements) if changes.placements else {}
+        return Snapshot(changes, revision, sites, apps, tenants, shares, generations, replicas)
 
     # -- applying (on the loop) -------------------------------------------------------------------
 
@@ -217,7 +236,10 @@ class FleetState:
             self.sites = {n: one for n, one in snapshot.sites.items() if one is not None}
             self.apps = {k: a for k, a in snapshot.apps.items() if a is not None}
             self.tenants = {n: t for n, t in snapshot.tenants.items() if t is not None}
-            self.shares = {k: dict(v) for k, v in snapshot.shares.items() if v}
+            self.shares, self.site_apps = {}, {}
+            for key, by_site in snapshot.shares.items():
+                self._place(key, by_site)
+            self.generations = dict(snapshot.generations)
             self.replicas, self.observed = {}, {}
             for reporter, counts in snapshot.replicas.items():
                 self._report(reporter, counts)
@@ -239,10 +261,11 @@ class FleetState:
                 else:
                     self.tenants[name] = tenant
             for key, by_site in snapshot.shares.items():
-                if by_site:
-                    self.shares[key] = dict(by_site)
-                else:
-                    self.shares.pop(key, None)
+                self._place(key, by_site)
+                if key in snapshot.generations:
+                    self.generations[key] = snapshot.generations[key]
+                elif not by_site:
+                    self.generations.pop(key, None)
             for reporter, counts in snapshot.replicas.items():
                 snapshot.changes.replica_apps |= set(self.replicas.get(reporter, {})) | set(counts)
                 self._report(reporter, counts)
@@ -265,6 +288,8 @@ class FeedFollower:
         self._poke = asyncio.Event()
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
+        self._catching: list[tuple[int, asyncio.Future[None]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.polls = 0
         """Polls made (for tests and metrics)."""
         self.applied = 0
@@ -275,8 +300,20 @@ class FeedFollower:
         self._listeners.append(listener)
 
     def poke(self) -> None:
-        """Read the feed now: this hub just wrote something."""
-        self._poke.set()
+        """Read the feed now: this hub just wrote something (from any thread: routes that
+        write run in FastAPI's thread pool)."""
+        loop = self._loop
+        if loop is None:
+            self._poke.set()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._poke.set()
+        else:
+            loop.call_soon_threadsafe(self._poke.set)
 
     async def load(self) -> None:
         """Read everything (the first time, or when the feed was pruned past this hub)."""
@@ -317,9 +354,33 @@ class FeedFollower:
                 listener(changes)
             except Exception:
                 log.exception("a follower of the fleet's changes failed")
+        if self._catching:
+            waiting = []
+            for revision, future in self._catching:
+                if self.state.revision >= revision:
+                    if not future.done():
+                        future.set_result(None)
+                elif not future.done():
+                    waiting.append((revision, future))
+            self._catching = waiting
+
+    async def caught_up(self, revision: int, timeout: float) -> bool:
+        """Wait until the picture includes everything up to ``revision`` (polling now); False
+        after ``timeout`` seconds."""
+        if self.state.revision >= revision:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._catching.append((revision, future))
+        self.poke()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def run(self) -> None:
         """Poll forever."""
+        self._loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self._interval)

@@ -13,10 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from edgefleet.hub.accounts import Accounts
+from edgefleet.hub.accounts import Accounts, TokenCache
 from edgefleet.hub.auth import FailureLimiter
 from edgefleet.hub.changes import Changes
 from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
+from edgefleet.hub.desired import DesiredStates
 from edgefleet.hub.fleet import FeedFollower, FleetChanges, FleetState
 from edgefleet.hub.health import heartbeat_grace, heartbeat_interval
 from edgefleet.hub.health_monitor import HealthMonitor
@@ -25,7 +26,7 @@ from edgefleet.hub.placement_controller import PlacementController
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
 from edgefleet.hub.site_routes import SiteShares
 from edgefleet.hub.store import Leadership, Store
-from edgefleet.hub.watch import SiteWatch
+from edgefleet.hub.watch import Doorbells, SiteWatch
 from edgefleet.identity.credentials import CredentialClaims, Keyring, SigningKey
 from edgefleet.model import PublicKey
 from edgefleet.routing.share import ShareParams
@@ -110,6 +111,10 @@ class Hub:
     """The routing table the central DNS answers from."""
     shares: SiteShares
     """Each site's share of the routing table, sent to its agent."""
+    bells: Doorbells
+    """The agents long-polling this hub, one per site."""
+    desired: DesiredStates
+    """Each site's desired state, as its agent gets it."""
     demand: DemandBuffer
     """Demand reports received, written to the store once a second."""
     peers: PeerVerdicts = field(default_factory=PeerVerdicts)
@@ -124,6 +129,8 @@ class Hub:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     accounts: Accounts = field(init=False)
     """Tokens, site credentials, signing keys and the audit log."""
+    tokens: TokenCache = field(default_factory=TokenCache)
+    """User tokens this hub checked already (dropped when the feed says they changed)."""
     limiter: FailureLimiter = field(init=False)
     """Failed authentications per source address."""
     oidc: Any = None
@@ -221,11 +228,13 @@ class Hub:
         store.migrate()
         fleet = FleetState()
         follower = FeedFollower(store, fleet, interval=config.feed_poll)
-        watch = SiteWatch(store)
+        bells = Doorbells()
+        watch = SiteWatch(store, bells)
         heartbeats = HeartbeatBuffer(store)
         routing = RoutingState(fleet)
         shares = SiteShares(
             routing,
+            bells,
             ShareParams(neighbourhood=config.route_neighbourhood, nearest=config.route_nearest),
         )
 
@@ -259,6 +268,8 @@ class Hub:
             health,
             routing,
             shares,
+            bells,
+            DesiredStates(fleet),
             demand,
         )
         routing.identity = hub.routing_identity
@@ -269,7 +280,13 @@ class Hub:
         follower.listen(health.follow)
         follower.listen(hub.changes.follow)
         follower.listen(hub._desired_states_changed)
+        follower.listen(hub._tokens_changed)
         return hub
+
+    def _tokens_changed(self, changes: FleetChanges) -> None:
+        if changes.reloaded:
+            self.tokens.clear()
+        self.tokens.drop(changes.tokens)
 
     def _desired_states_changed(self, changes: FleetChanges) -> None:
         # Placement or a tenant's policy changed: sites' desired states may have new revisions.
@@ -280,6 +297,7 @@ class Hub:
                 self.watch.forget(name)
                 self.peers.forget(name)
                 self.shares.forget(name)
+                self.desired.forget(name)
 
     async def _lead_loop(self) -> None:
         assert self.leadership is not None
@@ -296,7 +314,7 @@ class Hub:
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(60.0)
-            self.shares.sweep()
+            self.shares.sweep(self.bells.sites())
             if self.leader:
                 try:
                     await asyncio.to_thread(self.store.feed.prune)
@@ -357,7 +375,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.stop()
 
 
-def get_hub(request: Request) -> Hub:
-    """Dependency: the hub of this app."""
+async def get_hub(request: Request) -> Hub:
+    """Dependency: the hub of this app (async: a plain function would cost every request a hop
+    to FastAPI's thread pool)."""
     hub: Hub = request.app.state.hub
     return hub

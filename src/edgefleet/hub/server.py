@@ -19,10 +19,9 @@ class _HubServer(uvicorn.Server):
         self._hub = hub
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._hub.watch.close()
+        self._hub.bells.close()
         self._hub.changes.close()
         self._hub.routing.close()
-        self._hub.shares.close()
         await super().shutdown(sockets)
 
 

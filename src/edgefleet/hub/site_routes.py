@@ -20,8 +20,6 @@ last (it talked to another hub, or an answer was lost) gets its share whole agai
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 
 from edgefleet.hub.routing import RoutingChanges, RoutingState
 from edgefleet.hub.store import AppId
+from edgefleet.hub.watch import Doorbells
 from edgefleet.model import (
     AppRef,
     AppRoutes,
@@ -74,7 +73,6 @@ class _Share:
     identity: bool = False
     """The keys or revocations changed since ``sent``."""
     polled: float = field(default_factory=time.monotonic)
-    waiters: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
     def pending(self) -> bool:
@@ -84,9 +82,12 @@ class _Share:
 class SiteShares:
     """The shares of the sites polling this hub (see the module)."""
 
-    def __init__(self, routing: RoutingState, params: ShareParams | None = None) -> None:
+    def __init__(
+        self, routing: RoutingState, bells: Doorbells, params: ShareParams | None = None
+    ) -> None:
         self.params = params or ShareParams()
         self._routing = routing
+        self._bells = bells
         self._epoch = uuid.uuid4().hex[:6]
         self._table = RouteTable(version="")
         self._hoods = Neighbourhoods(self.params.neighbourhood)
@@ -94,7 +95,6 @@ class SiteShares:
         self._far: dict[AppId, dict[str, float]] = {}
         """Per app, the sites whose section looked beyond their neighbourhood, and how far."""
         self._shares: dict[str, _Share] = {}
-        self._closed = False
         self.sections = 0
         """Sections computed so far (a measure of the work changes cost)."""
         routing.subscribe(self._published)
@@ -114,7 +114,7 @@ class SiteShares:
             self._far = {}
             for name, share in self._shares.items():
                 self._fill(name, share)
-            self._wake_all()
+            self._bells.ring(self._shares)
             return
         touched: dict[str, set[AppId]] = {}
 
@@ -181,9 +181,7 @@ class SiteShares:
         if changes.identity:
             for share in self._shares.values():
                 share.identity = True
-        for share in self._shares.values():
-            if share.pending:
-                self._wake(share)
+        self._bells.ring([name for name, share in self._shares.items() if share.pending])
 
     def _reindex(self, key: AppId, sites: set[str] | None) -> None:
         """Bring an app's index of serving endpoints up to date (all sites when None)."""
@@ -321,11 +319,12 @@ class SiteShares:
             .encode()
         )
 
-    # -- long-polls ------------------------------------------------------------------------------
+    # -- answers -------------------------------------------------------------------------------
 
-    async def wait(self, site: str, since: str, timeout: float) -> bytes | None:
-        """The answer to a site's long-poll: its share whole, a delta from ``since``, or None
-        when nothing changed before ``timeout``."""
+    def answer(self, site: str, since: str) -> bytes | None:
+        """What a site's long-poll gets of its share (``RoutingUpdate`` JSON): whole when
+        ``since`` is not the version sent last, the delta when something changed since, else
+        None (its doorbell rings when something does)."""
         share = self._shares.get(site)
         if share is None:
             share = _Share()
@@ -334,54 +333,28 @@ class SiteShares:
         share.polled = time.monotonic()
         if since != share.sent or not share.sent:
             return self._whole(site, share)
-        if not share.pending and not self._closed:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            share.waiters.add(waiter)
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, timeout)
-            finally:
-                share.waiters.discard(waiter)
-        if self._shares.get(site) is not share:
-            return None  # forgotten (site deleted) meanwhile
-        share.polled = time.monotonic()
         if not share.pending:
             return None
         return self._delta(site, share)
 
-    def _wake(self, share: _Share) -> None:
-        for waiter in share.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _wake_all(self) -> None:
-        for share in self._shares.values():
-            self._wake(share)
-
     def forget(self, site: str) -> None:
-        """Drop a site's share (the site was deleted), waking its poll."""
-        share = self._shares.pop(site, None)
-        if share is not None:
-            self._wake(share)
+        """Drop a site's share (the site was deleted)."""
+        self._shares.pop(site, None)
         for far in self._far.values():
             far.pop(site, None)
 
-    def sweep(self) -> int:
-        """Forget the shares of sites silent for ``FORGET_AFTER``; returns how many."""
+    def sweep(self, busy: set[str]) -> int:
+        """Forget the shares of sites silent for ``FORGET_AFTER`` (but those in ``busy``, whose
+        agents wait right now); returns how many."""
         now = time.monotonic()
         stale = [
             name
             for name, share in self._shares.items()
-            if not share.waiters and now - share.polled > FORGET_AFTER
+            if name not in busy and now - share.polled > FORGET_AFTER
         ]
         for name in stale:
             self.forget(name)
         return len(stale)
-
-    def close(self) -> None:
-        """Answer every waiting poll now (the hub is stopping)."""
-        self._closed = True
-        self._wake_all()
 
     @property
     def held(self) -> int:

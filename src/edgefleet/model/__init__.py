@@ -10,6 +10,7 @@ from edgefleet.model.agent import (
     LocalScaling,
     ReplicaState,
     StatusReport,
+    WatchAnswer,
 )
 from edgefleet.model.demand import (
     AppDemand,
@@ -127,6 +128,7 @@ __all__ = [
     "TenantSpec",
     "TenantStatus",
     "VmWorkload",
+    "WatchAnswer",
     "parse_cpu",
     "parse_duration",
     "parse_memory",

@@ -28,7 +28,7 @@ from pathlib import Path
 from edgefleet._version import __version__
 from edgefleet.agent.demand import DemandCounter, DemandReporter
 from edgefleet.agent.drivers.simulated import LoopTimer, SimulatedDriver
-from edgefleet.agent.hubclient import HubClient, PooledTransport, tls_context
+from edgefleet.agent.hubclient import IDLE_TIMEOUT, HubClient, PooledTransport, tls_context
 from edgefleet.agent.hublink import HubLink, LinkConfig
 from edgefleet.agent.identity import SiteIdentity
 from edgefleet.agent.upstream import UpstreamPool
@@ -153,11 +153,19 @@ class SimFleet:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         tls = tls_context(config.ca) if config.hub.startswith("https") else None
+        # The sites' calls share a few connections; each site's long-poll holds one of its own.
         self.pool = UpstreamPool(
-            max_per_host=1_000_000, idle_timeout=120.0, connect_timeout=30.0, tls=tls
+            max_per_host=64,
+            idle_timeout=IDLE_TIMEOUT,
+            connect_timeout=30.0,
+            acquire_timeout=60.0,
+            tls=tls,
         )
-        self.transport = PooledTransport(config.hub, pool=self.pool)
-        """One transport for every site: they share the pool of connections."""
+        self.long_pool = UpstreamPool(
+            max_per_host=1 << 22, idle_timeout=IDLE_TIMEOUT, connect_timeout=30.0, tls=tls
+        )
+        self.transport = PooledTransport(config.hub, pool=self.pool, long_pool=self.long_pool)
+        """One transport for every site."""
         self._timer: LoopTimer | None = None
         self._sites: dict[str, _Running] = {}
         self._demand_task: asyncio.Task[None] | None = None
@@ -311,7 +319,10 @@ class SimFleet:
             ready=ready,
             failing_heartbeats=failing,
             rss_bytes=rss_bytes(),
-            connections=self.pool.open_connections(self.transport.host, self.transport.port),
+            connections=sum(
+                p.open_connections(self.transport.host, self.transport.port)
+                for p in (self.pool, self.long_pool)
+            ),
             apps_ready=apps_ready,
         )
 
@@ -326,6 +337,7 @@ class SimFleet:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.pool.aclose()
+        await self.long_pool.aclose()
 
 
 async def wait_joined(fleet: SimFleet, *, timeout: float, every: float = 0.5) -> SimStats:

@@ -489,9 +489,9 @@ def test_join_tokens_are_one_time_expiring_and_site_bound(sqlite_fleet: LocalFle
     assert trade(join, "paris").status_code == 401  # spent
     credential = first.json()["credential"]
     auth = {"Authorization": f"Bearer {credential}"}
-    own = httpx.get(f"{base}/api/v1/agent/sites/paris/desired-state", headers=auth)
+    own = httpx.get(f"{base}/api/v1/agent/sites/paris/watch", headers=auth)
     assert own.status_code == 200
-    other = httpx.get(f"{base}/api/v1/agent/sites/lyon/desired-state", headers=auth)
+    other = httpx.get(f"{base}/api/v1/agent/sites/lyon/watch", headers=auth)
     assert other.status_code == 403 and "paris" in other.json()["detail"]
     table = httpx.get(f"{base}/api/v1/routing-table", headers=auth).json()
     assert table["signingKeys"] and table["revokedCredentials"] == []
@@ -507,7 +507,7 @@ def test_join_tokens_are_one_time_expiring_and_site_bound(sqlite_fleet: LocalFle
     with sqlite_fleet.client() as admin:
         second = trade(admin.join_token("paris").token, "paris")
     assert second.status_code == 200
-    refused = httpx.get(f"{base}/api/v1/agent/sites/paris/desired-state", headers=auth)
+    refused = httpx.get(f"{base}/api/v1/agent/sites/paris/watch", headers=auth)
     assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
     with sqlite_fleet.client() as admin:
         sites = admin.list_tokens(kind="site", site="paris")

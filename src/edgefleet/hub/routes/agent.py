@@ -11,11 +11,10 @@ from edgefleet.hub.demand import ORIGIN_MAX
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.model import (
     DemandReport,
-    DesiredState,
     Heartbeat,
     HeartbeatAnswer,
-    RoutingUpdate,
     StatusReport,
+    WatchAnswer,
 )
 
 router = APIRouter(prefix="/api/v1/agent/sites/{site}", tags=["agent"])
@@ -30,47 +29,58 @@ async def _known(hub: Hub, site: str) -> None:
 
 
 @router.get(
-    "/desired-state",
-    response_model=DesiredState,
-    responses={204: {"description": "Nothing changed before the timeout."}},
+    "/watch",
+    response_model=WatchAnswer,
+    responses={
+        204: {"description": "Nothing changed before the timeout."},
+        503: {"description": "The hub is catching up with the fleet's changes: ask again."},
+    },
 )
-async def watch_desired_state(
+async def watch(
     site: str,
     hub: HubDep,
-    since: int = -1,
-    timeout: Annotated[float, Query(ge=0)] = 30.0,
-) -> DesiredState | Response:
-    """Long-poll: the site's desired state as soon as its revision differs from ``since``.
-
-    Answers at once when it already differs, else waits up to ``timeout`` seconds (capped by the
-    hub) and answers 204 if nothing changed. A waiting agent holds no thread.
-    """
-    await _known(hub, site)
-    changed = await hub.watch.wait(site, since, min(timeout, hub.config.max_watch_timeout))
-    if not changed:
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return await asyncio.to_thread(hub.store.placement.desired_state, site)
-
-
-@router.get(
-    "/routing-table",
-    response_model=RoutingUpdate,
-    responses={204: {"description": "Nothing changed before the timeout."}},
-)
-async def watch_routing_table(
-    site: str,
-    hub: HubDep,
-    since: str = "",
+    state: int = -1,
+    routes: str = "",
     timeout: Annotated[float, Query(ge=0)] = 30.0,
 ) -> Response:
-    """Long-poll: the site's share of the routing table (``edgefleet.routing.share``): whole
-    when ``since`` is not the version this hub sent it last, else the delta as soon as the share
-    changes; 204 if nothing changed before ``timeout``."""
+    """Long-poll: as soon as the site's desired state has a revision other than ``state``, or
+    its share of the routing table changed since version ``routes`` (whole when ``routes`` is
+    not the version this hub sent it last, else a delta), the news; 204 if nothing changed
+    before ``timeout`` seconds (capped by the hub). A waiting agent holds no thread.
+
+    "Other than", not "above": an agent whose cached revision is ahead of the hub (the hub's
+    database was restored from a backup) must still get the hub's state.
+    """
     await _known(hub, site)
-    body = await hub.shares.wait(site, since, min(timeout, hub.config.max_watch_timeout))
-    if body is None:
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return Response(body, media_type="application/json")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, hub.config.max_watch_timeout)
+    while True:
+        if site not in hub.fleet.sites:
+            await _known(hub, site)  # deleted meanwhile: 404
+        desired = None
+        revision = hub.watch.revision(site)
+        if revision != state:
+            # The answer for revision R is built from a picture that includes R.
+            if not await hub.follower.caught_up(revision, timeout=5.0):
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    "the hub is catching up with the fleet's changes: ask again",
+                    headers={"Retry-After": "1"},
+                )
+            desired = hub.desired.body(site, revision)
+        share = hub.shares.answer(site, routes)
+        if desired is not None or share is not None:
+            return Response(
+                b'{"desiredState":'
+                + (desired or b"null")
+                + b',"routes":'
+                + (share or b"null")
+                + b"}",
+                media_type="application/json",
+            )
+        left = deadline - loop.time()
+        if left <= 0 or not await hub.bells.wait(site, left):
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/status", status_code=status.HTTP_204_NO_CONTENT)

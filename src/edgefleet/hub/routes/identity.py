@@ -116,11 +116,12 @@ def get_token(id: str, hub: HubDep) -> TokenInfo:
 
 @router.delete("/tokens/{id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(id: str, hub: HubDep) -> None:
-    """Revoke a token or a site credential: refused by every hub replica from the next request
-    on, and by every site once the routing table carries it."""
-    record = hub.accounts.revoke(id)
-    if record.kind == TokenKind.SITE:
-        hub.wrote()
+    """Revoke a token or a site credential: refused by this hub from the next request on, by
+    every other hub within a poll of the change feed, and by every site once its share of the
+    routing table carries it."""
+    hub.accounts.revoke(id)
+    hub.tokens.drop([id])
+    hub.wrote()
 
 
 @router.post(

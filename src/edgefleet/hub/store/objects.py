@@ -305,7 +305,7 @@ class ObjectStore:
                 if outcome != Outcome.UNCHANGED:
                     feed.record(conn, [(FeedKind(kind), tenant, name)], revision=revision)
                 if kind == "Tenant" and (row is None or row.spec != spec):
-                    bump_sites(conn, tenant_sites(conn, name))
+                    bump_sites(conn, tenant_sites(conn, name), revision=revision)
         except IntegrityError as exc:
             raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
         stored: Site | App | Tenant

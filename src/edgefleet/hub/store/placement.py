@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, delete, select, tuple_
+from sqlalchemy import Engine, and_, bindparam, delete, func, select, tuple_
 
 from edgefleet.hub.schema import assignments, objects, site_revisions
 from edgefleet.hub.store import feed
@@ -25,6 +25,7 @@ from edgefleet.model import (
     DesiredState,
     LocalScaling,
     PlacementMode,
+    TenantSpec,
 )
 from edgefleet.placement.policy import effective_regions
 
@@ -69,6 +70,29 @@ class PlacementStore:
                     row.replicas, row.min_replicas, row.max_replicas
                 )
         return dict(out)
+
+    def generations(self, apps: Collection[AppId] | None = None) -> dict[AppId, int]:
+        """The app generation each app (all, or ``apps``) was last placed from."""
+        query = select(
+            assignments.c.tenant, assignments.c.app, func.max(assignments.c.generation)
+        ).group_by(assignments.c.tenant, assignments.c.app)
+        out: dict[AppId, int] = {}
+        with self.engine.connect() as conn:
+            if apps is None:
+                rows = list(conn.execute(query))
+            else:
+                wanted = sorted(set(apps))
+                rows = []
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    rows.extend(
+                        conn.execute(
+                            query.where(tuple_(assignments.c.tenant, assignments.c.app).in_(chunk))
+                        )
+                    )
+        for tenant, app, generation in rows:
+            out[(tenant, app)] = int(generation)
+        return out
 
     def shares_of(self, apps: Collection[AppId]) -> dict[AppId, dict[str, SiteShare]]:
         """The placement of ``apps`` (those with none are missing)."""
@@ -173,32 +197,45 @@ class PlacementStore:
                 .order_by(assignments.c.tenant, assignments.c.app)
             ).all()
             policies = tenant_specs(conn, {row.tenant for row in rows})
-        apps = []
-        for row in rows:
-            spec = AppSpec.model_validate(row.spec)
-            policy = policies.get(row.tenant)
-            regions = effective_regions(policy, spec)
-            apps.append(
-                AppAssignment(
-                    tenant=row.tenant,
-                    app=row.app,
-                    generation=row.generation,
-                    replicas=row.replicas,
-                    workload=spec.workload,
-                    resources=spec.resources,
-                    scaling=_local_scaling(spec, row.min_replicas, row.max_replicas),
-                    selector=(
-                        spec.placement.selector
-                        if spec.placement.mode == PlacementMode.TRAFFIC
-                        else None
-                    ),
-                    regions=None if regions is None else sorted(regions),
-                    # Replicas a neighbour starts are outside placement: they would escape the
-                    # tenant's quota.
-                    may_offload=policy is None or policy.quota.unlimited,
-                )
+        apps = [
+            assignment_of(
+                row.tenant,
+                row.app,
+                generation=row.generation,
+                share=SiteShare(row.replicas, row.min_replicas, row.max_replicas),
+                spec=AppSpec.model_validate(row.spec),
+                policy=policies.get(row.tenant),
             )
+            for row in rows
+        ]
         return DesiredState(site=site, revision=revision or 0, apps=apps)
+
+
+def assignment_of(
+    tenant: str,
+    app: str,
+    *,
+    generation: int,
+    share: SiteShare,
+    spec: AppSpec,
+    policy: TenantSpec | None,
+) -> AppAssignment:
+    """What a site's agent must run of one app: its share, the app's workload and resources,
+    the bounds it scales within, and what it may offload where (residency, quota)."""
+    regions = effective_regions(policy, spec)
+    return AppAssignment(
+        tenant=tenant,
+        app=app,
+        generation=generation,
+        replicas=share.replicas,
+        workload=spec.workload,
+        resources=spec.resources,
+        scaling=_local_scaling(spec, share.min_replicas, share.max_replicas),
+        selector=spec.placement.selector if spec.placement.mode == PlacementMode.TRAFFIC else None,
+        regions=None if regions is None else sorted(regions),
+        # Replicas a neighbour starts are outside placement: they would escape the tenant's quota.
+        may_offload=policy is None or policy.quota.unlimited,
+    )
 
 
 def _local_scaling(
