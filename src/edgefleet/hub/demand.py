@@ -254,9 +254,7 @@ class DemandBuffer:
     async def prune(self) -> int:
         """Delete rows idle for longer than the retention; returns how many."""
         try:
-            return await asyncio.to_thread(
-                self._store.prune, datetime.now(UTC), tau=self.tau
-            )
+            return await asyncio.to_thread(self._store.prune, datetime.now(UTC), tau=self.tau)
         except Exception:
             log.exception("demand prune failed")
             return 0
