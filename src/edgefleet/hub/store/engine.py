@@ -28,6 +28,9 @@ AppId = tuple[str, str]
 class StoreError(Exception):
     """Base of the errors the API maps to HTTP status codes."""
 
+    item: int | None = None
+    """In a write of several objects (``ObjectStore.put_many``): the index of the one refused."""
+
 
 class NotFound(StoreError):
     """No such object (404)."""
