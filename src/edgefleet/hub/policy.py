@@ -15,7 +15,7 @@ from fastapi import HTTPException, status
 from edgefleet.hub.runtime import Hub
 from edgefleet.hub.store import NotFound
 from edgefleet.hub.views import runnable_selector, site_view
-from edgefleet.model import App, AppSpec, PlacementMode, Site, TenantSpec
+from edgefleet.model import App, AppSpec, PlacementMode, Site, Tenant, TenantSpec
 from edgefleet.placement import SiteView, eligible
 from edgefleet.placement.policy import (
     Need,
@@ -53,25 +53,80 @@ def tenant_needs(
     ]
 
 
+class ApplyCheck:
+    """The apply check of apps against the fleet as it stands when each is applied: the
+    store's tenants, sites and apps, each read once and only when a check needs them, with the
+    objects applied before in the same request (``applied``) in their place. An apply of many
+    objects checks each app exactly as its own PUT, applied in the same order, would be."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._objects = hub.store.objects
+        self._tenants: dict[str, TenantSpec | None] = {}
+        self._sites: dict[str, Site] | None = None
+        self._views: list[SiteView] | None = None
+        self._apps: dict[str, dict[str, App]] = {}
+        self._new_sites: dict[str, Site] = {}
+        self._new_apps: dict[str, dict[str, App]] = {}
+
+    def _tenant(self, name: str) -> TenantSpec | None:
+        if name not in self._tenants:
+            try:
+                self._tenants[name] = self._objects.get_tenant(name).spec
+            except NotFound:
+                self._tenants[name] = None
+        return self._tenants[name]
+
+    def _site_views(self) -> list[SiteView]:
+        if self._views is None:
+            if self._sites is None:
+                self._sites = {s.metadata.name: s for s in self._objects.list_sites()}
+            sites = dict(self._sites)
+            for name, site in self._new_sites.items():
+                # A site applied again keeps the health the hub last saw of it.
+                stored = self._sites.get(name)
+                sites[name] = (
+                    site if stored is None else site.model_copy(update={"status": stored.status})
+                )
+            self._views = [site_view(s) for s in sites.values()]
+        return self._views
+
+    def _tenant_apps(self, tenant: str) -> dict[str, App]:
+        if tenant not in self._apps:
+            self._apps[tenant] = {a.metadata.name: a for a in self._objects.list_apps(tenant)}
+        return {**self._apps[tenant], **self._new_apps.get(tenant, {})}
+
+    def refusal(self, app: App) -> str | None:
+        """Why the hub refuses ``app`` (its tenant's residency or quota), or None."""
+        tenant_name = app.metadata.tenant or ""
+        tenant = self._tenant(tenant_name)
+        if tenant is None and app.spec.policy is None:
+            return None
+        views = self._site_views() if tenant is not None else []
+        others = [
+            other
+            for name, other in (
+                self._tenant_apps(tenant_name) if tenant is not None else {}
+            ).items()
+            if name != app.metadata.name
+        ]
+        (need,) = tenant_needs([app], tenant, views)
+        return apply_refusal(
+            app, tenant_spec=tenant, need=need, others=tenant_needs(others, tenant, views)
+        )
+
+    def applied(self, obj: Site | App | Tenant) -> None:
+        """Count ``obj`` as stored for the checks that follow."""
+        if isinstance(obj, Tenant):
+            self._tenants[obj.metadata.name] = obj.spec
+        elif isinstance(obj, Site):
+            self._new_sites[obj.metadata.name] = obj
+            self._views = None
+        else:
+            self._new_apps.setdefault(obj.metadata.tenant or "", {})[obj.metadata.name] = obj
+
+
 def check_apply(hub: Hub, app: App) -> None:
     """Refuse (422, saying why) an app its tenant's policy cannot take; see the module."""
-    tenant_name = app.metadata.tenant or ""
-    try:
-        tenant: TenantSpec | None = hub.store.objects.get_tenant(tenant_name).spec
-    except NotFound:
-        tenant = None
-    if tenant is None and app.spec.policy is None:
-        return
-    sites: list[Site] = hub.store.objects.list_sites() if tenant is not None else []
-    views = [site_view(s) for s in sites]
-    others = [
-        other
-        for other in (hub.store.objects.list_apps(tenant_name) if tenant is not None else [])
-        if other.metadata.name != app.metadata.name
-    ]
-    (need,) = tenant_needs([app], tenant, views)
-    refusal = apply_refusal(
-        app, tenant_spec=tenant, need=need, others=tenant_needs(others, tenant, views)
-    )
+    refusal = ApplyCheck(hub).refusal(app)
     if refusal is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, refusal)

@@ -18,6 +18,16 @@ from edgefleet.model.demand import (
     SiteReporting,
 )
 from edgefleet.model.identity import JoinRequest, JoinResponse, PublicKey
+from edgefleet.model.lists import (
+    ITEM_HEADER,
+    MAX_APPLY,
+    MAX_PAGE,
+    Applied,
+    AppliedList,
+    ApplyList,
+    ListMeta,
+    apply_summary,
+)
 from edgefleet.model.objects import (
     API_VERSION,
     WORKLOAD_TYPES,
@@ -58,6 +68,9 @@ from edgefleet.model.tenant import Tenant, TenantQuota, TenantSpec, TenantStatus
 
 __all__ = [
     "API_VERSION",
+    "ITEM_HEADER",
+    "MAX_APPLY",
+    "MAX_PAGE",
     "WORKLOAD_TYPES",
     "AccessRule",
     "App",
@@ -68,6 +81,9 @@ __all__ = [
     "AppRoutes",
     "AppSpec",
     "AppStatus",
+    "Applied",
+    "AppliedList",
+    "ApplyList",
     "ContainerWorkload",
     "DemandReport",
     "DemandRow",
@@ -79,6 +95,7 @@ __all__ = [
     "Heartbeat",
     "JoinRequest",
     "JoinResponse",
+    "ListMeta",
     "LocalScaling",
     "Location",
     "ObjectMeta",
@@ -112,6 +129,7 @@ __all__ = [
     "TenantSpec",
     "TenantStatus",
     "VmWorkload",
+    "apply_summary",
     "parse_cpu",
     "parse_duration",
     "parse_memory",

@@ -105,6 +105,13 @@ def expected(caller: Caller, method: str, template: str, tenant: str | None) -> 
         return "ok" if template == "/api/v1/routing-table" else "refused"
     if template == "/api/v1/routing-table":
         return "ok" if role in ("admin", "operator") else "refused"
+    if template == "/api/v1/apply":
+        # Each object is judged as its own PUT would be: the matrix applies an app of t1.
+        return (
+            "ok"
+            if role == "admin" or (role == "developer" and "t1" in caller.tenants)
+            else "refused"
+        )
     if template.startswith("/api/v1/tokens"):
         return "ok" if role == "admin" else "refused"
     if template == "/api/v1/audit":
@@ -185,6 +192,9 @@ def body_for(method: str, template: str, tenant: str | None, name: str) -> Any:
     """A valid body for a write to ``template`` (fresh names, so creates do not collide)."""
     if method not in ("POST", "PUT"):
         return None
+    if template == "/api/v1/apply":
+        app = make_app(name, tenant="t1").model_dump(mode="json", by_alias=True, exclude_none=True)
+        return {"apiVersion": "edgefleet.io/v1alpha1", "kind": "List", "items": [app]}
     if "/apps" in template:
         app = make_app(name, tenant=tenant or "t1")
         return app.model_dump(mode="json", by_alias=True, exclude_none=True)
