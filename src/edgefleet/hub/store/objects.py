@@ -23,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -323,18 +324,19 @@ class ObjectStore:
                 # A savepoint would let the transaction go on after a duplicate; nothing does:
                 # the whole write (or apply) is refused.
                 conn.execute(
-                    insert(objects).values(
-                        uid=str(uuid.uuid4()),
-                        kind=kind,
-                        tenant=tenant,
-                        name=name,
-                        generation=generation,
-                        resource_version=version,
-                        meta=meta,
-                        spec=spec,
-                        status={},
-                        created_at=utcnow(),
-                    )
+                    _INSERT,
+                    {
+                        "uid": str(uuid.uuid4()),
+                        "kind": kind,
+                        "tenant": tenant,
+                        "name": name,
+                        "generation": generation,
+                        "resource_version": version,
+                        "meta": meta,
+                        "spec": spec,
+                        "status": {},
+                        "created_at": utcnow(),
+                    },
                 )
             except IntegrityError as exc:
                 raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
@@ -601,15 +603,23 @@ def _after(key: Sequence[Any], after: Sequence[str] | None) -> list[ColumnElemen
     return [tuple_(*key) > tuple_(*after)]
 
 
+# Built once: a statement built per call costs more to build than to run on SQLite, and an
+# apply of many objects runs these once per object.
+_ROW = select(objects).where(
+    objects.c.kind == bindparam("kind"),
+    objects.c.tenant == bindparam("tenant"),
+    objects.c.name == bindparam("name"),
+)
+_ROW_FOR_UPDATE = _ROW.with_for_update()
+_INSERT = insert(objects)
+
+
 def object_row(
     conn: Connection, kind: str, tenant: str, name: str, *, for_update: bool = False
 ) -> Any:
-    query = select(objects).where(
-        objects.c.kind == kind, objects.c.tenant == tenant, objects.c.name == name
-    )
-    if for_update:
-        query = query.with_for_update()
-    return conn.execute(query).first()
+    """The row of one object, or None; ``for_update`` locks it until commit (PostgreSQL)."""
+    query = _ROW_FOR_UPDATE if for_update else _ROW
+    return conn.execute(query, {"kind": kind, "tenant": tenant, "name": name}).first()
 
 
 def meta_of(row: Any) -> ObjectMeta:
