@@ -321,8 +321,8 @@ class ObjectStore:
                 )
             version, generation = next_revision(conn), 1
             try:
-                # A savepoint would let the transaction go on after a duplicate; nothing does:
-                # the whole write (or apply) is refused.
+                # A duplicate (a concurrent create) aborts the transaction on PostgreSQL: the
+                # whole write, or apply of many, is refused and may be retried.
                 conn.execute(
                     _INSERT,
                     {
