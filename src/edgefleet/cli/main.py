@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -18,18 +18,20 @@ from edgefleet._version import __version__
 from edgefleet.cli.identity import audit, hub_app, site_app, token_app, whoami
 from edgefleet.cli.output import (
     OutputFormat,
+    TableStream,
     apps_table,
+    cells_of,
+    columns_of,
     dump,
     events_table,
+    list_stream,
     replicas_table,
-    sites_table,
-    tenants_table,
     wire,
 )
 from edgefleet.cli.sim import sim
 from edgefleet.cli.testbed import testbed_app
 from edgefleet.client import Client, HubError
-from edgefleet.model import App, Site, Tenant
+from edgefleet.model import MAX_APPLY, MAX_PAGE, App, Applied, Site, Tenant, apply_summary
 from edgefleet.model.manifests import ManifestError, load_paths
 
 app = typer.Typer(
@@ -98,13 +100,29 @@ TenantOption = Annotated[
 ]
 
 
+APPLY_DETAIL = 100
+"""Inputs of at most this many objects get a line per object; larger ones a line per kind."""
+
+
 @app.command()
 def apply(
     files: Annotated[
         list[str], typer.Option("--filename", "-f", help="File, directory or '-' for stdin.")
     ],
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            min=1,
+            max=MAX_APPLY,
+            help="Objects per request; each request is applied whole or not at all.",
+        ),
+    ] = MAX_APPLY,
 ) -> None:
-    """Create or update objects from manifests. Every document is validated before any is sent."""
+    """Create or update objects from manifests. Every document is validated before any is sent;
+    then they are sent in order, ``--chunk-size`` to a request."""
+    # As many to a request as the hub takes: each request sets off a placement pass and a
+    # routing rebuild over the whole fleet, which at 10,000 sites cost more than the writes.
     try:
         manifests = load_paths(files)
     except ManifestError as exc:
@@ -112,16 +130,35 @@ def apply(
             err.print(f"[red]error:[/] {problem}")
         err.print("nothing was applied")
         raise typer.Exit(1) from None
+    objs = [m.obj for m in manifests]
+    detailed = len(objs) <= APPLY_DETAIL
+    done: list[Applied] = []
     with _client() as client:
-        for manifest in manifests:
-            obj = manifest.obj
-            try:
-                _, verb = client.apply(obj)
-            except HubError as exc:
-                fail(f"{manifest.source}, document {manifest.document}: {exc.message}")
-            label = obj.kind.lower()
-            scope = f" in tenant {obj.metadata.tenant}" if obj.metadata.tenant else ""
-            out.print(f"{label}/{obj.metadata.name}{scope} {verb}")
+        try:
+            for batch in client.apply_batches(objs, chunk=chunk_size):
+                done.extend(batch)
+                if detailed:
+                    for applied in batch:
+                        scope = f" in tenant {applied.tenant}" if applied.tenant else ""
+                        out.print(f"{applied.kind.lower()}/{applied.name}{scope} {applied.outcome}")
+                if len(objs) > chunk_size:
+                    err.print(f"applied {len(done)} of {len(objs)} objects")
+        except HubError as exc:
+            where = ""
+            if exc.item is not None and exc.item < len(manifests):
+                refused = manifests[exc.item]
+                where = f"{refused.source}, document {refused.document}: "
+            err.print(f"[red]error:[/] {where}{exc.message}")
+            err.print(
+                f"{len(done)} of {len(objs)} objects were applied (by the requests before); "
+                "the rest were not"
+                if done
+                else "nothing was applied"
+            )
+            raise typer.Exit(1) from None
+    if not detailed:
+        for line in apply_summary(done):
+            out.print(line)
 
 
 @app.command()
@@ -132,26 +169,55 @@ def get(
         OutputFormat, typer.Option("--output", "-o", help="table, wide, json or yaml.")
     ] = OutputFormat.TABLE,
     tenant: TenantOption = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            min=0,
+            max=MAX_PAGE,
+            help="Objects per request when listing; 0: the whole list in one request.",
+        ),
+    ] = 500,
 ) -> None:
-    """List objects, or show one."""
+    """List objects (shown as they arrive, a page at a time), or show one."""
     with hub_session() as client:
-        found: Sequence[Site | App | Tenant]
+        if name is not None:
+            found: Site | App | Tenant
+            if kind.singular == "site":
+                found = client.get_site(name)
+            elif kind.singular == "tenant":
+                found = client.get_tenant(name)
+            else:
+                found = _find_app(client, name, tenant)
+            if output in (OutputFormat.JSON, OutputFormat.YAML):
+                out.print(dump(wire([found], True), output), markup=False)
+            else:
+                _print_table(kind, [[found]], wide=output == OutputFormat.WIDE)
+            return
+        pages: Iterator[Sequence[Site | App | Tenant]]
         if kind.singular == "site":
-            found = [client.get_site(name)] if name else client.list_sites()
+            pages, list_kind = client.site_pages(chunk_size), "SiteList"
         elif kind.singular == "tenant":
-            found = [client.get_tenant(name)] if name else client.list_tenants()
+            pages, list_kind = client.tenant_pages(chunk_size), "TenantList"
         else:
-            found = [_find_app(client, name, tenant)] if name else client.list_apps(tenant)
-    if output in (OutputFormat.JSON, OutputFormat.YAML):
-        out.print(dump(wire(found, name is not None), output), markup=False)
-        return
-    wide = output == OutputFormat.WIDE
-    if kind.singular == "site":
-        out.print(sites_table([s for s in found if isinstance(s, Site)], wide=wide))
-    elif kind.singular == "tenant":
-        out.print(tenants_table([t for t in found if isinstance(t, Tenant)], wide=wide))
-    else:
-        out.print(apps_table([a for a in found if isinstance(a, App)], wide=wide))
+            pages, list_kind = client.app_pages(tenant, chunk_size), "AppList"
+        if output in (OutputFormat.JSON, OutputFormat.YAML):
+            for text in list_stream(list_kind, pages, output):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            return
+        _print_table(kind, pages, wide=output == OutputFormat.WIDE)
+
+
+def _print_table(kind: Kind, pages: Iterable[Sequence[Site | App | Tenant]], *, wide: bool) -> None:
+    """A table of objects, printed a page at a time as the pages arrive."""
+    table = TableStream(columns_of(kind.singular, wide=wide))
+    shown = False
+    for page in pages:
+        if page or not shown:
+            out.print(table.page([cells_of(obj, wide=wide) for obj in page]))
+            shown = True
 
 
 @app.command()

@@ -3,6 +3,7 @@
 An ASGI middleware around the API: for each POST, PUT, PATCH and DELETE it records the caller
 (as the guard authenticated it, or '-' when authentication failed), the source address, the
 route, the tenant, the status and the outcome (the apply outcome header, or the refusal's detail).
+An apply of many objects is one entry, whose result sums up what became of them (``AuditNote``).
 Agents' telemetry (status, heartbeats, demand) is not a change and is not recorded.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NOTE = "edgefleet.audit"
+"""Key of an ``AuditNote`` a route may leave in the ASGI scope for its entry."""
+
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TELEMETRY = ("/status", "/heartbeat", "/demand")
 _VERBS = {"POST": "create", "PUT": "apply", "PATCH": "change", "DELETE": "delete"}
@@ -36,11 +41,25 @@ _NOUNS = {
     "join-tokens": "join token",
     "join": "site credential",
 }
+_ACTIONS = {("POST", "/api/v1/apply"): "apply objects"}
 _MAX_BODY = 4096
+
+
+@dataclass(frozen=True)
+class AuditNote:
+    """What a route tells the audit log of a change it made, beyond what its route says (an
+    apply of many objects: what became of them, and their tenant)."""
+
+    result: str
+    """The entry's result when the change succeeded."""
+    tenant: str = ""
+    """The tenant the change was in ('' for fleet objects, or objects of several tenants)."""
 
 
 def action_of(method: str, template: str) -> str:
     """What a change does, from its route: 'apply app', 'revoke token', 'create join token'."""
+    if (method, template) in _ACTIONS:
+        return _ACTIONS[(method, template)]
     parts = [p for p in template.split("/") if p and not p.startswith("{")]
     noun = _NOUNS.get(parts[-1] if parts else "", parts[-1] if parts else "?")
     if noun == "token" and method == "DELETE":
@@ -116,6 +135,8 @@ class AuditLog:
         template = str(getattr(route, "path", None) or scope["path"])
         params = scope.get("path_params", {})
         client = scope.get("client")
+        note: AuditNote | None = scope.get(NOTE)
+        status = int(seen["status"])
         entry = AuditEntry(
             time=utcnow(),
             subject=principal.subject if principal else "-",
@@ -124,9 +145,13 @@ class AuditLog:
             method=scope["method"],
             path=scope["path"],
             action=action_of(scope["method"], template),
-            tenant=tenant_of(template, params),
-            status=int(seen["status"]),
-            result=_result(int(seen["status"]), seen["outcome"], seen["body"]),
+            tenant=note.tenant if note is not None else tenant_of(template, params),
+            status=status,
+            result=(
+                note.result
+                if note is not None and status < 400
+                else _result(status, seen["outcome"], seen["body"])
+            ),
         )
         try:
             await asyncio.to_thread(self.hub.accounts.add_audit, entry)

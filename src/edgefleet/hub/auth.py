@@ -29,6 +29,7 @@ from edgefleet.identity.access import (
     FLEET_WRITE,
     TENANT_READ,
     TENANT_WRITE,
+    Decision,
     Rule,
     Scope,
     decide,
@@ -72,6 +73,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/sites/{name}/neighbours"): Rule(EVERYONE, kind="site"),
     ("POST", "/api/v1/sites/{name}/join-tokens"): Rule(FLEET_WRITE, kind="join token", verb="make"),
     ("POST", "/api/v1/join-tokens"): Rule(FLEET_WRITE, kind="join token", verb="make"),
+    # many objects at once: any role that may write some kind gets in; each object is then
+    # decided by the rule of its own PUT (``decide_apply``).
+    ("POST", "/api/v1/apply"): Rule(FLEET_WRITE | TENANT_WRITE, kind="object", verb="apply"),
     # apps
     ("GET", "/api/v1/apps"): Rule(TENANT_READ),
     ("GET", _APPS): Rule(TENANT_READ, Scope.LIST),
@@ -114,6 +118,20 @@ RULES: dict[tuple[str, str], Rule] = {
 """Who may call each route, by method and path template."""
 
 _ADMIN_ONLY = Rule(ADMIN, kind="unlisted route")
+
+_PUT_OF = {
+    "Site": ("PUT", "/api/v1/sites/{name}"),
+    "App": ("PUT", _APPS + "/{name}"),
+    "Tenant": ("PUT", "/api/v1/tenants/{name}"),
+}
+"""The route that applies one object of each kind."""
+
+
+def decide_apply(principal: Principal, kind: str, tenant: str | None, name: str) -> Decision:
+    """Whether ``principal`` may apply one object, decided exactly as the object's own PUT
+    (its route's rule, its path's parameters) would be."""
+    params = {"name": name} if tenant is None else {"tenant": tenant, "name": name}
+    return decide(RULES[_PUT_OF[kind]], principal, params)
 
 
 @dataclass

@@ -20,6 +20,16 @@ from edgefleet.model.demand import (
     SiteReporting,
 )
 from edgefleet.model.identity import JoinRequest, JoinResponse, PublicKey
+from edgefleet.model.lists import (
+    ITEM_HEADER,
+    MAX_APPLY,
+    MAX_PAGE,
+    Applied,
+    AppliedList,
+    ApplyList,
+    ListMeta,
+    apply_summary,
+)
 from edgefleet.model.objects import (
     API_VERSION,
     WORKLOAD_TYPES,
@@ -70,6 +80,9 @@ from edgefleet.model.tenant import Tenant, TenantQuota, TenantSpec, TenantStatus
 
 __all__ = [
     "API_VERSION",
+    "ITEM_HEADER",
+    "MAX_APPLY",
+    "MAX_PAGE",
     "WORKLOAD_TYPES",
     "AccessRule",
     "App",
@@ -81,6 +94,9 @@ __all__ = [
     "AppRoutes",
     "AppSpec",
     "AppStatus",
+    "Applied",
+    "AppliedList",
+    "ApplyList",
     "ContainerWorkload",
     "DemandReport",
     "DemandRow",
@@ -93,6 +109,7 @@ __all__ = [
     "HeartbeatAnswer",
     "JoinRequest",
     "JoinResponse",
+    "ListMeta",
     "LocalScaling",
     "Location",
     "ObjectMeta",
@@ -129,6 +146,7 @@ __all__ = [
     "TenantStatus",
     "VmWorkload",
     "WatchAnswer",
+    "apply_summary",
     "parse_cpu",
     "parse_duration",
     "parse_memory",

@@ -36,7 +36,7 @@ from edgefleet.hub.store.engine import (
 from edgefleet.hub.store.events import EventStore
 from edgefleet.hub.store.feed import Change, Feed, FeedKind, FellBehind
 from edgefleet.hub.store.leadership import Leadership
-from edgefleet.hub.store.objects import ObjectStore
+from edgefleet.hub.store.objects import ObjectStore, Page, Written
 from edgefleet.hub.store.observed import ObservedStore, ReplicaCount
 from edgefleet.hub.store.placement import PlacementStore, SiteShare
 from edgefleet.hub.store.revisions import SiteRevisions
@@ -92,12 +92,14 @@ __all__ = [
     "ObjectStore",
     "ObservedStore",
     "Outcome",
+    "Page",
     "PlacementStore",
     "ReplicaCount",
     "SiteRevisions",
     "SiteShare",
     "Store",
     "StoreError",
+    "Written",
     "aware",
     "utcnow",
 ]

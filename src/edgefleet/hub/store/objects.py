@@ -4,6 +4,10 @@ A write is one transaction, a compare-and-swap on the resourceVersion read (SQLi
 ``SELECT ... FOR UPDATE``; the same swap makes concurrent writers safe on PostgreSQL). Status is
 composed at read time: an app's from its assignments and the replica counts agents report, a
 site's from its phase, its last heartbeat and report, a tenant's from what its apps take.
+
+Lists are read a page at a time by key (keyset paging: sites and tenants by name, apps by tenant
+and name, all on the ``(kind, tenant, name)`` unique index): a page reads only its own rows and
+composes status only for them, and a page's position survives writes and deletes between pages.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     and_,
@@ -43,6 +49,7 @@ from edgefleet.hub.store.engine import (
     Conflict,
     NotFound,
     Outcome,
+    StoreError,
     aware,
     next_revision,
     utcnow,
@@ -71,6 +78,35 @@ _CHUNK = 500
 """Keys per ``IN`` list: SQLite caps the parameters of one statement."""
 
 
+@dataclass(frozen=True)
+class Page(Generic[Obj]):
+    """Some objects of a list, in the list's order, and how many come after them."""
+
+    items: list[Obj]
+    """The objects of this page, with their status."""
+    remaining: int
+    """How many objects of the list come after the last of ``items`` (0: this is the last page).
+    Counted when the page is read; writes may change it before the next page is."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one write did to one object."""
+
+    kind: str
+    """Site, App or Tenant."""
+    tenant: str | None
+    """The app's tenant; None for fleet-scoped objects."""
+    name: str
+    """The object's name."""
+    outcome: Outcome
+    """Created, configured or unchanged."""
+    resource_version: str
+    """The object's resourceVersion after the write."""
+    generation: int
+    """The object's generation after the write."""
+
+
 class ObjectStore:
     """Sites, apps and tenants. Thread-safe: each call takes its own connection."""
 
@@ -87,13 +123,31 @@ class ObjectStore:
                 raise NotFound(missing)
             return read(conn, [row])[0]
 
-    def _fleet_scoped(self, kind: str, read: Callable[..., list[Obj]]) -> list[Obj]:
-        """Every fleet-scoped object of ``kind``, by name, read with its status by ``read``."""
+    def _page(
+        self,
+        kind: str,
+        read: Callable[..., list[Obj]],
+        *,
+        where: Sequence[ColumnElement[bool]],
+        key: Sequence[Any],
+        after: Sequence[str] | None,
+        limit: int | None,
+    ) -> Page[Obj]:
+        """The objects of ``kind`` matching ``where`` whose ``key`` columns come after
+        ``after``, in key order, at most ``limit`` of them, read with their status by ``read``."""
+        match = [objects.c.kind == kind, *where]
+        query = select(objects).where(*match, *_after(key, after)).order_by(*key)
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(objects).where(objects.c.kind == kind).order_by(objects.c.name)
-            ).all()
-            return read(conn, rows)
+            rows = conn.execute(query).all()
+            remaining = 0
+            if limit is not None and len(rows) == limit:
+                last = [getattr(rows[-1], column.name) for column in key]
+                remaining = conn.execute(
+                    select(func.count()).select_from(objects).where(*match, *_after(key, last))
+                ).scalar_one()
+            return Page(read(conn, rows), remaining)
 
     def sites_digest(self) -> int:
         """One number for what a dashboard shows of every site: its revision, phase, message
@@ -156,6 +210,23 @@ class ObjectStore:
             for row in self._rows("App", keys)
         ]
 
+    def bare_apps_of(self, tenant: str) -> list[App]:
+        """The apps of one tenant, as ``bare_apps`` gives them."""
+        query = select(objects).where(objects.c.kind == "App", objects.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query.order_by(objects.c.name)))
+        return [
+            App(
+                metadata=meta_of(row),
+                spec=AppSpec.model_validate(row.spec),
+                status=AppStatus(
+                    observed_generation=row.status.get("observedGeneration"),
+                    message=row.status.get("message"),
+                ),
+            )
+            for row in rows
+        ]
+
     def bare_tenants(self, names: Collection[str] | None = None) -> list[Tenant]:
         """Tenants' policies (all, or those of ``names`` that exist), without usage."""
         return [
@@ -184,7 +255,18 @@ class ObjectStore:
 
     def list_sites(self) -> list[Site]:
         """Every site, by name."""
-        return self._fleet_scoped("Site", self._sites)
+        return self.page_sites().items
+
+    def page_sites(self, *, after: str | None = None, limit: int | None = None) -> Page[Site]:
+        """Sites by name: those after ``after``, at most ``limit`` (None: all of them)."""
+        return self._page(
+            "Site",
+            self._sites,
+            where=[objects.c.tenant == ""],
+            key=[objects.c.name],
+            after=None if after is None else [after],
+            limit=limit,
+        )
 
     def get_app(self, tenant: str, name: str) -> App:
         """One app with its observed status; NotFound if absent."""
@@ -193,12 +275,25 @@ class ObjectStore:
 
     def list_apps(self, tenant: str | None = None) -> list[App]:
         """Every app (of one tenant if given), by tenant and name."""
-        query = select(objects).where(objects.c.kind == "App")
-        if tenant is not None:
-            query = query.where(objects.c.tenant == tenant)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(objects.c.tenant, objects.c.name)).all()
-            return self._apps(conn, rows)
+        return self.page_apps(tenants=None if tenant is None else [tenant]).items
+
+    def page_apps(
+        self,
+        *,
+        tenants: Collection[str] | None = None,
+        after: AppId | None = None,
+        limit: int | None = None,
+    ) -> Page[App]:
+        """Apps by tenant and name: of ``tenants`` (None: of every tenant), those after the
+        (tenant, name) ``after``, at most ``limit`` (None: all of them)."""
+        return self._page(
+            "App",
+            self._apps,
+            where=[] if tenants is None else [objects.c.tenant.in_(sorted(set(tenants)))],
+            key=[objects.c.tenant, objects.c.name],
+            after=after,
+            limit=limit,
+        )
 
     def get_tenant(self, name: str) -> Tenant:
         """One tenant's policy, with what its apps take now; NotFound if absent."""
@@ -206,7 +301,28 @@ class ObjectStore:
 
     def list_tenants(self) -> list[Tenant]:
         """Every tenant with a policy, by name."""
-        return self._fleet_scoped("Tenant", self._tenants)
+        return self.page_tenants().items
+
+    def page_tenants(
+        self,
+        *,
+        names: Collection[str] | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Tenant]:
+        """Tenants with a policy by name: of ``names`` (None: every one), those after
+        ``after``, at most ``limit`` (None: all of them)."""
+        where = [objects.c.tenant == ""]
+        if names is not None:
+            where.append(objects.c.name.in_(sorted(set(names))))
+        return self._page(
+            "Tenant",
+            self._tenants,
+            where=where,
+            key=[objects.c.name],
+            after=None if after is None else [after],
+            limit=limit,
+        )
 
     def delete_tenant(self, name: str) -> set[str]:
         """Delete a tenant's policy (its apps stay, now without it); returns the sites running
@@ -241,81 +357,108 @@ class ObjectStore:
         A tenant's policy that changes gives the sites running its apps a new desired state
         (residency and offload terms travel with each assignment).
         """
+        with self.engine.begin() as conn:
+            written = self._put(conn, obj, create_only=create_only)
+        stored: Site | App | Tenant
+        if written.kind == "Site":
+            stored = self.get_site(written.name)
+        elif written.kind == "Tenant":
+            stored = self.get_tenant(written.name)
+        else:
+            stored = self.get_app(written.tenant or "", written.name)
+        return stored, written.outcome
+
+    def put_many(
+        self, objs: Sequence[Site | App | Tenant], *, create_only: bool = False
+    ) -> list[Written]:
+        """Create or update every object of ``objs``, in order, in one transaction: all of them
+        or none. Each is written exactly as ``put`` writes it alone. A refusal (Conflict,
+        NotFound) carries the index of the object refused in its ``item``."""
+        written = []
+        with self.engine.begin() as conn:
+            for index, obj in enumerate(objs):
+                try:
+                    written.append(self._put(conn, obj, create_only=create_only))
+                except StoreError as exc:
+                    exc.item = index
+                    raise
+        return written
+
+    def _put(self, conn: Connection, obj: Site | App | Tenant, *, create_only: bool) -> Written:
+        """Write one object inside the caller's transaction (see ``put``)."""
         kind, tenant, name = obj.kind, obj.metadata.tenant or "", obj.metadata.name
         spec = obj.spec.model_dump(mode="json", by_alias=True)
         meta = {"labels": obj.metadata.labels, "annotations": obj.metadata.annotations}
-        try:
-            with self.engine.begin() as conn:
-                row = object_row(conn, kind, tenant, name, for_update=True)
-                if row is None:
-                    if obj.metadata.resource_version is not None:
-                        raise NotFound(
-                            f"{kind.lower()} {name!r} does not exist: drop "
-                            "metadata.resourceVersion to create it"
-                        )
-                    revision = next_revision(conn)
-                    conn.execute(
-                        insert(objects).values(
-                            uid=str(uuid.uuid4()),
-                            kind=kind,
-                            tenant=tenant,
-                            name=name,
-                            generation=1,
-                            resource_version=revision,
-                            meta=meta,
-                            spec=spec,
-                            status={},
-                            created_at=utcnow(),
-                        )
-                    )
-                    outcome = Outcome.CREATED
-                else:
-                    if create_only:
-                        raise Conflict(f"{kind.lower()} {name!r} already exists")
-                    wanted = obj.metadata.resource_version
-                    if wanted is not None and wanted != str(row.resource_version):
-                        raise Conflict(
-                            f"{kind.lower()} {name!r} was changed since version {wanted} "
-                            f"(now {row.resource_version}): get it again and reapply"
-                        )
-                    outcome = Outcome.UNCHANGED
-                    if row.spec != spec or row.meta != meta:
-                        # Compare-and-swap on the version read: SQLite has no SELECT FOR UPDATE,
-                        # and this is also what makes concurrent writers safe on PostgreSQL.
-                        revision = next_revision(conn)
-                        result = conn.execute(
-                            update(objects)
-                            .where(
-                                objects.c.uid == row.uid,
-                                objects.c.resource_version == row.resource_version,
-                            )
-                            .values(
-                                spec=spec,
-                                meta=meta,
-                                generation=row.generation + (row.spec != spec),
-                                resource_version=revision,
-                            )
-                        )
-                        if result.rowcount != 1:
-                            raise Conflict(
-                                f"{kind.lower()} {name!r} was changed concurrently: "
-                                "get it again and reapply"
-                            )
-                        outcome = Outcome.CONFIGURED
-                if outcome != Outcome.UNCHANGED:
-                    feed.record(conn, [(FeedKind(kind), tenant, name)], revision=revision)
-                if kind == "Tenant" and (row is None or row.spec != spec):
-                    bump_sites(conn, tenant_sites(conn, name), revision=revision)
-        except IntegrityError as exc:
-            raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
-        stored: Site | App | Tenant
-        if kind == "Site":
-            stored = self.get_site(name)
-        elif kind == "Tenant":
-            stored = self.get_tenant(name)
+        row = object_row(conn, kind, tenant, name, for_update=True)
+        if row is None:
+            if obj.metadata.resource_version is not None:
+                raise NotFound(
+                    f"{kind.lower()} {name!r} does not exist: drop "
+                    "metadata.resourceVersion to create it"
+                )
+            version, generation = next_revision(conn), 1
+            try:
+                # A duplicate (a concurrent create) aborts the transaction on PostgreSQL: the
+                # whole write, or apply of many, is refused and may be retried.
+                conn.execute(
+                    _INSERT,
+                    {
+                        "uid": str(uuid.uuid4()),
+                        "kind": kind,
+                        "tenant": tenant,
+                        "name": name,
+                        "generation": generation,
+                        "resource_version": version,
+                        "meta": meta,
+                        "spec": spec,
+                        "status": {},
+                        "created_at": utcnow(),
+                    },
+                )
+            except IntegrityError as exc:
+                raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
+            outcome = Outcome.CREATED
         else:
-            stored = self.get_app(tenant, name)
-        return stored, outcome
+            if create_only:
+                raise Conflict(f"{kind.lower()} {name!r} already exists")
+            wanted = obj.metadata.resource_version
+            if wanted is not None and wanted != str(row.resource_version):
+                raise Conflict(
+                    f"{kind.lower()} {name!r} was changed since version {wanted} "
+                    f"(now {row.resource_version}): get it again and reapply"
+                )
+            version, generation = row.resource_version, row.generation
+            outcome = Outcome.UNCHANGED
+            if row.spec != spec or row.meta != meta:
+                version, generation = next_revision(conn), generation + (row.spec != spec)
+                # Compare-and-swap on the version read: SQLite has no SELECT FOR UPDATE, and
+                # this is also what makes concurrent writers safe on PostgreSQL.
+                result = conn.execute(
+                    update(objects)
+                    .where(
+                        objects.c.uid == row.uid,
+                        objects.c.resource_version == row.resource_version,
+                    )
+                    .values(spec=spec, meta=meta, generation=generation, resource_version=version)
+                )
+                if result.rowcount != 1:
+                    raise Conflict(
+                        f"{kind.lower()} {name!r} was changed concurrently: "
+                        "get it again and reapply"
+                    )
+                outcome = Outcome.CONFIGURED
+        if outcome != Outcome.UNCHANGED:
+            feed.record(conn, [(FeedKind(kind), tenant, name)], revision=version)
+        if kind == "Tenant" and (row is None or row.spec != spec):
+            bump_sites(conn, tenant_sites(conn, name), revision=version)
+        return Written(
+            kind=kind,
+            tenant=tenant or None,
+            name=name,
+            outcome=outcome,
+            resource_version=str(version),
+            generation=generation,
+        )
 
     def delete_site(self, name: str) -> set[str]:
         """Delete a site and everything observed of it; returns the sites whose state changed."""
@@ -557,15 +700,36 @@ class ObjectStore:
         return out
 
 
+def _after(key: Sequence[Any], after: Sequence[str] | None) -> list[ColumnElement[bool]]:
+    """The condition that a row's ``key`` columns come after the values ``after`` (none when
+    None). A row value comparison: one range scan of the (kind, tenant, name) index on both
+    engines, in the same order as ORDER BY on the same columns."""
+    if after is None:
+        return []
+    if len(after) != len(key):
+        raise ValueError(f"the key has {len(key)} values, not {len(after)}")
+    if len(key) == 1:
+        return [key[0] > after[0]]
+    return [tuple_(*key) > tuple_(*after)]
+
+
+# Built once: a statement built per call costs more to build than to run on SQLite, and an
+# apply of many objects runs these once per object.
+_ROW = select(objects).where(
+    objects.c.kind == bindparam("kind"),
+    objects.c.tenant == bindparam("tenant"),
+    objects.c.name == bindparam("name"),
+)
+_ROW_FOR_UPDATE = _ROW.with_for_update()
+_INSERT = insert(objects)
+
+
 def object_row(
     conn: Connection, kind: str, tenant: str, name: str, *, for_update: bool = False
 ) -> Any:
-    query = select(objects).where(
-        objects.c.kind == kind, objects.c.tenant == tenant, objects.c.name == name
-    )
-    if for_update:
-        query = query.with_for_update()
-    return conn.execute(query).first()
+    """The row of one object, or None; ``for_update`` locks it until commit (PostgreSQL)."""
+    query = _ROW_FOR_UPDATE if for_update else _ROW
+    return conn.execute(query, {"kind": kind, "tenant": tenant, "name": name}).first()
 
 
 def meta_of(row: Any) -> ObjectMeta:
