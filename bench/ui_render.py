@@ -140,23 +140,31 @@ def sign_in_timed(page: Page, hub_url: str, token: str, count: int) -> dict[str,
 
 def serve_pages(listed: dict[str, Any]) -> Any:
     """A Playwright route handler answering GET /api/v1/sites?limit=N[&continue=name] from
-    ``listed`` (the hub's whole list), a page at a time, the last name as the continue token."""
+    ``listed`` (the hub's whole list), a page at a time, the last name as the continue token.
+    Each page is encoded once, so the figures are the browser's, not this script's."""
     items = listed["items"]
     position = {site["metadata"]["name"]: k for k, site in enumerate(items)}
+    encoded: dict[tuple[int, int], str] = {}
+
+    def body(start: int, limit: int) -> str:
+        if (start, limit) not in encoded:
+            page = items[start : start + limit]
+            more = start + limit < len(items)
+            encoded[(start, limit)] = json.dumps(
+                {
+                    "apiVersion": listed.get("apiVersion", "edgefleet.io/v1alpha1"),
+                    "kind": "SiteList",
+                    "metadata": {"continue": page[-1]["metadata"]["name"]} if more else {},
+                    "items": page,
+                }
+            )
+        return encoded[(start, limit)]
 
     def handle(route: Route) -> None:
         query = parse_qs(urlsplit(route.request.url).query)
         limit = int(query.get("limit", [len(items)])[0])
         start = position[query["continue"][0]] + 1 if "continue" in query else 0
-        page = items[start : start + limit]
-        more = start + limit < len(items)
-        body = {
-            "apiVersion": listed.get("apiVersion", "edgefleet.io/v1alpha1"),
-            "kind": "SiteList",
-            "metadata": {"continue": page[-1]["metadata"]["name"]} if more else {},
-            "items": page,
-        }
-        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+        route.fulfill(status=200, content_type="application/json", body=body(start, limit))
 
     return handle
 

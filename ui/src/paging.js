@@ -15,25 +15,28 @@ export function pageUrl(path, limit, token = null) {
 /**
  * Read every page of the list at `path` with `get(url)` (resolves the parsed answer:
  * `{metadata: {continue}, items}`). `onPage(items, {page, last})` hears each page as it
- * arrives; resolves every item in order. Stops with an AbortError when `signal` aborts, and
- * with an error when the hub gives the same continue token twice (it would never end).
+ * arrives, once the next one is asked for (the page is drawn while the hub reads the next);
+ * resolves every item in order. Stops with an AbortError when `signal` aborts, and with an
+ * error when the hub gives the same continue token twice (it would never end).
  */
 export async function listAll(get, path, { limit = PAGE_SIZE, onPage = () => {}, signal = null } = {}) {
   const all = [];
   const tokens = new Set();
-  let token = null;
+  let pending = get(pageUrl(path, limit));
   for (let page = 0; ; page += 1) {
-    const answer = await get(pageUrl(path, limit, token));
+    const answer = await pending;
     if (signal?.aborted) throw new DOMException("The list's reading was stopped", "AbortError");
     const items = Array.isArray(answer?.items) ? answer.items : [];
     for (const item of items) all.push(item);
     const next = answer?.metadata?.continue || null;
-    if (next !== null && tokens.has(next)) {
-      throw new Error(`The hub's list at ${path} gave continue token ${next} twice`);
+    if (next !== null) {
+      if (tokens.has(next)) throw new Error(`The hub's list at ${path} gave continue token ${next} twice`);
+      tokens.add(next);
+      pending = get(pageUrl(path, limit, next));
+      // Awaited on the next turn; until then a failure must not count as unhandled.
+      pending.catch(() => {});
     }
     onPage(items, { page, last: next === null });
     if (next === null) return all;
-    tokens.add(next);
-    token = next;
   }
 }

@@ -67,6 +67,13 @@ test("every page is read in order, each heard as it comes", async () => {
   ]);
 });
 
+test("the next page is asked for before the current one is handed over", async () => {
+  const hub = fakeHub(names(2500));
+  const askedWhenHeard = [];
+  await listAll(hub.get, "/api/v1/sites", { onPage: () => askedWhenHeard.push(hub.asked.length) });
+  assert.deepEqual(askedWhenHeard, [2, 3, 3]);
+});
+
 test("a hub that ignores the limit answers once, and that is the whole list", async () => {
   const hub = fakeHub(names(2500), { paged: false });
   const heard = [];
