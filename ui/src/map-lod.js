@@ -1,5 +1,6 @@
-// The map's level of detail and draw order: how big dots are for how crowded the map is, whether dots get an outline, which dot goes above which, and whether a change
-// redraws the whole canvas or only around what changed. Pure (node-tested).
+// The map's level of detail and draw order: how big dots are for how crowded the map is,
+// whether they get an outline, which dot goes above which, and whether a change redraws the
+// whole canvas or only around what changed. Pure (node-tested).
 
 import { MAX_RADIUS, MIN_LOADED_RADIUS, MIN_RADIUS, PHASES } from "./fleet-model.js";
 

@@ -337,12 +337,9 @@ export function createWorldMap({ onSelect = null, metricsView = null, className 
   /** Bring the canvas to `input`'s data; returns the number of dots drawn. */
   function render() {
     const size = measure();
-    const resized =
-      canvas.width !== Math.round(size.width * size.dpr) || canvas.height !== Math.round(size.height * size.dpr);
-    if (resized) {
-      canvas.width = Math.round(size.width * size.dpr);
-      canvas.height = Math.round(size.height * size.dpr);
-    }
+    const pixels = [Math.round(size.width * size.dpr), Math.round(size.height * size.dpr)];
+    const resized = canvas.width !== pixels[0] || canvas.height !== pixels[1];
+    if (resized) [canvas.width, canvas.height] = pixels;
     if (palette === null) palette = paletteOf(element);
     const dots = layout(input.sites, input, size);
     const before = frame;
@@ -356,7 +353,8 @@ export function createWorldMap({ onSelect = null, metricsView = null, className 
     }
     if (lastPaint === "full") paintAll(dots);
     setAttr(canvas, "data-drawn", dots.count);
-    setAttr(canvas, "aria-label", mapSummary(input.sites.length, dots.counts, dots.highlighted, input.loading));
+    const summary = mapSummary(input.sites.length, dots.counts, dots.highlighted, input.loading);
+    setAttr(canvas, "aria-label", summary);
     return dots.count;
   }
 
@@ -432,7 +430,8 @@ export function createWorldMap({ onSelect = null, metricsView = null, className 
     pressed = { x: event.offsetX, y: event.offsetY, type: event.pointerType };
   });
   canvas.addEventListener("click", (event) => {
-    const near = pressed && Math.abs(pressed.x - event.offsetX) <= 1 && Math.abs(pressed.y - event.offsetY) <= 1;
+    const near =
+      pressed !== null && Math.abs(pressed.x - event.offsetX) <= 1 && Math.abs(pressed.y - event.offsetY) <= 1;
     const place = near ? pressed : { x: event.offsetX, y: event.offsetY, type: event.pointerType };
     pressed = null;
     const j = siteAt(place.x, place.y, place.type);

@@ -83,7 +83,12 @@ test("draw order of 10,000 dots is a permutation, and fast", () => {
   for (let i = 0; i < n; i += 1) {
     const loadedSite = i % 10 === 0;
     loads[i] = loadedSite ? (i * 7919) % 1000 : 0;
-    groups[i] = dotGroup({ phase: ["Ready", "Pending", "Unreachable"][i % 3], loaded: loadedSite, dimmed: i % 9 === 0, selected: i === 4242 });
+    groups[i] = dotGroup({
+      phase: ["Ready", "Pending", "Unreachable"][i % 3],
+      loaded: loadedSite,
+      dimmed: i % 9 === 0,
+      selected: i === 4242,
+    });
   }
   const started = performance.now();
   const order = drawOrder(groups, loads);
