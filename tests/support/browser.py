@@ -7,7 +7,6 @@ Shared by the web UI's browser tests and ``bench/ui_render.py``. The browser is 
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,14 +14,12 @@ from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, Page, Playwright, expect
-from sqlalchemy import insert, select
 
-from edgefleet.hub.schema import objects
 from edgefleet.hub.store import Store
-from edgefleet.hub.store.engine import next_revision
 from edgefleet.localfleet import LocalFleet
 from edgefleet.model import Site
-from tests.factories import make_app, make_site
+from edgefleet.sim.world import world_sites as sim_world_sites
+from tests.factories import make_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -66,81 +63,23 @@ def shot(page: Page, name: str) -> Path:
     return path
 
 
-# Land boxes (lat, lon ranges) per region: sites scattered over where edge sites would be.
-_REGIONS = {
-    "eu-west": ((40.0, 55.0), (-9.0, 15.0)),
-    "eu-north": ((55.0, 65.0), (5.0, 30.0)),
-    "us-east": ((30.0, 45.0), (-90.0, -72.0)),
-    "us-west": ((33.0, 48.0), (-123.0, -105.0)),
-    "latam": ((-35.0, 0.0), (-70.0, -40.0)),
-    "africa": ((-30.0, 10.0), (15.0, 35.0)),
-    "india": ((10.0, 28.0), (72.0, 87.0)),
-    "asia-east": ((25.0, 40.0), (105.0, 140.0)),
-    "oceania": ((-38.0, -20.0), (115.0, 150.0)),
-}
-
-
 def world_sites(count: int, *, seed: int = 7) -> list[Site]:
     """``count`` sites scattered over nine regions of three zones each (names ``s0001``...)."""
-    rng = random.Random(seed)
-    regions = sorted(_REGIONS)
-    sites = []
-    for i in range(count):
-        region = regions[i % len(regions)]
-        (lat0, lat1), (lon0, lon1) = _REGIONS[region]
-        sites.append(
-            make_site(
-                f"s{i + 1:04d}",
-                region=region,
-                zone=f"{region}-{'abc'[rng.randrange(3)]}",
-                lat=round(rng.uniform(lat0, lat1), 3),
-                lon=round(rng.uniform(lon0, lon1), 3),
-                ip=f"127.2.{i // 250}.{i % 250 + 1}",
-            )
-        )
-    return sites
+    return sim_world_sites(count, prefix="s", width=4, seed=seed)
 
 
 def seed_store(fleet: LocalFleet, sites: Iterable[Site], *, ready: int = 0) -> None:
-    """Write ``sites`` straight into the fleet's store, before its hub starts, and a heartbeat
-    of the first ``ready`` of them sent just now (they show Ready until the hub's grace runs
-    out, then Unreachable): 10,000 sites in about two seconds.
-
-    Through the API each site would wait for the placement and routing rounds the one before it
-    set off; even ``Store.objects.put`` takes 2 ms a site (a transaction, then the site read
-    back with its status), 20 s for 10,000. So the first site is written by ``put``, and the
-    others are copies of the row it wrote, each with its own uid, name, labels, spec and
-    revision from the store's counter, inserted in one transaction. Heartbeats posted to a hub
-    take longer still (7,500 took a minute, longer than the grace they must beat).
-    """
+    """Write ``sites`` straight into the fleet's store in one transaction, before its hub
+    starts, and a heartbeat of the first ``ready`` of them sent just now (they show Ready until
+    the hub's grace runs out, then Unreachable): 10,000 sites in a few seconds, where heartbeats
+    posted to a hub one at a time would take longer than the grace they must beat."""
     sites = list(sites)
     fleet.workdir.mkdir(parents=True, exist_ok=True)
     store = Store(fleet.db_url)
     try:
         store.migrate()
-        if not sites:
-            return
-        first = store.objects.put(sites[0])[0]
-        with store.engine.begin() as conn:
-            template = conn.execute(
-                select(objects).where(objects.c.uid == first.metadata.uid)
-            ).one()
-            rows = []
-            for site in sites[1:]:
-                row = template._asdict()
-                row.update(
-                    uid=str(uuid.uuid4()),
-                    name=site.metadata.name,
-                    meta={
-                        "labels": site.metadata.labels,
-                        "annotations": site.metadata.annotations,
-                    },
-                    spec=site.spec.model_dump(mode="json", by_alias=True),
-                    resource_version=next_revision(conn),
-                )
-                rows.append(row)
-            if rows:
-                conn.execute(insert(objects), rows)
+        for start in range(0, len(sites), 1000):
+            store.objects.put_many(sites[start : start + 1000])
         now = datetime.now(UTC)
         store.observed.record_heartbeats([(s.metadata.name, now, 0, None) for s in sites[:ready]])
     finally:

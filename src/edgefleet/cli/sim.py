@@ -45,7 +45,7 @@ def _raise_file_limit(sites: int) -> None:
 
 def sim(
     sites: Annotated[int, typer.Option(min=1, max=1 << 22, help="How many sites.")] = 100,
-    prefix: Annotated[str, typer.Option(help="Sites are named <prefix>-00001...")] = "sim",
+    prefix: Annotated[str, typer.Option(help="Sites are named <prefix>00001...")] = "sim-",
     create: Annotated[
         bool, typer.Option(help="Create the sites on the hub (else they must exist).")
     ] = True,
@@ -97,5 +97,5 @@ def sim(
         start_over=start_over,
     )
     where = f"; control API on http://{listen[0]}:{listen[1]}" if listen else ""
-    typer.echo(f"{sites} simulated sites ({prefix}-...) joining {context.hub}{where}")
+    typer.echo(f"{sites} simulated sites ({prefix}...) joining {context.hub}{where}")
     asyncio.run(serve(config, tokens, control=listen))

@@ -32,15 +32,17 @@ def address(index: int) -> str:
 def world_sites(
     count: int,
     *,
-    prefix: str = "sim",
+    prefix: str = "sim-",
+    width: int = 5,
     seed: int = 7,
     labels: dict[str, str] | None = None,
     max_replicas: int = 20,
 ) -> list[Site]:
-    """``count`` sites named ``<prefix>-00001``... over the nine regions, in turn."""
+    """``count`` sites named ``<prefix>00001``... (at least ``width`` digits) over the nine
+    regions, in turn."""
     rng = random.Random(seed)
     regions = sorted(REGIONS)
-    width = max(5, len(str(count)))
+    width = max(width, len(str(count)))
     sites = []
     for i in range(count):
         region = regions[i % len(regions)]
@@ -48,7 +50,7 @@ def world_sites(
         sites.append(
             Site.model_validate(
                 {
-                    "metadata": {"name": f"{prefix}-{i + 1:0{width}d}", "labels": labels or {}},
+                    "metadata": {"name": f"{prefix}{i + 1:0{width}d}", "labels": labels or {}},
                     "spec": {
                         "region": region,
                         "zone": f"{region}-{'abc'[rng.randrange(3)]}",
