@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -82,6 +82,11 @@ class HubRefused(Exception):
         self.reply = reply
 
 
+Lane = Literal["call", "long", "beat"]
+"""Kinds of call: a long-poll (holds its connection while it waits), a heartbeat (must never
+wait behind reports, or a busy moment makes a live site look dead), any other call."""
+
+
 class HubTransport(Protocol):
     """One exchange with the hub at a time per call; connections are the transport's business."""
 
@@ -93,11 +98,11 @@ class HubTransport(Protocol):
         headers: Mapping[str, str],
         body: bytes | None,
         timeout: float,
-        long: bool = False,
+        lane: Lane = "call",
     ) -> HubReply:
         """Send a request (``target``: path and query) and read the whole answer; raise
-        ``HubUnreachable`` when the exchange fails. ``long``: a long-poll, which holds its
-        connection while it waits."""
+        ``HubUnreachable`` when the exchange fails. ``lane``: what kind of call it is, so that
+        a transport shared by many sites keeps each kind from waiting behind another."""
         ...
 
     async def aclose(self) -> None:
@@ -123,12 +128,14 @@ class PooledTransport:
         *,
         pool: UpstreamPool | None = None,
         long_pool: UpstreamPool | None = None,
+        beat_pool: UpstreamPool | None = None,
         ca: str | None = None,
     ) -> None:
         """``url`` is the hub's base URL (http or https); ``ca`` checks an https hub. ``pool``
-        carries the short calls and ``long_pool`` the long-polls (default: the same pool); both
-        may be shared by many clients of one hub (the simulator's sites: a few connections for
-        the calls of thousands of sites, one each for their long-polls)."""
+        carries the calls, ``long_pool`` the long-polls and ``beat_pool`` the heartbeats
+        (default: all in one pool); each may be shared by many clients of one hub (the
+        simulator's sites: a few connections for the calls of thousands of sites, one each for
+        their long-polls)."""
         parts = urlsplit(url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"hub URL {url!r}: expected http(s)://HOST[:PORT]")
@@ -147,7 +154,8 @@ class PooledTransport:
             else UpstreamPool(max_per_host=8, idle_timeout=IDLE_TIMEOUT, tls=tls)
         )
         self.long_pool = long_pool if long_pool is not None else self.pool
-        for given in (pool, long_pool):
+        self.beat_pool = beat_pool if beat_pool is not None else self.pool
+        for given in (pool, long_pool, beat_pool):
             if given is not None and tls is not None and given.tls is None:
                 raise ValueError("a shared pool for an https hub must be made with its TLS context")
 
@@ -159,11 +167,11 @@ class PooledTransport:
         headers: Mapping[str, str],
         body: bytes | None,
         timeout: float,
-        long: bool = False,
+        lane: Lane = "call",
     ) -> HubReply:
         """See ``HubTransport.request``."""
         fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        pool = self.long_pool if long else self.pool
+        pool = self.long_pool if lane == "long" else self.beat_pool if lane == "beat" else self.pool
         try:
             reply = await pool.request(
                 method,
@@ -189,9 +197,8 @@ class PooledTransport:
     async def aclose(self) -> None:
         """See ``HubTransport.aclose`` (a shared pool is its owner's to close)."""
         if self._own_pool:
-            await self.pool.aclose()
-            if self.long_pool is not self.pool:
-                await self.long_pool.aclose()
+            for pool in {id(p): p for p in (self.pool, self.long_pool, self.beat_pool)}.values():
+                await pool.aclose()
 
 
 class HttpxTransport:
@@ -208,7 +215,7 @@ class HttpxTransport:
         headers: Mapping[str, str],
         body: bytes | None,
         timeout: float,
-        long: bool = False,
+        lane: Lane = "call",
     ) -> HubReply:
         """See ``HubTransport.request``."""
         try:
@@ -260,10 +267,10 @@ class HubClient:
         body: bytes | None = None,
         token: str | None = None,
         timeout: float | None = None,
-        long: bool = False,
+        lane: Lane = "call",
     ) -> HubReply:
-        """One call (``token`` instead of the client's, for a join; ``long`` for a long-poll);
-        ``HubUnreachable``."""
+        """One call (``token`` instead of the client's, for a join; ``lane``: what kind of call,
+        see ``Lane``); ``HubUnreachable``."""
         target = path + ("?" + urlencode(params) if params else "")
         used = token if token is not None else self.token
         headers = {"Accept": JSON}
@@ -278,7 +285,7 @@ class HubClient:
             headers=headers,
             body=body,
             timeout=self.timeout if timeout is None else timeout,
-            long=long,
+            lane=lane,
         )
         if self.on_answer is not None:
             with contextlib.suppress(Exception):
@@ -291,14 +298,16 @@ class HubClient:
         *,
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
-        long: bool = False,
+        lane: Lane = "call",
     ) -> HubReply:
         """GET ``path``."""
-        return await self.call("GET", path, params=params, timeout=timeout, long=long)
+        return await self.call("GET", path, params=params, timeout=timeout, lane=lane)
 
-    async def post(self, path: str, body: bytes, *, token: str | None = None) -> HubReply:
+    async def post(
+        self, path: str, body: bytes, *, token: str | None = None, lane: Lane = "call"
+    ) -> HubReply:
         """POST a JSON ``body`` to ``path``."""
-        return await self.call("POST", path, body=body, token=token)
+        return await self.call("POST", path, body=body, token=token, lane=lane)
 
     async def aclose(self) -> None:
         """Close the transport."""

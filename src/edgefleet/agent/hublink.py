@@ -261,7 +261,7 @@ class HubLink:
                 "timeout": self.config.watch_timeout,
             },
             timeout=self.config.watch_timeout + 10.0,
-            long=True,
+            lane="long",
         )
         if reply.status == 204:
             return False
@@ -342,7 +342,7 @@ class HubLink:
         beat = self.site.heartbeat(self.revision)
         try:
             reply = await self.client.post(
-                self._paths["heartbeat"], beat.model_dump_json(by_alias=True).encode()
+                self._paths["heartbeat"], beat.model_dump_json(by_alias=True).encode(), lane="beat"
             )
             reply.raise_for_status()
         except (HubUnreachable, HubRefused) as exc:

@@ -280,37 +280,35 @@ class Accounts:
 
     # -- joining --------------------------------------------------------------------------------
 
-    def spend_join_token(self, record: TokenRecord) -> None:
-        """Mark a join token used; Refused if another request spent it first."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(tokens)
-                .where(tokens.c.id == record.id, tokens.c.used_at.is_(None))
-                .values(used_at=utcnow())
-            )
-        if result.rowcount != 1:
-            raise Refused(f"join token {record.id} was used already")
-
-    def add_site_credential(
-        self, *, jti: str, site: str, expires_at: datetime, created_by: str
-    ) -> TokenRecord:
-        """Record a site credential just signed, and revoke the site's earlier ones: a site that
-        joins again (reinstalled, moved to new hardware) leaves its old credential dead."""
+    def join(self, record: TokenRecord, *, jti: str, site: str, expires_at: datetime) -> None:
+        """Spend the join token ``record`` and record the site credential ``jti`` just signed,
+        revoking the site's earlier ones (a site that joins again, reinstalled or moved to new
+        hardware, leaves its old credential dead), in one transaction; Refused if another
+        request spent the token first."""
         now = utcnow()
         with self.engine.begin() as conn:
-            earlier = conn.execute(
+            spent = conn.execute(
                 update(tokens)
-                .where(
-                    tokens.c.site == site,
-                    tokens.c.kind == TokenKind.SITE.value,
-                    tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=now)
-                .returning(tokens.c.id)
-            ).scalars()
-            feed.record(
-                conn, [(FeedKind.TOKEN, "", jti), *((FeedKind.TOKEN, "", i) for i in earlier)]
+                .where(tokens.c.id == record.id, tokens.c.used_at.is_(None))
+                .values(used_at=now)
             )
+            if spent.rowcount != 1:
+                raise Refused(f"join token {record.id} was used already")
+            earlier = list(
+                conn.execute(
+                    update(tokens)
+                    .where(
+                        tokens.c.site == site,
+                        tokens.c.kind == TokenKind.SITE.value,
+                        tokens.c.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=now)
+                    .returning(tokens.c.id)
+                ).scalars()
+            )
+            # Only revocations are news to other hubs (a new credential is checked by its
+            # signature).
+            feed.record(conn, [(FeedKind.TOKEN, "", i) for i in earlier])
             conn.execute(
                 insert(tokens).values(
                     id=jti,
@@ -321,24 +319,10 @@ class Accounts:
                     site=site,
                     digest=None,
                     created_at=now,
-                    created_by=created_by,
+                    created_by=record.name,
                     expires_at=expires_at,
                 )
             )
-        return self.get_token(jti)
-
-    def check_site_credential(self, jti: str, *, now: datetime) -> TokenRecord:
-        """The stored record of a verified site credential, Refused if revoked or unknown."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(tokens).where(tokens.c.id == jti, tokens.c.kind == TokenKind.SITE.value)
-            ).first()
-        if row is None:
-            raise Refused("unknown site credential")
-        record = _record(row)
-        if record.state(now) != "active":
-            raise Refused(f"site credential {jti} is {record.state(now)}")
-        return record
 
     def revoked_site_credentials(self) -> list[str]:
         """Ids of revoked site credentials that have not expired yet (sites refuse them too)."""

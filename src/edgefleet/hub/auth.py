@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -177,7 +178,12 @@ def _unauthorized(detail: str) -> HTTPException:
 
 def bearer(request: Request) -> str | None:
     """The bearer token of a request, if it sent one."""
-    header = request.headers.get("authorization")
+    return bearer_of(request.headers.get("authorization"))
+
+
+def bearer_of(header: str | None) -> str | None:
+    """The bearer token of an ``Authorization`` header's value, if there is one; 401 when the
+    header is there but is not a bearer token."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -263,11 +269,35 @@ async def guard(request: Request) -> None:
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
     method = "GET" if request.method == "HEAD" else request.method
+    hub: Hub = request.app.state.hub
+    principal = await check(
+        hub,
+        method=method,
+        template=template,
+        authorization=request.headers.get("authorization"),
+        source=source_of(request),
+        params=request.path_params,
+    )
+    if principal is not None:
+        request.scope[PRINCIPAL] = principal
+
+
+async def check(
+    hub: Hub,
+    *,
+    method: str,
+    template: str,
+    authorization: str | None,
+    source: str,
+    params: Mapping[str, Any],
+) -> Principal | None:
+    """Who calls ``method template`` and whether they may: the principal (None for the public
+    routes and the join, which checks its token itself), or an exception saying no
+    (``HTTPException`` 401, 403, 429 or 503; ``NotFound``; ``EmptyList``). Shared by ``guard``
+    and the agents' gateway (``edgefleet.hub.gateway``)."""
     key = (method, template)
     if key in PUBLIC:
-        return
-    hub: Hub = request.app.state.hub
-    source = source_of(request)
+        return None
     wait = hub.limiter.retry_after(source)
     if wait > 0:
         raise HTTPException(
@@ -275,7 +305,7 @@ async def guard(request: Request) -> None:
             f"too many failed authentications from {source}: try again in {wait:.0f} s",
             headers={"Retry-After": str(max(1, round(wait)))},
         )
-    token = bearer(request)
+    token = bearer_of(authorization)
     if key == JOIN:
         # The route trades the join token itself; only its shape is checked here, before
         # the body is even read.
@@ -287,7 +317,7 @@ async def guard(request: Request) -> None:
                 "joining needs the site's join token as 'Authorization: Bearer efj_...' (make "
                 "one with 'edgefleet site join-token SITE')"
             )
-        return
+        return None
     if token is None:
         raise _unauthorized(
             "authentication required: send 'Authorization: Bearer <token>' (an admin makes "
@@ -306,18 +336,18 @@ async def guard(request: Request) -> None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
         ) from None
-    request.scope[PRINCIPAL] = principal
     rule = RULES.get(key)
     if rule is None:
         log.warning("no access rule for %s %s: admins only", method, template)
         rule = _ADMIN_ONLY
-    decision = decide(rule, principal, request.path_params)
+    decision = decide(rule, principal, params)
     if decision.empty_list:
         raise EmptyList(rule.kind)
     if decision.status == 404:
         raise NotFound(decision.detail)
     if not decision.allowed:
         raise HTTPException(decision.status, decision.detail)
+    return principal
 
 
 class EmptyList(Exception):

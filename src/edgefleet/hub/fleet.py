@@ -30,7 +30,7 @@ from edgefleet.hub.store import (
     SiteShare,
     Store,
 )
-from edgefleet.model import App, Site, TenantSpec
+from edgefleet.model import App, Site, SiteStatus, TenantSpec
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,27 @@ class FleetState:
             replicas=replicas,
         )
 
-    @staticmethod
-    def read_changes(store: Store, changes: FleetChanges, revision: int) -> Snapshot:
-        """The current state of what ``changes`` name (blocking)."""
+    def read_changes(self, store: Store, changes: FleetChanges, revision: int) -> Snapshot:
+        """The current state of what ``changes`` name (blocking). A site whose spec did not
+        change (a new phase: thousands at once when a region's link fails) is not read and
+        validated again, only its status."""
         sites: dict[str, Site | None] = dict.fromkeys(changes.sites)
-        sites.update({s.metadata.name: s for s in store.objects.bare_sites(changes.sites)})
+        versions = store.objects.site_versions(changes.sites) if changes.sites else {}
+        respec = []
+        for name, (version, status) in versions.items():
+            known = self.sites.get(name)
+            if known is not None and known.metadata.resource_version == version:
+                sites[name] = known.model_copy(
+                    update={
+                        "status": SiteStatus(
+                            phase=status.get("phase", "Pending"), message=status.get("message")
+                        )
+                    }
+                )
+            else:
+                respec.append(name)
+        if respec:
+            sites.update({s.metadata.name: s for s in store.objects.bare_sites(respec)})
         apps: dict[AppId, App | None] = dict.fromkeys(changes.apps)
         apps.update(
             {
@@ -338,7 +354,7 @@ class FeedFollower:
                 return FleetChanges()
             changes = FleetChanges.of(rows)
             snapshot = await asyncio.to_thread(
-                FleetState.read_changes, self._store, changes, rows[-1].revision
+                self.state.read_changes, self._store, changes, rows[-1].revision
             )
             changes = self.state.apply(snapshot)
             self.applied += len(rows)

@@ -7,8 +7,10 @@ Pending allowance for a site never heard from), kept in a heap. So a heartbeat c
 a dict write and a heap push, and a look costs the sites it finds, not the fleet.
 
 Heartbeats reach whichever hub the agent talks to. The leader takes those of its own process as
-they come (``HeartbeatBuffer.listen``) and reads the ones other hubs wrote since its last read
-(``ObservedStore.beats_since``, an indexed read), so a site beating at another hub stays Ready.
+they come (``HeartbeatBuffer.listen``); before it calls a site silent, it reads that site's last
+beat from the store (``ObservedStore.beats_of``), where the hub that took it wrote it within a
+second: so a site beating at another hub stays Ready, and the leader reads beats of the few
+sites that fell silent here or are not Ready, not every beat of the fleet.
 """
 
 from __future__ import annotations
@@ -26,10 +28,6 @@ from edgefleet.hub.store import Store, utcnow
 from edgefleet.model import Event, SitePhase
 
 log = logging.getLogger(__name__)
-
-SKEW = timedelta(seconds=2)
-"""How far back each read of other hubs' heartbeats reaches before the newest one seen: beats
-are stamped by the hub that took them, whose clock and flush may lag this one's."""
 
 
 class HealthMonitor:
@@ -57,7 +55,6 @@ class HealthMonitor:
         self._phases: dict[str, SitePhase] = {}
         """The phase last written per site (the feed brings it to the picture a poll later)."""
         self._grace_used = -1.0
-        self._read_until: datetime | None = None
         self._loaded = False
         self.is_leader: Callable[[], bool] = lambda: True
         self.looked = 0
@@ -117,24 +114,39 @@ class HealthMonitor:
             self._look |= set(self._fleet.sites)
             self._loaded = True
             self._grace_used = -1.0
-        elif self._read_until is not None:
-            since = self._read_until - SKEW
-            for site, at, problem in await asyncio.to_thread(
-                self._store.observed.beats_since, since
-            ):
+        now = utcnow()
+        # Sites silent here, and sites not Ready: another hub may have heard from them.
+        silent = self._silent(now) + [
+            name for name, phase in self._phases.items() if phase != SitePhase.READY
+        ]
+        if silent:
+            # Before a site is called silent, the store may hold a beat another hub took.
+            for site, (at, problem) in (
+                await asyncio.to_thread(self._store.observed.beats_of, silent)
+            ).items():
                 self.note(site, at, problem)
-                self._read_until = max(self._read_until, at)
-        changes = self.check(utcnow())
+        changes = self.check(now)
         if not changes:
             return False
         await asyncio.to_thread(self._write, changes)
         return True
 
     def _read_all(self) -> tuple[dict[str, datetime], dict[str, str]]:
-        beats = self._store.observed.last_heartbeats()
-        problems = self._store.observed.heartbeat_problems()
-        self._read_until = max(beats.values(), default=utcnow())
-        return beats, problems
+        return self._store.observed.last_heartbeats(), self._store.observed.heartbeat_problems()
+
+    def _silent(self, now: datetime) -> list[str]:
+        """Sites whose last beat known here is older than the grace (they are looked at now)."""
+        if self._grace_used <= 0:
+            return []
+        grace = timedelta(seconds=self._grace_used)
+        silent = []
+        while self._due and self._due[0][0] <= now:
+            _, site = heapq.heappop(self._due)
+            self._look.add(site)
+            last = self._beats.get(site)
+            if site in self._fleet.sites and (last is None or last + grace <= now):
+                silent.append(site)
+        return silent
 
     def _schedule(self, site: str) -> None:
         grace = timedelta(seconds=self._grace_used)

@@ -40,7 +40,7 @@ from edgefleet.model import (
     TenantSpec,
 )
 from edgefleet.placement.policy import access_rules, effective_regions
-from edgefleet.routing.convert import app_access, endpoints, site_point
+from edgefleet.routing.convert import app_access, site_point
 from edgefleet.routing.table import AppAccess, Endpoint, RouteTable, SitePoint
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,15 @@ class RoutingChanges:
 RoutingListener = Callable[[RouteTable, RoutingChanges], None]
 
 
+@dataclass(frozen=True)
+class _Meta:
+    """An app's rules as the table carries them."""
+
+    max_latency_ms: float | None
+    regions: tuple[str, ...] | None
+    access: tuple[RouteAccess, ...]
+
+
 class RoutingState:
     """The current routing table of this hub, and the agents and servers following it."""
 
@@ -214,7 +223,7 @@ class RoutingState:
         fleet: FleetState,
         *,
         identity: Callable[[], tuple[list[PublicKey], list[str]]] | None = None,
-        settle: float = 0.02,
+        settle: float = 0.05,
     ) -> None:
         self._fleet = fleet
         self.identity = identity
@@ -227,6 +236,10 @@ class RoutingState:
         self._points: dict[str, SitePoint] = {}
         self._headroom: dict[str, float] = {}
         self._routes: dict[AppId, AppRoutes] = {}
+        """Wire form of each app's routes, built when asked (``app_route``)."""
+        self._eps: dict[AppId, dict[str, RouteEndpoint]] = {}
+        """Each app's endpoints by site."""
+        self._meta: dict[AppId, _Meta] = {}
         self._endpoints: dict[AppId, tuple[Endpoint, ...]] = {}
         self._bounds: dict[AppId, float] = {}
         self._residency: dict[AppId, frozenset[str]] = {}
@@ -299,9 +312,18 @@ class RoutingState:
         if pending.reloaded or not self.table.version:
             return self._rebuild_all()
         out = RoutingChanges()
-        redo: set[AppId] = pending.apps | pending.placements | pending.replica_apps
+        # Apps whose rules or placement changed are redone whole; a report or a site's room
+        # redoes the endpoints at that site only.
+        whole: set[AppId] = pending.apps | pending.placements
         if pending.tenants:
-            redo |= {key for key in fleet.apps if key[0] in pending.tenants}
+            whole |= {key for key in fleet.apps if key[0] in pending.tenants}
+        at: dict[AppId, set[str]] = {}
+        for name in pending.replicas:
+            for key in self._site_apps.get(name, set()) | set(fleet.replicas.get(name, {})):
+                at.setdefault(key, set()).add(name)
+        for key in pending.replica_apps:
+            for name in pending.replicas:
+                at.setdefault(key, set()).add(name)
         for name in pending.sites | pending.replicas:
             site = fleet.sites.get(name)
             if site is None:
@@ -310,7 +332,8 @@ class RoutingState:
                     del self._points[name]
                     self._headroom.pop(name, None)
                     out.sites.add(name)
-                redo |= self._site_apps.get(name, set())
+                for key in self._site_apps.get(name, set()):
+                    at.setdefault(key, set()).add(name)
                 continue
             record = route_site(site)
             if self._route_sites.get(name) != record:
@@ -320,9 +343,13 @@ class RoutingState:
             room = headroom(site, fleet.site_totals(name).running)
             if self._headroom.get(name) != room:
                 self._headroom[name] = room
-                redo |= self._site_apps.get(name, set())
-        for key in redo:
+                for key in self._site_apps.get(name, set()):
+                    at.setdefault(key, set()).add(name)
+        for key in whole:
             self._redo_app(key, out)
+        for key, names in at.items():
+            if key not in whole:
+                self._redo_endpoints(key, names, out)
         return out
 
     def _rebuild_all(self) -> RoutingChanges:
@@ -333,78 +360,139 @@ class RoutingState:
             name: headroom(site, fleet.site_totals(name).running)
             for name, site in fleet.sites.items()
         }
-        for key in list(self._routes):
+        for key in list(self._eps):
             self._forget_app(key)
         ignored = RoutingChanges()
         for key in fleet.apps:
             self._redo_app(key, ignored)
         return RoutingChanges(
             sites=set(self._route_sites),
-            apps=set(self._routes),
-            meta=set(self._routes),
+            apps=set(self._eps),
+            meta=set(self._eps),
             everything=True,
         )
 
     def _forget_app(self, key: AppId) -> None:
-        old = self._routes.pop(key, None)
-        if old is not None:
-            for e in old.endpoints:
-                self._site_apps.get(e.site, set()).discard(key)
+        for site in self._eps.pop(key, {}):
+            self._site_apps.get(site, set()).discard(key)
+        self._meta.pop(key, None)
+        self._routes.pop(key, None)
         self._endpoints.pop(key, None)
         self._bounds.pop(key, None)
         self._residency.pop(key, None)
         self._access.pop(key, None)
 
+    def _endpoint(self, key: AppId, site: str) -> RouteEndpoint | None:
+        """The app's endpoint at ``site`` as the table lists it, or None."""
+        fleet = self._fleet
+        share = fleet.shares.get(key, {}).get(site)
+        seen = fleet.observed.get(key, {}).get(site)
+        desired = share.replicas if share is not None else 0
+        ready = seen.ready if seen is not None else 0
+        wakeable = share is not None and (share.max_replicas or 0) > 0
+        if not (desired or ready or wakeable):
+            return None
+        return RouteEndpoint(
+            site=site, ready=ready, headroom=self._headroom.get(site, 0.0), wakeable=wakeable
+        )
+
+    def _set_endpoints(self, key: AppId, eps: dict[str, RouteEndpoint]) -> None:
+        self._eps[key] = eps
+        self._routes.pop(key, None)  # the wire form is built again when asked
+        self._endpoints[key] = tuple(
+            Endpoint(site=e.site, ready=e.ready, headroom=e.headroom, wakeable=e.wakeable)
+            for _, e in sorted(eps.items())
+        )
+
+    def _redo_endpoints(self, key: AppId, names: set[str], out: RoutingChanges) -> None:
+        """Redo an app's endpoints at ``names`` only (a report, a site's room)."""
+        eps = self._eps.get(key)
+        if eps is None:
+            return
+        changed = set()
+        for name in names:
+            endpoint = self._endpoint(key, name)
+            if eps.get(name) != endpoint:
+                changed.add(name)
+                if endpoint is None:
+                    del eps[name]
+                    self._site_apps.get(name, set()).discard(key)
+                else:
+                    eps[name] = endpoint
+                    self._site_apps.setdefault(name, set()).add(key)
+        if changed:
+            self._set_endpoints(key, eps)
+            out.apps.add(key)
+            out.endpoints.setdefault(key, set()).update(changed)
+
     def _redo_app(self, key: AppId, out: RoutingChanges) -> None:
+        """Redo an app whole: its rules and every endpoint."""
         fleet = self._fleet
         app = fleet.apps.get(key)
-        old = self._routes.get(key)
+        old = self._eps.get(key)
         if app is None:
             if old is not None:
                 self._forget_app(key)
                 out.apps.add(key)
                 out.meta.add(key)
-                out.endpoints[key] = {e.site for e in old.endpoints}
+                out.endpoints[key] = set(old)
             return
-        routes = app_routes(
-            app,
-            per_site_replicas(fleet.shares.get(key, {}), fleet.observed.get(key, {})),
-            headroom=self._headroom,
-            policy=fleet.tenants.get(key[0]),
+        tenant = key[0]
+        policy = fleet.tenants.get(tenant)
+        regions = effective_regions(policy, app.spec)
+        meta = _Meta(
+            max_latency_ms=app.spec.placement.max_latency_ms,
+            regions=None if regions is None else tuple(sorted(regions)),
+            access=tuple(
+                RouteAccess(who=who, networks=list(rule.networks), regions=list(rule.regions))
+                for who, rule in access_rules(
+                    tenant=tenant, tenant_spec=policy, app=key[1], spec=app.spec
+                )
+            ),
         )
-        if routes == old:
+        eps = {}
+        for site in set(fleet.shares.get(key, {})) | set(fleet.observed.get(key, {})):
+            endpoint = self._endpoint(key, site)
+            if endpoint is not None:
+                eps[site] = endpoint
+        before = old or {}
+        changed = {s for s in before.keys() | eps.keys() if before.get(s) != eps.get(s)}
+        if old is not None and not changed and self._meta.get(key) == meta:
             return
         out.apps.add(key)
-        before = {e.site: e for e in old.endpoints} if old is not None else {}
-        after = {e.site: e for e in routes.endpoints}
-        out.endpoints[key] = {
-            s for s in before.keys() | after.keys() if before.get(s) != after.get(s)
-        }
-        if old is None or (old.max_latency_ms, old.regions, old.access) != (
-            routes.max_latency_ms,
-            routes.regions,
-            routes.access,
-        ):
+        out.endpoints[key] = changed
+        if self._meta.get(key) != meta or old is None:
             out.meta.add(key)
-        for site in before.keys() - after.keys():
+            self._meta[key] = meta
+            if meta.max_latency_ms:
+                self._bounds[key] = meta.max_latency_ms
+            else:
+                self._bounds.pop(key, None)
+            if meta.regions is not None:
+                self._residency[key] = frozenset(meta.regions)
+            else:
+                self._residency.pop(key, None)
+            rules = app_access(self.app_route_meta(key))
+            if rules is not None:
+                self._access[key] = rules
+            else:
+                self._access.pop(key, None)
+        for site in before.keys() - eps.keys():
             self._site_apps.get(site, set()).discard(key)
-        for site in after:
+        for site in eps:
             self._site_apps.setdefault(site, set()).add(key)
-        self._routes[key] = routes
-        self._endpoints[key] = endpoints(routes)
-        if routes.max_latency_ms:
-            self._bounds[key] = routes.max_latency_ms
-        else:
-            self._bounds.pop(key, None)
-        if routes.regions is not None:
-            self._residency[key] = frozenset(routes.regions)
-        else:
-            self._residency.pop(key, None)
-        rules = app_access(routes)
-        if rules is not None:
-            self._access[key] = rules
-        else:
-            self._access.pop(key, None)
+        self._set_endpoints(key, eps)
+
+    def app_route_meta(self, key: AppId) -> AppRoutes:
+        """An app's rules (residency, access, latency bound), without endpoints."""
+        meta = self._meta[key]
+        return AppRoutes(
+            tenant=key[0],
+            app=key[1],
+            max_latency_ms=meta.max_latency_ms,
+            regions=None if meta.regions is None else list(meta.regions),
+            access=list(meta.access),
+        )
 
     def _publish(self, changes: RoutingChanges) -> None:
         self._count += 1
@@ -435,7 +523,7 @@ class RoutingState:
         if self._wire is None:
             self._wire = assemble(
                 self._route_sites.values(),
-                self._routes.values(),
+                [r for r in (self.app_route(key) for key in self._eps) if r is not None],
                 signing_keys=self.signing_keys,
                 revoked_credentials=self.revoked,
             )
@@ -450,8 +538,27 @@ class RoutingState:
         return set(self._site_apps.get(site, ()))
 
     def app_route(self, key: AppId) -> AppRoutes | None:
-        """An app's routes in the table (every endpoint)."""
-        return self._routes.get(key)
+        """An app's routes in the table (every endpoint; built when asked after a change)."""
+        if key not in self._eps:
+            return None
+        routes = self._routes.get(key)
+        if routes is None:
+            routes = self.app_route_meta(key).model_copy(
+                update={"endpoints": [e for _, e in sorted(self._eps[key].items())]}
+            )
+            self._routes[key] = routes
+        return routes
+
+    def app_meta(self, key: AppId) -> tuple[float | None, list[str] | None, list[RouteAccess]]:
+        """An app's latency bound, regions and access rules (None, None, [] if unknown)."""
+        meta = self._meta.get(key)
+        if meta is None:
+            return None, None, []
+        return (
+            meta.max_latency_ms,
+            None if meta.regions is None else list(meta.regions),
+            list(meta.access),
+        )
 
     def subscribe(self, listener: RoutingListener) -> None:
         """Call ``listener`` with each new table and what it changed."""

@@ -23,6 +23,7 @@ from edgefleet.hub.health import heartbeat_grace, heartbeat_interval
 from edgefleet.hub.health_monitor import HealthMonitor
 from edgefleet.hub.heartbeats import HeartbeatBuffer
 from edgefleet.hub.placement_controller import PlacementController
+from edgefleet.hub.reports import ReportBuffer
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
 from edgefleet.hub.site_routes import SiteShares
 from edgefleet.hub.store import Leadership, Store
@@ -117,6 +118,8 @@ class Hub:
     """Each site's desired state, as its agent gets it."""
     demand: DemandBuffer
     """Demand reports received, written to the store once a second."""
+    reports: ReportBuffer = field(init=False)
+    """Status reports received, written in batches."""
     peers: PeerVerdicts = field(default_factory=PeerVerdicts)
     """What agents' probes say of their neighbours."""
     changes: Changes = field(default_factory=Changes)
@@ -142,6 +145,7 @@ class Hub:
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store.engine)
+        self.reports = ReportBuffer(self.store.observed)
         self.limiter = FailureLimiter(
             burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate
         )
@@ -335,6 +339,7 @@ class Hub:
             self.watch.run(self.config.watch_refresh),
             self.heartbeats.run(),
             self.demand.run(),
+            self.reports.run(),
             self.routing.run(),
         ]
         if self.config.controllers:
@@ -359,6 +364,7 @@ class Hub:
                 await task
         await self.heartbeats.flush()
         await self.demand.flush()
+        await self.reports.flush()
         if self.leadership is not None:
             self.leadership.release()
         self.store.close()

@@ -79,8 +79,6 @@ heartbeats = Table(
     Column("observed_revision", BigInteger, nullable=False, default=0),
     # Why the agent cannot run replicas now (its runtime, e.g. the cluster's API, is away).
     Column("problem", String(500), nullable=True),
-    # The health monitor reads the beats written since its last look.
-    Index("ix_heartbeats_at", "at"),
 )
 
 feed = Table(

@@ -20,6 +20,7 @@ last (it talked to another hub, or an answer was lost) gets its share whole agai
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -72,20 +73,35 @@ class _Share:
     """Site records that changed (or came, or went) since ``sent``."""
     identity: bool = False
     """The keys or revocations changed since ``sent``."""
+    stale: set[AppId] = field(default_factory=set)
+    """Apps whose section a change may have moved: computed again when the share is next sent."""
     polled: float = field(default_factory=time.monotonic)
+    sent_at: float = 0.0
+    """When the share was last sent (monotonic)."""
+    ring_at: float | None = None
+    """When a ring is scheduled for this share's agent, if one is."""
 
     @property
     def pending(self) -> bool:
-        return bool(self.apps or self.records or self.identity)
+        return bool(self.apps or self.records or self.identity or self.stale)
 
 
 class SiteShares:
     """The shares of the sites polling this hub (see the module)."""
 
     def __init__(
-        self, routing: RoutingState, bells: Doorbells, params: ShareParams | None = None
+        self,
+        routing: RoutingState,
+        bells: Doorbells,
+        params: ShareParams | None = None,
+        *,
+        every: float = 1.0,
     ) -> None:
         self.params = params or ShareParams()
+        self.every = every
+        """Seconds between two deltas to one site at most: while an app rolls out at thousands
+        of sites, each agent gets its share's news once a second, all of it, not once per
+        report (DNS answers live five seconds anyway)."""
         self._routing = routing
         self._bells = bells
         self._epoch = uuid.uuid4().hex[:6]
@@ -95,6 +111,8 @@ class SiteShares:
         self._far: dict[AppId, dict[str, float]] = {}
         """Per app, the sites whose section looked beyond their neighbourhood, and how far."""
         self._shares: dict[str, _Share] = {}
+        self._cited: dict[str, set[str]] = {}
+        """Per site, the shares that hold its record."""
         self.sections = 0
         """Sections computed so far (a measure of the work changes cost)."""
         routing.subscribe(self._published)
@@ -168,20 +186,45 @@ class SiteShares:
                 for name in self._shares:
                     touch(name, key)
         for name, keys in touched.items():
-            share = self._shares[name]
-            for key in keys:
-                self._resection(name, share, key)
+            # Computed when the share is next sent: a site touched by ten changes in a second
+            # costs one section, not ten.
+            self._shares[name].stale.update(keys)
         # Records of sites a share names.
         for name in changes.sites:
-            for share in self._shares.values():
-                if name in share.sites:
-                    share.records.add(name)
-                    if name not in table.sites:
-                        share.sites.discard(name)
+            for holder in list(self._cited.get(name, ())):
+                citing = self._shares.get(holder)
+                if citing is None:
+                    continue
+                citing.records.add(name)
+                if name not in table.sites:
+                    citing.sites.discard(name)
+                    self._cited[name].discard(holder)
         if changes.identity:
             for share in self._shares.values():
                 share.identity = True
-        self._bells.ring([name for name, share in self._shares.items() if share.pending])
+        self._ring([name for name, share in self._shares.items() if share.pending])
+
+    def _ring(self, names: list[str]) -> None:
+        """Wake the agents of ``names`` now, or once ``every`` passed since their last news."""
+        now = time.monotonic()
+        at_once = []
+        for name in names:
+            share = self._shares.get(name)
+            if share is None:
+                continue
+            due = share.sent_at + self.every
+            if due <= now:
+                at_once.append(name)
+            elif share.ring_at is None:
+                share.ring_at = due
+                asyncio.get_running_loop().call_later(due - now, self._ring_later, name)
+        self._bells.ring(at_once)
+
+    def _ring_later(self, name: str) -> None:
+        share = self._shares.get(name)
+        if share is not None:
+            share.ring_at = None
+            self._bells.ring([name])
 
     def _reindex(self, key: AppId, sites: set[str] | None) -> None:
         """Bring an app's index of serving endpoints up to date (all sites when None)."""
@@ -224,6 +267,7 @@ class SiteShares:
                 if endpoint.site not in share.sites:
                     share.sites.add(endpoint.site)
                     share.records.add(endpoint.site)
+                    self._cited.setdefault(endpoint.site, set()).add(site)
 
     def _fill(self, site: str, share: _Share) -> None:
         """Compute every section of a share (a new share, or its neighbourhood changed)."""
@@ -237,32 +281,40 @@ class SiteShares:
         share.apps |= {k for k in sections if share.sections.get(k) != sections[k]}
         share.apps |= set(share.sections) - set(sections)
         share.records |= named ^ share.sites
+        for gone in share.sites - named:
+            self._cited.get(gone, set()).discard(site)
+        for came in named - share.sites:
+            self._cited.setdefault(came, set()).add(site)
         share.sections = sections
         share.sites = named
 
     # -- the wire ------------------------------------------------------------------------------
 
     def _app(self, key: AppId, part: Section) -> AppRoutes:
-        full = self._routing.app_route(key)
+        bound, regions, access = self._routing.app_meta(key)
         tenant, app = key
         return AppRoutes.model_construct(
             tenant=tenant,
             app=app,
-            max_latency_ms=full.max_latency_ms if full is not None else None,
+            max_latency_ms=bound,
             endpoints=[
                 RouteEndpoint.model_construct(
                     site=e.site, ready=e.ready, headroom=e.headroom, wakeable=e.wakeable
                 )
                 for e in part.endpoints
             ],
-            regions=full.regions if full is not None else None,
-            access=full.access if full is not None else [],
+            regions=regions,
+            access=access,
         )
 
     def _record(self, name: str) -> RouteSite | None:
         return self._routing.route_site(name)
 
     def _whole(self, site: str, share: _Share) -> bytes:
+        if share.stale:
+            self._fill(site, share)
+            share.stale.clear()
+        share.sent_at = time.monotonic()
         share.number += 1
         share.sent = f"{self._epoch}.{share.number}"
         share.apps.clear()
@@ -284,6 +336,7 @@ class SiteShares:
         )
 
     def _delta(self, site: str, share: _Share) -> bytes:
+        share.sent_at = time.monotonic()
         since = share.sent
         share.number += 1
         share.sent = f"{self._epoch}.{share.number}"
@@ -330,16 +383,26 @@ class SiteShares:
             share = _Share()
             self._shares[site] = share
             self._fill(site, share)
-        share.polled = time.monotonic()
+        now = time.monotonic()
+        share.polled = now
         if since != share.sent or not share.sent:
             return self._whole(site, share)
+        if not share.pending or now < share.sent_at + self.every:
+            return None
+        for key in share.stale:
+            if key in self._table.apps:
+                self._resection(site, share, key)
+        share.stale.clear()
         if not share.pending:
             return None
         return self._delta(site, share)
 
     def forget(self, site: str) -> None:
-        """Drop a site's share (the site was deleted)."""
-        self._shares.pop(site, None)
+        """Drop a site's share (the site was deleted, or went silent)."""
+        share = self._shares.pop(site, None)
+        if share is not None:
+            for name in share.sites:
+                self._cited.get(name, set()).discard(site)
         for far in self._far.values():
             far.pop(site, None)
 

@@ -133,6 +133,10 @@ def _cell_floor_km(origin: SitePoint, radius: int) -> float:
     return (radius - 1) * _CELL_DEG * degree_km
 
 
+_BRUTE = 256
+"""Up to this many points a nearest search measures every one."""
+
+
 class _Grid:
     """Named points bucketed in grid cells."""
 
@@ -167,6 +171,14 @@ class _Grid:
         """The ``count`` nearest named points (km, name), nearest first, names breaking ties."""
         if count <= 0 or not self.where:
             return []
+        if len(self.where) <= _BRUTE:
+            # Few points (a kind an app has few of): measuring each beats walking the grid.
+            everyone = sorted(
+                (km(origin, points[name]), name)
+                for name in self.where
+                if accept is None or name in accept
+            )
+            return everyone[:count]
         center = _cell(origin)
         found: list[tuple[float, str]] = []
         visited = 0

@@ -155,7 +155,7 @@ class SimFleet:
         tls = tls_context(config.ca) if config.hub.startswith("https") else None
         # The sites' calls share a few connections; each site's long-poll holds one of its own.
         self.pool = UpstreamPool(
-            max_per_host=64,
+            max_per_host=256,
             idle_timeout=IDLE_TIMEOUT,
             connect_timeout=30.0,
             acquire_timeout=60.0,
@@ -164,7 +164,17 @@ class SimFleet:
         self.long_pool = UpstreamPool(
             max_per_host=1 << 22, idle_timeout=IDLE_TIMEOUT, connect_timeout=30.0, tls=tls
         )
-        self.transport = PooledTransport(config.hub, pool=self.pool, long_pool=self.long_pool)
+        # Heartbeats never wait behind a burst of reports, as each real site's do not.
+        self.beat_pool = UpstreamPool(
+            max_per_host=256,
+            idle_timeout=IDLE_TIMEOUT,
+            connect_timeout=30.0,
+            acquire_timeout=60.0,
+            tls=tls,
+        )
+        self.transport = PooledTransport(
+            config.hub, pool=self.pool, long_pool=self.long_pool, beat_pool=self.beat_pool
+        )
         """One transport for every site."""
         self._timer: LoopTimer | None = None
         self._sites: dict[str, _Running] = {}
@@ -321,7 +331,7 @@ class SimFleet:
             rss_bytes=rss_bytes(),
             connections=sum(
                 p.open_connections(self.transport.host, self.transport.port)
-                for p in (self.pool, self.long_pool)
+                for p in (self.pool, self.long_pool, self.beat_pool)
             ),
             apps_ready=apps_ready,
         )
@@ -336,8 +346,8 @@ class SimFleet:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.pool.aclose()
-        await self.long_pool.aclose()
+        for pool in (self.pool, self.long_pool, self.beat_pool):
+            await pool.aclose()
 
 
 async def wait_joined(fleet: SimFleet, *, timeout: float, every: float = 0.5) -> SimStats:

@@ -20,6 +20,9 @@ from edgefleet.model import (
 router = APIRouter(prefix="/api/v1/agent/sites/{site}", tags=["agent"])
 HubDep = Annotated[Hub, Depends(get_hub)]
 
+TABLE_WAIT = 2.0
+"""Seconds a watch waits for the routing table to hold a site just created."""
+
 
 async def _known(hub: Hub, site: str) -> None:
     """404 unless ``site`` exists: from the hub's picture of the fleet, else from the store (a
@@ -54,6 +57,10 @@ async def watch(
     await _known(hub, site)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(timeout, hub.config.max_watch_timeout)
+    # A site created a moment ago: its share is sent once the table holds the site itself.
+    settled = loop.time() + TABLE_WAIT
+    while hub.routing.route_site(site) is None and loop.time() < settled:
+        await hub.routing.wait(hub.routing.version, settled - loop.time())
     while True:
         if site not in hub.fleet.sites:
             await _known(hub, site)  # deleted meanwhile: 404
@@ -83,16 +90,26 @@ async def watch(
             return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/status",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={503: {"description": "The hub could not write the report now; send it again."}},
+)
 async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
-    """Replace the site's observed replicas with the agent's report."""
+    """Replace the site's observed replicas with the agent's report; answered once written
+    (reports are written in batches, a transaction for all those of a moment)."""
     if report.site != site:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"report is for site {report.site!r}, URL names {site!r}",
         )
     await _known(hub, site)
-    await asyncio.to_thread(hub.store.observed.save_report, report)
+    if not await hub.reports.submit(report):
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the hub could not write this status report now: send it again later",
+            headers={"Retry-After": "2"},
+        )
     hub.heartbeats.beat(site, report.observed_revision, hub.heartbeats.problem(site))
     hub.wrote()
 

@@ -198,8 +198,8 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
                 status.HTTP_403_FORBIDDEN,
                 f"this join token is for site {record.site!r}, not {body.site!r}",
             )
-        hub.store.objects.get_site(body.site)
-        hub.accounts.spend_join_token(record)
+        if body.site not in hub.fleet.sites:
+            hub.store.objects.get_site(body.site)  # a site just made at another hub, or 404
         key = hub.signing_keys()[0]
         jti = new_jti()
         now = utcnow()
@@ -212,9 +212,7 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
             now=now,
             jti=jti,
         )
-        hub.accounts.add_site_credential(
-            jti=jti, site=body.site, expires_at=expires, created_by=record.name
-        )
+        hub.accounts.join(record, jti=jti, site=body.site, expires_at=expires)
         return JoinResponse(
             site=body.site,
             credential=credential,

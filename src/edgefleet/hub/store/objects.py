@@ -195,6 +195,23 @@ class ObjectStore:
             for row in self._rows("Site", None if names is None else [("", n) for n in names])
         ]
 
+    def site_versions(self, names: Collection[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Of each of ``names`` that exists: its resourceVersion and status (phase, message),
+        without its spec: what tells a phase change from a new spec."""
+        wanted = sorted(set(names))
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                for row in conn.execute(
+                    select(objects.c.name, objects.c.resource_version, objects.c.status).where(
+                        objects.c.kind == "Site",
+                        objects.c.tenant == "",
+                        objects.c.name.in_(wanted[start : start + _CHUNK]),
+                    )
+                ):
+                    out[row.name] = (str(row.resource_version), row.status)
+        return out
+
     def bare_apps(self, keys: Collection[AppId] | None = None) -> list[App]:
         """Apps (all, or those of ``keys`` that exist) with only the status placement writes
         (observed generation and message)."""

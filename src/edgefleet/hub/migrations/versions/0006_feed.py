@@ -1,6 +1,6 @@
 """The change feed: one row per object, placement or observed state a transaction changed, with
 the revision it committed at, so that every hub follows every other hub's writes with one indexed
-query. Heartbeats get an index on their time, for the health monitor's "beats since" read.
+query.
 
 Revision ID: 0006
 Revises: 0005
@@ -30,12 +30,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), nullable=False),
     )
     op.create_index("ix_feed_revision", "feed", ["revision"])
-    op.create_index("ix_heartbeats_at", "heartbeats", ["at"])
     op.execute("INSERT INTO counters (name, value) VALUES ('feed_pruned', 0)")
 
 
 def downgrade() -> None:
     op.execute("DELETE FROM counters WHERE name = 'feed_pruned'")
-    op.drop_index("ix_heartbeats_at", table_name="heartbeats")
     op.drop_index("ix_feed_revision", table_name="feed")
     op.drop_table("feed")
