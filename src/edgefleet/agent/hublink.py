@@ -114,6 +114,10 @@ class HubLink:
         """Desired-state revision applied."""
         self.routes = RoutingTable(version="")
         """The site's share of the routing table, as last taken."""
+        self.routes_taken = 0
+        """Routing updates taken (whole shares and deltas)."""
+        self.routes_bytes = 0
+        """Bytes of the long-poll answers that brought routing updates only."""
         self.report_dirty = asyncio.Event()
         """Set when what runs at the site changed: a status report goes out."""
         self.beat_now = asyncio.Event()
@@ -273,6 +277,9 @@ class HubLink:
             self.revision = state.revision
             self.report_dirty.set()
         if answer.routes is not None:
+            self.routes_taken += 1
+            if answer.desired_state is None:
+                self.routes_bytes += len(reply.body)
             await self._take_routes(answer.routes)
         return True
 

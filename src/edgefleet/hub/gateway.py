@@ -129,14 +129,16 @@ class AgentGateway:
         self, scope: Scope, receive: Receive, send: Send, site: str, what: str, call: Call
     ) -> None:
         hub = self.hub
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        authorization = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
+        )
         client = scope.get("client")
         try:
             await check(
                 hub,
                 method=scope["method"],
                 template=TEMPLATE + what,
-                authorization=headers.get("authorization"),
+                authorization=authorization,
                 source=client[0] if client else "unknown",
                 params={"site": site},
             )

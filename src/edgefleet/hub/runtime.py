@@ -63,6 +63,9 @@ class HubConfig:
     (``edgefleet.routing.share``)."""
     route_nearest: int = 4
     """Endpoints of each kind a site's share holds of each app, however far."""
+    route_rate: float = 2000.0
+    """Routing-table deltas a second the hub sends its agents at most: a fleet of more than
+    ``route_rate`` sites gets its news less often than once a second (``SiteShares.every``)."""
     heartbeat_rate: float = 1000.0
     """Heartbeats a second the hub asks of its agents at most: a fleet of more than
     ``heartbeat_rate * 2`` sites beats more slowly (``edgefleet.hub.health``)."""
@@ -240,6 +243,7 @@ class Hub:
             routing,
             bells,
             ShareParams(neighbourhood=config.route_neighbourhood, nearest=config.route_nearest),
+            rate=config.route_rate,
         )
 
         async def placed() -> None:

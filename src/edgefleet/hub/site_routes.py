@@ -96,12 +96,18 @@ class SiteShares:
         params: ShareParams | None = None,
         *,
         every: float = 1.0,
+        rate: float = 2000.0,
     ) -> None:
+        if every <= 0 or rate <= 0:
+            raise ValueError(f"every ({every}) and rate ({rate}) must be > 0")
         self.params = params or ShareParams()
-        self.every = every
-        """Seconds between two deltas to one site at most: while an app rolls out at thousands
+        self.least = every
+        """Seconds between two deltas to one site at least: while an app rolls out at thousands
         of sites, each agent gets its share's news once a second, all of it, not once per
         report (DNS answers live five seconds anyway)."""
+        self.rate = rate
+        """Deltas a second the hub sends at most in a steady stream of changes: a larger fleet
+        gets them less often (``every``), so a rollout at every site cannot flood the hub."""
         self._routing = routing
         self._bells = bells
         self._epoch = uuid.uuid4().hex[:6]
@@ -116,6 +122,12 @@ class SiteShares:
         self.sections = 0
         """Sections computed so far (a measure of the work changes cost)."""
         routing.subscribe(self._published)
+
+    @property
+    def every(self) -> float:
+        """Seconds between two deltas to one site: ``least``, or longer when the shares are
+        many (at 2,000 deltas a second: 1 s up to 2,000 sites, 5 s at 10,000)."""
+        return max(self.least, len(self._shares) / self.rate)
 
     # -- following the table ---------------------------------------------------------------------
 
@@ -142,11 +154,6 @@ class SiteShares:
 
         # Sites that came, went or moved change neighbourhoods; reachability changes which
         # endpoints serve.
-        moved = self._hoods.update(table.sites, changes.sites)
-        for name in moved:
-            refill = self._shares.get(name)
-            if refill is not None:
-                self._fill(name, refill)
         endpoint_sites: dict[AppId, set[str]] = {
             key: set(sites) for key, sites in changes.endpoints.items()
         }
@@ -155,18 +162,33 @@ class SiteShares:
             if before is None or after is None or before.reachable != after.reachable:
                 for key in self._routing.apps_at(name):
                     endpoint_sites.setdefault(key, set()).add(name)
+            if after is None:
+                # A site that went leaves every index that holds it.
+                for key, index in self._index.items():
+                    if name in index.endpoints:
+                        endpoint_sites.setdefault(key, set()).add(name)
         # Apps that went: every share drops them.
         for key in changes.apps:
             if key not in table.apps:
                 self._index.pop(key, None)
                 self._far.pop(key, None)
-                for share in self._shares.values():
+                for name, share in self._shares.items():
                     if share.sections.pop(key, None) is not None:
                         share.apps.add(key)
+                        self._name(name, share)
+        # The indexes first: the shares computed again below search them.
+        for key, sites in endpoint_sites.items():
+            if key in table.apps:
+                self._reindex(key, sites)
+        # Sites that came, went or moved change neighbourhoods.
+        moved = self._hoods.update(table.sites, changes.sites)
+        for name in moved:
+            refill = self._shares.get(name)
+            if refill is not None:
+                self._fill(name, refill)
         for key, sites in endpoint_sites.items():
             if key not in table.apps:
                 continue
-            self._reindex(key, sites)
             reached: set[str] = set()
             for where in sites:
                 reached |= self._hoods.around(where)
@@ -183,7 +205,10 @@ class SiteShares:
                 touch(name, key)
         for key in changes.meta:
             if key in table.apps:
-                for name in self._shares:
+                # The app's rules (latency bound, regions, access) are resent whole, and its
+                # section computed again (a new bound moves it).
+                for name, share in self._shares.items():
+                    share.apps.add(key)
                     touch(name, key)
         for name, keys in touched.items():
             # Computed when the share is next sent: a site touched by ten changes in a second
@@ -207,12 +232,13 @@ class SiteShares:
     def _ring(self, names: list[str]) -> None:
         """Wake the agents of ``names`` now, or once ``every`` passed since their last news."""
         now = time.monotonic()
+        every = self.every
         at_once = []
         for name in names:
             share = self._shares.get(name)
             if share is None:
                 continue
-            due = share.sent_at + self.every
+            due = share.sent_at + every
             if due <= now:
                 at_once.append(name)
             elif share.ring_at is None:
@@ -263,29 +289,27 @@ class SiteShares:
         if share.sections.get(key) != part or key not in share.sections:
             share.sections[key] = part
             share.apps.add(key)
-            for endpoint in part.endpoints:
-                if endpoint.site not in share.sites:
-                    share.sites.add(endpoint.site)
-                    share.records.add(endpoint.site)
-                    self._cited.setdefault(endpoint.site, set()).add(site)
+            self._name(site, share)
 
     def _fill(self, site: str, share: _Share) -> None:
         """Compute every section of a share (a new share, or its neighbourhood changed)."""
-        named = set(self._hoods.near(site))
-        sections = {}
-        for key in self._table.apps:
-            part = self._section(site, key)
-            sections[key] = part
-            named |= {e.site for e in part.endpoints}
-        named &= set(self._table.sites)
+        sections = {key: self._section(site, key) for key in self._table.apps}
         share.apps |= {k for k in sections if share.sections.get(k) != sections[k]}
         share.apps |= set(share.sections) - set(sections)
+        share.sections = sections
+        self._name(site, share)
+
+    def _name(self, site: str, share: _Share) -> None:
+        """Bring the site records a share holds in line with its neighbourhood and sections."""
+        named = set(self._hoods.near(site))
+        for part in share.sections.values():
+            named.update(e.site for e in part.endpoints)
+        named &= self._table.sites.keys()
         share.records |= named ^ share.sites
         for gone in share.sites - named:
             self._cited.get(gone, set()).discard(site)
         for came in named - share.sites:
             self._cited.setdefault(came, set()).add(site)
-        share.sections = sections
         share.sites = named
 
     # -- the wire ------------------------------------------------------------------------------

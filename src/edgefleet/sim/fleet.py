@@ -134,6 +134,10 @@ class SimStats:
     connections: int
     apps_ready: dict[str, int] = field(default_factory=dict)
     """Per app, sites where all its replicas are ready."""
+    routes_taken: int = 0
+    """Routing updates the sites took (whole shares and deltas)."""
+    routes_bytes: int = 0
+    """Bytes of the long-poll answers that brought routing updates only."""
 
     @property
     def bytes_per_site(self) -> float:
@@ -308,8 +312,10 @@ class SimFleet:
         """What the fleet is doing now."""
         replicas = ready = 0
         apps_ready: dict[str, int] = {}
-        joined = failing = 0
+        joined = failing = routes_taken = routes_bytes = 0
         for running in self._sites.values():
+            routes_taken += running.link.routes_taken
+            routes_bytes += running.link.routes_bytes
             if running.killed:
                 continue
             joined += running.link.identity.credential is not None
@@ -334,6 +340,8 @@ class SimFleet:
                 for p in (self.pool, self.long_pool, self.beat_pool)
             ),
             apps_ready=apps_ready,
+            routes_taken=routes_taken,
+            routes_bytes=routes_bytes,
         )
 
     async def stop(self) -> None:
