@@ -42,7 +42,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.hub.health import heartbeat_interval
 from edgefleet.localfleet import LocalFleet, free_port
+from edgefleet.sim.process import SimProcess
 
 TARGETS = {
     "hub_cpu": 50.0,
@@ -91,73 +91,6 @@ def rss_mib(pid: int) -> float:
     """Resident memory of a process, MiB."""
     with open(f"/proc/{pid}/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-@dataclass
-class Sim:
-    """One ``edgefleet sim`` process and its control API."""
-
-    process: subprocess.Popen[bytes]
-    control: str
-    sites: int
-
-    def stats(self) -> dict[str, Any]:
-        reply = httpx.get(f"{self.control}/stats", timeout=30)
-        reply.raise_for_status()
-        stats: dict[str, Any] = reply.json()
-        return stats
-
-    def up(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the simulator exited with {self.process.returncode}")
-        try:
-            return httpx.get(f"{self.control}/stats", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill(self, sites: list[str]) -> None:
-        httpx.post(f"{self.control}/kill", json={"sites": sites}, timeout=30).raise_for_status()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_sim(hub: LocalFleet, sites: int, prefix: str, seed: int, workdir: Path) -> Sim:
-    """Start ``edgefleet sim`` against ``hub``: it creates its sites and joins them."""
-    port = free_port()
-    env = dict(os.environ, EDGEFLEET_HUB=hub.hub_url, EDGEFLEET_TOKEN=hub.admin_token or "")
-    log = open(workdir / f"sim-{prefix}log", "ab")  # noqa: SIM115 - the process keeps it
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgefleet",
-            "sim",
-            "--sites",
-            str(sites),
-            "--prefix",
-            prefix,
-            "--seed",
-            str(seed),
-            "--ready-delay",
-            "0.5",
-            "--start-over",
-            str(max(5.0, sites / 1000)),
-            "--control",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-    return Sim(process=process, control=f"http://127.0.0.1:{port}", sites=sites)
 
 
 def wait(check: Callable[[], bool], timeout: float, every: float = 0.2) -> float | None:
@@ -348,7 +281,15 @@ def run(size: int, db: str, hubs: int, args: argparse.Namespace, root: Path) -> 
         share = [size // hubs + (i < size % hubs) for i in range(hubs)]
         started = time.monotonic()
         sims = [
-            start_sim(f, n, f"h{i}-", seed=7 + i, workdir=workdir)
+            SimProcess.start(
+                hub=f.hub_url,
+                token=f.admin_token or "",
+                sites=n,
+                log=workdir / f"sim{i}.log",
+                prefix=f"h{i}-",
+                seed=7 + i,
+                start_over=max(5.0, n / 1000),
+            )
             for i, (f, n) in enumerate(zip(fleets, share, strict=True))
         ]
         for sim in sims:
@@ -479,7 +420,7 @@ def run(size: int, db: str, hubs: int, args: argparse.Namespace, root: Path) -> 
     return row
 
 
-def leader_failover(fleets: list[LocalFleet], sims: list[Sim], api: Api) -> dict[str, Any]:
+def leader_failover(fleets: list[LocalFleet], sims: list[SimProcess], api: Api) -> dict[str, Any]:
     """Kill the leading hub under load; how soon another leads and places, and whether any
     simulated site's replicas fell meanwhile (it lost its desired state)."""
     leaders = [

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -18,26 +17,12 @@ from pathlib import Path
 
 import httpx
 
-from edgefleet.agent.drivers.process import ProcessDriver, port_free
+from edgefleet.agent.drivers.process import ProcessDriver, free_port, port_free
 from edgefleet.client import Client
 from edgefleet.model import Site
 from edgefleet.waiting import wait_for
 
 __all__ = ["LocalFleet", "free_port", "wait_for"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP right now (DNS servers bind both)."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind((host, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
 
 
 @dataclass

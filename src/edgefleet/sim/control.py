@@ -61,18 +61,19 @@ class FailRequest(BaseModel):
 def control_api(fleet: SimFleet) -> FastAPI:
     """The control API of a running fleet (see the module)."""
     api = FastAPI(title="edgefleet sim")
+    # Every endpoint is async: it runs on the fleet's loop, which owns the sites' tasks.
 
     @api.get("/stats")
-    def stats() -> dict[str, Any]:
+    async def stats() -> dict[str, Any]:
         now = fleet.stats()
         return {**asdict(now), "bytesPerSite": now.bytes_per_site}
 
     @api.get("/sites")
-    def sites() -> list[str]:
+    async def sites() -> list[str]:
         return fleet.names
 
     @api.post("/kill")
-    def kill(request: KillRequest) -> dict[str, list[str]]:
+    async def kill(request: KillRequest) -> dict[str, list[str]]:
         names = request.sites
         if request.fraction is not None:
             running = [n for n in fleet.names if n not in fleet.killed]
@@ -83,11 +84,11 @@ def control_api(fleet: SimFleet) -> FastAPI:
         return {"killed": fleet.kill(names)}
 
     @api.post("/revive")
-    def revive(request: SitesRequest) -> dict[str, list[str]]:
+    async def revive(request: SitesRequest) -> dict[str, list[str]]:
         return {"revived": fleet.revive(request.sites)}
 
     @api.post("/fail")
-    def fail(request: FailRequest) -> dict[str, list[str]]:
+    async def fail(request: FailRequest) -> dict[str, list[str]]:
         return {"sites": fleet.fail(request.app, request.sites, request.failing)}
 
     return api

@@ -325,6 +325,20 @@ def _boot_id() -> str:
         return ""
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP right now (DNS servers bind both)."""
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind((host, 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+
+
 def port_free(host: str, port: int) -> bool:
     """Whether a listener could bind ``host:port`` now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
