@@ -11,6 +11,12 @@ they come (``HeartbeatBuffer.listen``); before it calls a site silent, it reads 
 beat from the store (``ObservedStore.beats_of``), where the hub that took it wrote it within a
 second: so a site beating at another hub stays Ready, and the leader reads beats of the few
 sites that fell silent here or are not Ready, not every beat of the fleet.
+
+A hub too busy to read its sockets (an app starting at ten thousand sites at once) takes their
+heartbeats late: silence it caused is not the sites'. The monitor measures how late its own
+passes run (the event loop's lag, which is how long a heartbeat waits to be read) and gives every
+site that much more time, up to one more grace (``Stalls``): a dead site is still told within
+two graces however loaded the hub is.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -28,6 +36,30 @@ from edgefleet.hub.store import Store, utcnow
 from edgefleet.model import Event, SitePhase
 
 log = logging.getLogger(__name__)
+
+
+STALL_FLOOR = 0.25
+"""A pass later than this is a stall; less is the jitter of a busy machine, and counting it
+would add up to seconds of credit over a grace."""
+
+
+class Stalls:
+    """How late the hub's loop ran over a recent window (see the module)."""
+
+    def __init__(self) -> None:
+        self._lags: deque[tuple[float, float]] = deque()
+
+    def add(self, at: float, lag: float) -> None:
+        """A pass that ran ``lag`` seconds late, at monotonic time ``at``."""
+        if lag > STALL_FLOOR:
+            self._lags.append((at, lag))
+
+    def credit(self, grace: float, now: float) -> float:
+        """Seconds of lag in the last two graces (the longest a site may be silent with this
+        credit), at most one grace."""
+        while self._lags and self._lags[0][0] < now - 2 * grace:
+            self._lags.popleft()
+        return min(grace, sum(lag for _, lag in self._lags))
 
 
 class HealthMonitor:
@@ -59,6 +91,7 @@ class HealthMonitor:
         self.is_leader: Callable[[], bool] = lambda: True
         self.looked = 0
         """Sites looked at in the last pass (for tests and metrics)."""
+        self.stalls = Stalls()
         heartbeats.listen(self.note)
 
     # -- what comes in ---------------------------------------------------------------------------
@@ -95,7 +128,10 @@ class HealthMonitor:
     async def run(self) -> None:
         """Look every period while this hub leads."""
         while True:
+            asked = time.monotonic()
             await asyncio.sleep(self._period)
+            woke = time.monotonic()
+            self.stalls.add(woke, woke - asked - self._period)
             if not self.is_leader():
                 self._loaded = False  # another hub wrote phases meanwhile
                 continue
@@ -114,7 +150,9 @@ class HealthMonitor:
             self._look |= set(self._fleet.sites)
             self._loaded = True
             self._grace_used = -1.0
-        now = utcnow()
+        # Silence is judged as of the hub's own lag ago: beats it was too busy to read count.
+        grace = max(self._grace_used, 0.0)
+        now = utcnow() - timedelta(seconds=self.stalls.credit(grace, time.monotonic()))
         # Sites silent here, and sites not Ready: another hub may have heard from them.
         silent = self._silent(now) + [
             name for name, phase in self._phases.items() if phase != SitePhase.READY

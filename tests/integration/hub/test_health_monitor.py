@@ -7,7 +7,7 @@ import asyncio
 from datetime import timedelta
 
 from edgefleet.hub.fleet import FeedFollower, FleetState
-from edgefleet.hub.health_monitor import HealthMonitor
+from edgefleet.hub.health_monitor import HealthMonitor, Stalls
 from edgefleet.hub.heartbeats import HeartbeatBuffer
 from edgefleet.hub.store import Store, utcnow
 from edgefleet.model import SitePhase
@@ -109,5 +109,47 @@ def test_beats_another_hub_wrote_keep_a_site_ready(store: Store, db_url: str) ->
             other_hub.close()
         assert await monitor.step()
         assert phases(store) == {"paris": SitePhase.READY}
+
+    asyncio.run(scenario())
+
+
+def test_stalls_are_counted_over_a_window_and_capped() -> None:
+    stalls = Stalls()
+    stalls.add(100.0, 0.0)
+    stalls.add(101.0, 2.5)
+    stalls.add(105.0, 1.0)
+    assert stalls.credit(10.0, 106.0) == 3.5
+    # Lags older than two graces are forgotten; the credit never exceeds one grace.
+    assert stalls.credit(1.5, 106.0) == 1.0
+    stalls.add(106.0, 50.0)
+    assert stalls.credit(3.0, 106.0) == 3.0
+
+
+def test_a_hub_too_busy_to_read_beats_gives_its_sites_that_time(store: Store) -> None:
+    async def scenario() -> None:
+        store.objects.put(make_site("paris"))
+        fleet = FleetState()
+        follower = FeedFollower(store, fleet)
+        await follower.load()
+        buffer = HeartbeatBuffer(store)
+        monitor = HealthMonitor(store, fleet, buffer, grace=lambda: 3.0, period=0.05)
+        follower.listen(monitor.follow)
+        buffer.beat("paris", 1, None)
+        await buffer.flush()
+        assert await monitor.step()
+        assert phases(store)["paris"] == SitePhase.READY
+        await follower.poll()
+        # The hub's loop ran 2.5 s late just now: paris, silent for 4 s, is not yet called
+        # Unreachable (4 - 2.5 is within the grace of 3 s)...
+        loop = asyncio.get_running_loop()
+        monitor.stalls.add(loop.time(), 2.5)
+        await asyncio.sleep(4.0)
+        assert not await monitor.step()
+        assert phases(store)["paris"] == SitePhase.READY
+        # ... but the credit is the stall's, not forever: two more seconds and it is.
+        await asyncio.sleep(2.0)
+        assert monitor.stalls.credit(3.0, loop.time()) == 0.0
+        assert await monitor.step()
+        assert phases(store)["paris"] == SitePhase.UNREACHABLE
 
     asyncio.run(scenario())
