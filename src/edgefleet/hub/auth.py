@@ -265,21 +265,23 @@ def source_of(request: Request) -> str:
 
 
 async def guard(request: Request) -> None:
-    """Authenticate and authorize the request, or refuse it (see the module docstring)."""
+    """Authenticate and authorize the request, or refuse it (see the module docstring). The
+    principal is left in the scope before it is authorized, so that the audit log names the
+    caller of a change it refused."""
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
     method = "GET" if request.method == "HEAD" else request.method
     hub: Hub = request.app.state.hub
-    principal = await check(
+    principal = await identify(
         hub,
         method=method,
         template=template,
         authorization=request.headers.get("authorization"),
         source=source_of(request),
-        params=request.path_params,
     )
     if principal is not None:
         request.scope[PRINCIPAL] = principal
+        authorize(principal, method=method, template=template, params=request.path_params)
 
 
 async def check(
@@ -295,6 +297,19 @@ async def check(
     routes and the join, which checks its token itself), or an exception saying no
     (``HTTPException`` 401, 403, 429 or 503; ``NotFound``; ``EmptyList``). Shared by ``guard``
     and the agents' gateway (``edgefleet.hub.gateway``)."""
+    principal = await identify(
+        hub, method=method, template=template, authorization=authorization, source=source
+    )
+    if principal is not None:
+        authorize(principal, method=method, template=template, params=params)
+    return principal
+
+
+async def identify(
+    hub: Hub, *, method: str, template: str, authorization: str | None, source: str
+) -> Principal | None:
+    """Who calls ``method template``: the principal (None for the public routes and the join,
+    which checks its token itself), or an ``HTTPException`` saying why not (401, 429, 503)."""
     key = (method, template)
     if key in PUBLIC:
         return None
@@ -326,9 +341,7 @@ async def check(
     try:
         # Most callers (agents, a dashboard polling) are known: no thread, no store read.
         known = authenticate_now(hub, token)
-        principal = (
-            known if known is not None else await asyncio.to_thread(authenticate, hub, token)
-        )
+        return known if known is not None else await asyncio.to_thread(authenticate, hub, token)
     except Refused as exc:
         hub.limiter.failed(source)
         raise _unauthorized(str(exc)) from None
@@ -336,7 +349,14 @@ async def check(
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
         ) from None
-    rule = RULES.get(key)
+
+
+def authorize(
+    principal: Principal, *, method: str, template: str, params: Mapping[str, Any]
+) -> None:
+    """Whether ``principal`` may call ``method template``: nothing if it may, else an exception
+    saying no (``HTTPException`` 403; ``NotFound``; ``EmptyList``), by the route's rule."""
+    rule = RULES.get((method, template))
     if rule is None:
         log.warning("no access rule for %s %s: admins only", method, template)
         rule = _ADMIN_ONLY
@@ -347,7 +367,6 @@ async def check(
         raise NotFound(decision.detail)
     if not decision.allowed:
         raise HTTPException(decision.status, decision.detail)
-    return principal
 
 
 class EmptyList(Exception):
