@@ -9,7 +9,8 @@ One module per concern, each a small class over the same engine:
 - ``demand``: decayed demand per app and origin site;
 - ``events``: what happened, for ``describe``;
 - ``feed``: what each committed transaction changed, for every hub to follow;
-- ``leadership``: which hub process runs the controllers.
+- ``leadership``: which hub process runs the controllers;
+- ``audit``: the audit entry of a requested change, written in that change's transaction.
 
 ``Store`` holds one of each; ``engine`` has the shared pieces (errors, the revision counter).
 """
