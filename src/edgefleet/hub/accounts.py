@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from edgefleet.hub.schema import audit, signing_keys, tokens
 from edgefleet.hub.store import NotFound, aware, feed, utcnow
+from edgefleet.hub.store.audit import AuditEntry, amend, append, audited
 from edgefleet.hub.store.feed import FeedKind
 from edgefleet.identity import Role
 from edgefleet.identity.credentials import SigningKey
@@ -52,23 +53,6 @@ class TokenRecord:
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
         return "active"
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One change asked of the hub, and what came of it."""
-
-    time: datetime
-    subject: str
-    role: str
-    source: str
-    method: str
-    path: str
-    action: str
-    tenant: str
-    status: int
-    result: str
-    id: int | None = None
 
 
 def _record(row: Any) -> TokenRecord:
@@ -155,7 +139,7 @@ class Accounts:
         """Make a user or join token; the returned ``NewToken.token`` is the only copy."""
         made = new_token(kind)
         now = utcnow()
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             conn.execute(
                 insert(tokens).values(
                     id=made.id,
@@ -194,7 +178,7 @@ class Accounts:
             }
             for token, site in zip(made, sites, strict=True)
         ]
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             conn.execute(insert(tokens), rows)
         return [
             (
@@ -254,7 +238,7 @@ class Accounts:
 
     def revoke(self, token_id: str) -> TokenRecord:
         """Revoke a token or site credential from now on (revoking twice keeps the first time)."""
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             result = conn.execute(
                 update(tokens)
                 .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
@@ -286,7 +270,7 @@ class Accounts:
         hardware, leaves its old credential dead), in one transaction; Refused if another
         request spent the token first."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             spent = conn.execute(
                 update(tokens)
                 .where(tokens.c.id == record.id, tokens.c.used_at.is_(None))
@@ -363,22 +347,15 @@ class Accounts:
     # -- audit ----------------------------------------------------------------------------------
 
     def add_audit(self, entry: AuditEntry) -> None:
-        """Append one audit entry."""
+        """Append one audit entry (of a change that wrote nothing, or was refused: a change
+        that writes carries its entry in its own transaction, ``edgefleet.hub.store.audit``)."""
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(audit).values(
-                    time=entry.time,
-                    subject=entry.subject[:128],
-                    role=entry.role[:16],
-                    source=entry.source[:64],
-                    method=entry.method[:8],
-                    path=entry.path,
-                    action=entry.action[:128],
-                    tenant=entry.tenant[:63],
-                    status=entry.status,
-                    result=entry.result,
-                )
-            )
+            append(conn, entry)
+
+    def amend_audit(self, entry: AuditEntry) -> None:
+        """Rewrite the status, result and tenant of the written entry ``entry.id``."""
+        with self.engine.begin() as conn:
+            amend(conn, entry)
 
     def list_audit(
         self,

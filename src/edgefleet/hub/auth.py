@@ -21,6 +21,7 @@ import jwt
 from fastapi import Depends, HTTPException, Request, status
 
 from edgefleet.hub.accounts import Refused, TokenRecord, current
+from edgefleet.hub.failures import SharedFailures
 from edgefleet.hub.oidc import OidcError, OidcUnavailable
 from edgefleet.hub.store import NotFound, utcnow
 from edgefleet.identity import Principal, Role, Via
@@ -36,6 +37,7 @@ from edgefleet.identity.access import (
     decide,
 )
 from edgefleet.identity.credentials import CredentialError
+from edgefleet.identity.failures import FailureBudget
 from edgefleet.identity.tokens import TokenKind, parse
 
 if TYPE_CHECKING:
@@ -138,32 +140,42 @@ def decide_apply(principal: Principal, kind: str, tenant: str | None, name: str)
 @dataclass
 class FailureLimiter:
     """Failed authentications per source address, as token buckets: ``burst`` failures at once,
-    then one every ``1 / rate`` seconds. A source over its limit is answered 429 without its
-    token being checked, so guessing tokens from one address goes nowhere fast. Kept in memory
-    per hub replica; the busiest ``max_sources`` addresses are remembered."""
+    then one every ``1 / rate`` seconds (``edgefleet.identity.failures``). A source over its
+    limit is answered 429 without its token being checked, so guessing tokens from one address
+    goes nowhere fast. Counted in memory by each hub replica (the busiest ``max_sources``
+    addresses are remembered) and, with ``shared``, across the replicas too: a source over its
+    limit at any hub is refused here within a second or so (``SharedFailures``)."""
 
     burst: float = 10.0
     rate: float = 1 / 6
     max_sources: int = 10_000
-    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+    shared: SharedFailures | None = None
+    """The failures of every hub replica, when this hub shares its own."""
+    budget: FailureBudget = field(init=False)
+    """The failures a source may make: ``burst`` and ``rate``."""
+    _buckets: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    """When each source's failures here are all forgiven (monotonic time)."""
 
-    def _level(self, source: str, now: float) -> float:
-        tokens, at = self._buckets.get(source, (self.burst, now))
-        return min(self.burst, tokens + (now - at) * self.rate)
+    def __post_init__(self) -> None:
+        self.budget = FailureBudget(burst=self.burst, rate=self.rate)
 
     def retry_after(self, source: str, now: float | None = None) -> float:
         """Seconds until ``source`` may try again; 0 if it may now."""
         now = time.monotonic() if now is None else now
-        level = self._level(source, now)
-        return 0.0 if level >= 1 else (1 - level) / self.rate
+        wait = self.budget.retry_after(self._buckets.get(source), now)
+        if wait == 0 and self.shared is not None:
+            return self.shared.retry_after(source)
+        return wait
 
     def failed(self, source: str, now: float | None = None) -> None:
         """Count one failed authentication from ``source``."""
         now = time.monotonic() if now is None else now
-        self._buckets[source] = (max(0.0, self._level(source, now) - 1), now)
+        self._buckets[source] = self.budget.forgiven_at(self._buckets.get(source), now)
         self._buckets.move_to_end(source)
         while len(self._buckets) > self.max_sources:
             self._buckets.popitem(last=False)
+        if self.shared is not None:
+            self.shared.failed(source)
 
 
 class Unavailable(Exception):
@@ -265,21 +277,23 @@ def source_of(request: Request) -> str:
 
 
 async def guard(request: Request) -> None:
-    """Authenticate and authorize the request, or refuse it (see the module docstring)."""
+    """Authenticate and authorize the request, or refuse it (see the module docstring). The
+    principal is left in the scope before it is authorized, so that the audit log names the
+    caller of a change it refused."""
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
     method = "GET" if request.method == "HEAD" else request.method
     hub: Hub = request.app.state.hub
-    principal = await check(
+    principal = await identify(
         hub,
         method=method,
         template=template,
         authorization=request.headers.get("authorization"),
         source=source_of(request),
-        params=request.path_params,
     )
     if principal is not None:
         request.scope[PRINCIPAL] = principal
+        authorize(principal, method=method, template=template, params=request.path_params)
 
 
 async def check(
@@ -295,6 +309,19 @@ async def check(
     routes and the join, which checks its token itself), or an exception saying no
     (``HTTPException`` 401, 403, 429 or 503; ``NotFound``; ``EmptyList``). Shared by ``guard``
     and the agents' gateway (``edgefleet.hub.gateway``)."""
+    principal = await identify(
+        hub, method=method, template=template, authorization=authorization, source=source
+    )
+    if principal is not None:
+        authorize(principal, method=method, template=template, params=params)
+    return principal
+
+
+async def identify(
+    hub: Hub, *, method: str, template: str, authorization: str | None, source: str
+) -> Principal | None:
+    """Who calls ``method template``: the principal (None for the public routes and the join,
+    which checks its token itself), or an ``HTTPException`` saying why not (401, 429, 503)."""
     key = (method, template)
     if key in PUBLIC:
         return None
@@ -326,9 +353,7 @@ async def check(
     try:
         # Most callers (agents, a dashboard polling) are known: no thread, no store read.
         known = authenticate_now(hub, token)
-        principal = (
-            known if known is not None else await asyncio.to_thread(authenticate, hub, token)
-        )
+        return known if known is not None else await asyncio.to_thread(authenticate, hub, token)
     except Refused as exc:
         hub.limiter.failed(source)
         raise _unauthorized(str(exc)) from None
@@ -336,7 +361,14 @@ async def check(
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
         ) from None
-    rule = RULES.get(key)
+
+
+def authorize(
+    principal: Principal, *, method: str, template: str, params: Mapping[str, Any]
+) -> None:
+    """Whether ``principal`` may call ``method template``: nothing if it may, else an exception
+    saying no (``HTTPException`` 403; ``NotFound``; ``EmptyList``), by the route's rule."""
+    rule = RULES.get((method, template))
     if rule is None:
         log.warning("no access rule for %s %s: admins only", method, template)
         rule = _ADMIN_ONLY
@@ -347,7 +379,6 @@ async def check(
         raise NotFound(decision.detail)
     if not decision.allowed:
         raise HTTPException(decision.status, decision.detail)
-    return principal
 
 
 class EmptyList(Exception):

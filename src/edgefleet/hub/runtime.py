@@ -18,6 +18,7 @@ from edgefleet.hub.auth import FailureLimiter
 from edgefleet.hub.changes import Changes
 from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
 from edgefleet.hub.desired import DesiredStates
+from edgefleet.hub.failures import SharedFailures
 from edgefleet.hub.fleet import FeedFollower, FleetChanges, FleetState
 from edgefleet.hub.health import heartbeat_grace, heartbeat_interval
 from edgefleet.hub.health_monitor import HealthMonitor
@@ -29,6 +30,7 @@ from edgefleet.hub.site_routes import SiteShares
 from edgefleet.hub.store import Leadership, Store
 from edgefleet.hub.watch import Doorbells, SiteWatch
 from edgefleet.identity.credentials import CredentialClaims, Keyring, SigningKey
+from edgefleet.identity.failures import FailureBudget
 from edgefleet.model import PublicKey
 from edgefleet.routing.share import ShareParams
 
@@ -95,6 +97,10 @@ class HubConfig:
     """Failed authentications a source address may make at once before it is answered 429."""
     auth_failure_rate: float = 1 / 6
     """Failed authentications per second a source regains after its burst."""
+    auth_failure_sync: float = 0.4
+    """Seconds between a hub's exchanges of failed authentications with the other hub replicas,
+    through the store: a source over its limit at one hub is refused at every hub within two
+    of them (``edgefleet.hub.failures``)."""
 
 
 @dataclass
@@ -139,6 +145,8 @@ class Hub:
     """User tokens this hub checked already (dropped when the feed says they changed)."""
     limiter: FailureLimiter = field(init=False)
     """Failed authentications per source address."""
+    failures: SharedFailures = field(init=False)
+    """Failed authentications of every hub replica, as the limiter shares them."""
     oidc: Any = None
     """The OIDC verifier, when the hub accepts the operator's provider's tokens."""
     _keys: list[SigningKey] = field(default_factory=list)
@@ -149,8 +157,15 @@ class Hub:
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store.engine)
         self.reports = ReportBuffer(self.store.observed)
+        self.failures = SharedFailures(
+            self.store.auth_failures,
+            FailureBudget(burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate),
+            interval=self.config.auth_failure_sync,
+        )
         self.limiter = FailureLimiter(
-            burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate
+            burst=self.config.auth_failure_burst,
+            rate=self.config.auth_failure_rate,
+            shared=self.failures,
         )
         if self.config.oidc is not None:
             from edgefleet.hub.oidc import OidcVerifier
@@ -345,6 +360,7 @@ class Hub:
             self.demand.run(),
             self.reports.run(),
             self.routing.run(),
+            self.failures.run(),
         ]
         if self.config.controllers:
             assert self.leadership is not None
@@ -369,6 +385,7 @@ class Hub:
         await self.heartbeats.flush()
         await self.demand.flush()
         await self.reports.flush()
+        await self.failures.sync()
         if self.leadership is not None:
             self.leadership.release()
         self.store.close()

@@ -207,3 +207,17 @@ audit = Table(
     Index("ix_audit_subject", "subject", "id"),
     Index("ix_audit_tenant", "tenant", "id"),
 )
+
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    # Failed authentications per source address, shared by the hub replicas: each source's
+    # token bucket as one time (``edgefleet.identity.failures``), in seconds since the epoch
+    # (floats: the same arithmetic on both engines).
+    Column("source", String(64), primary_key=True),
+    # When every failure of the source is forgiven.
+    Column("forgiven_at", Float, nullable=False),
+    # Its last failure: only a source that failed lately can be over its limit.
+    Column("failed_at", Float, nullable=False),
+    Index("ix_auth_failures_failed_at", "failed_at"),
+)

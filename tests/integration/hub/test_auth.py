@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,8 @@ from edgefleet.hub.accounts import Accounts
 from edgefleet.hub.store import Store
 from edgefleet.identity import Role
 from edgefleet.identity.tokens import TokenKind
-from edgefleet.localfleet import LocalFleet, free_port, wait_for
+from edgefleet.localfleet import LocalFleet, free_port
+from edgefleet.waiting import wait_for
 from tests.factories import make_app, make_site
 
 pytestmark = pytest.mark.slow
@@ -419,6 +421,43 @@ def test_failed_authentications_are_rate_limited_per_source(tmp_path: Path) -> N
         assert httpx.get(url, headers=fleet.headers).status_code == 429
         # Health stays open.
         assert httpx.get(f"{fleet.hub_url}/healthz").status_code == 200
+
+
+def test_failed_authentications_are_limited_across_hub_replicas(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two hub replicas on one PostgreSQL: failures at one push the source over its limit at
+    the other too, within about a second (two exchanges with the store)."""
+    first, second = (
+        LocalFleet(
+            workdir=tmp_path / name,
+            hub_port=free_port(),
+            db=postgres_url,
+            dns_port=free_port(),
+            hub_args=["--auth-failure-burst", "3"],
+        )
+        for name in ("a", "b")
+    )
+    with first.running(), second.running():
+        first.start_hub()
+        second.start_hub()
+        at_second = f"{second.hub_url}/api/v1/sites"
+        assert httpx.get(at_second, headers=second.headers).status_code == 200
+        bad = {"Authorization": "Bearer efu_0123456789abcdef_" + "B" * 43}
+        at_first = f"{first.hub_url}/api/v1/sites"
+        assert [httpx.get(at_first, headers=bad).status_code for _ in range(3)] == [401] * 3
+        failed = time.monotonic()
+        # The second hub has seen no failure itself; even a good token is refused there now.
+        limited = wait_for(
+            lambda: (r := httpx.get(at_second, headers=second.headers)).status_code == 429 and r,
+            timeout=5.0,
+            interval=0.05,
+            what="the second hub to refuse the source",
+        )
+        shared_in = time.monotonic() - failed
+        assert int(limited.headers["retry-after"]) >= 1
+        assert "too many failed authentications" in limited.json()["detail"]
+    assert shared_in < 2.0, f"the second hub refused the source only after {shared_in:.2f} s"
 
 
 def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:

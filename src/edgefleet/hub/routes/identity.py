@@ -9,10 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from edgefleet.hub.accounts import AuditEntry, Refused, TokenRecord, new_jti
+from edgefleet.hub.accounts import Refused, TokenRecord, new_jti
 from edgefleet.hub.auth import PrincipalDep, bearer, source_of
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.hub.store import NotFound, utcnow
+from edgefleet.hub.store.audit import AuditEntry
 from edgefleet.identity import Role
 from edgefleet.identity.credentials import issue
 from edgefleet.identity.tokens import TokenKind, parse

@@ -9,7 +9,9 @@ One module per concern, each a small class over the same engine:
 - ``demand``: decayed demand per app and origin site;
 - ``events``: what happened, for ``describe``;
 - ``feed``: what each committed transaction changed, for every hub to follow;
-- ``leadership``: which hub process runs the controllers.
+- ``leadership``: which hub process runs the controllers;
+- ``auth_failures``: failed authentications per source address, shared by the hub replicas;
+- ``audit``: the audit entry of a requested change, written in that change's transaction.
 
 ``Store`` holds one of each; ``engine`` has the shared pieces (errors, the revision counter).
 """
@@ -22,6 +24,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from edgefleet.hub.store.auth_failures import AuthFailures
 from edgefleet.hub.store.demand import DemandStore
 from edgefleet.hub.store.engine import (
     AppId,
@@ -62,6 +65,8 @@ class Store:
         """Events."""
         self.feed = Feed(self.engine)
         """What each transaction changed, in commit order."""
+        self.auth_failures = AuthFailures(self.engine)
+        """Failed authentications per source address, shared by the hub replicas."""
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
@@ -80,6 +85,7 @@ class Store:
 
 __all__ = [
     "AppId",
+    "AuthFailures",
     "Change",
     "Conflict",
     "DemandStore",

@@ -3,7 +3,9 @@
 A write is one transaction, a compare-and-swap on the resourceVersion read (SQLite has no
 ``SELECT ... FOR UPDATE``; the same swap makes concurrent writers safe on PostgreSQL). Status is
 composed at read time: an app's from its assignments and the replica counts agents report, a
-site's from its phase, its last heartbeat and report, a tenant's from what its apps take.
+site's from its phase, its last heartbeat and report, a tenant's from what its apps take. The
+writes operators ask for (put, delete) carry the request's audit entry in their transaction
+(``edgefleet.hub.store.audit``).
 
 Lists are read a page at a time by key (keyset paging: sites and tenants by name, apps by tenant
 and name, all on the ``(kind, tenant, name)`` unique index): a page reads only its own rows and
@@ -44,6 +46,7 @@ from edgefleet.hub.schema import (
     site_revisions,
 )
 from edgefleet.hub.store import feed
+from edgefleet.hub.store.audit import audited, note_outcome
 from edgefleet.hub.store.engine import (
     AppId,
     Conflict,
@@ -344,7 +347,7 @@ class ObjectStore:
     def delete_tenant(self, name: str) -> set[str]:
         """Delete a tenant's policy (its apps stay, now without it); returns the sites running
         its apps, whose desired state changed."""
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             if object_row(conn, "Tenant", "", name, for_update=True) is None:
                 raise NotFound(f"tenant {name!r} not found")
             conn.execute(
@@ -374,8 +377,9 @@ class ObjectStore:
         A tenant's policy that changes gives the sites running its apps a new desired state
         (residency and offload terms travel with each assignment).
         """
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             written = self._put(conn, obj, create_only=create_only)
+            note_outcome(written.outcome)
         stored: Site | App | Tenant
         if written.kind == "Site":
             stored = self.get_site(written.name)
@@ -392,7 +396,7 @@ class ObjectStore:
         or none. Each is written exactly as ``put`` writes it alone. A refusal (Conflict,
         NotFound) carries the index of the object refused in its ``item``."""
         written = []
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             for index, obj in enumerate(objs):
                 try:
                     written.append(self._put(conn, obj, create_only=create_only))
@@ -479,7 +483,7 @@ class ObjectStore:
 
     def delete_site(self, name: str) -> set[str]:
         """Delete a site and everything observed of it; returns the sites whose state changed."""
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             if object_row(conn, "Site", "", name, for_update=True) is None:
                 raise NotFound(f"site {name!r} not found")
             conn.execute(delete(objects).where(objects.c.kind == "Site", objects.c.name == name))
@@ -508,7 +512,7 @@ class ObjectStore:
 
     def delete_app(self, tenant: str, name: str) -> set[str]:
         """Delete an app and its assignments in one go; returns the sites that must react."""
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             if object_row(conn, "App", tenant, name, for_update=True) is None:
                 raise NotFound(f"app {name!r} not found in tenant {tenant!r}")
             conn.execute(
