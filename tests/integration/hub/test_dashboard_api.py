@@ -88,6 +88,15 @@ def test_the_stream_tells_each_watcher_what_changed_in_its_tenants(
         admin.apply(make_app("b", tenant="t2"))
         dev = admin.create_token("dev", "developer", tenants=["t1"], ttl=600)
         dev_headers = {"Authorization": f"Bearer {dev.token}"}
+        # Placement has looked at both apps (and said so in events) before the streams open.
+        wait_for(
+            lambda: all(
+                admin.get_app(t, n).status.observed_generation == 1
+                for t, n in (("t1", "a"), ("t2", "b"))
+            ),
+            timeout=30,
+            what="placement of both apps",
+        )
         with stream(fleet, fleet.headers) as everything, stream(fleet, dev_headers) as t1:
             assert everything.status == t1.status == 200
             assert everything.content_type.startswith("text/event-stream")
