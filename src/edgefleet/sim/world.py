@@ -26,9 +26,9 @@ REGIONS: dict[str, Box] = {
 }
 """Land boxes, (lat range, lon range) per region."""
 
-AROUND_DEGREES = 2.5
-"""Half the height of the box ``areas_around`` draws around a site (about 280 km): a metro
-area and the towns around it."""
+AROUND_DEGREES = 5.0
+"""Half the height of the box ``areas_around`` draws around a site (about 550 km): the towns of
+the site's country or so, apart enough to be told apart on a map of the world."""
 
 
 def address(index: int) -> str:

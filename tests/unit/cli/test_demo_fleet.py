@@ -9,6 +9,7 @@ from edgefleet.hub.views import runnable_selector, site_view
 from edgefleet.model import App, Site
 from edgefleet.placement.explicit import eligible
 from edgefleet.sim import world_sites
+from edgefleet.sim.world import AROUND_DEGREES
 
 
 def placeable(app: App, site: Site) -> bool:
@@ -25,7 +26,10 @@ def test_simulated_sites_surround_the_real_ones_in_their_regions() -> None:
         centre = real[i % len(real)]
         assert site.spec.region == centre.spec.region
         here, there = site.spec.location, centre.spec.location
-        assert great_circle_km(here.lat, here.lon, there.lat, there.lon) < 600
+        # Within the box around it: at most its corner, about 1.5 half-heights away.
+        assert (
+            great_circle_km(here.lat, here.lon, there.lat, there.lon) < 1.5 * 111 * AROUND_DEGREES
+        )
         assert site.metadata.labels == demo_fleet.LABELS
     # `edgefleet sim --no-create` finds them by the names world_sites gives.
     names = [s.metadata.name for s in world_sites(60, prefix=demo_fleet.PREFIX)]
