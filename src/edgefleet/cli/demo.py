@@ -14,7 +14,6 @@ import shutil
 import signal
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
+import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -190,16 +190,23 @@ def add_simulated(
     )
     total = count + len(real)
 
-    def all_ready() -> Counter[SitePhase] | None:
-        phases = Counter(s.status.phase for s in client.iter_sites())
-        return phases if phases[SitePhase.READY] == total else None
+    late: list[Site] = []
 
-    wait_for(
-        all_ready,
-        timeout=60 + 2 * count / demo_fleet.JOINS_PER_SECOND,
-        interval=1.0,
-        what=f"{total} sites to be Ready",
-    )
+    def all_ready() -> bool:
+        late[:] = [s for s in client.iter_sites() if s.status.phase != SitePhase.READY]
+        return not late
+
+    try:
+        wait_for(
+            all_ready,
+            timeout=60 + 2 * count / demo_fleet.JOINS_PER_SECOND,
+            interval=1.0,
+            what=f"{total} sites to be Ready",
+        )
+    except TimeoutError as exc:
+        named = ", ".join(f"{s.metadata.name} {s.status.phase.value}" for s in late[:6])
+        more = f" and {len(late) - 6} more" if len(late) > 6 else ""
+        raise TimeoutError(f"{exc}; not Ready: {named}{more}") from None
     regions = sorted({s.spec.region for s in real})
     console.print(
         f"[green]fleet: {total} sites Ready in the hub's list[/], {len(real)} real and {count} "
@@ -238,6 +245,14 @@ def add_simulated(
     )
     console.print(f"  try: dig @{fleet.hub_host} -p {fleet.dns_port} {fqdn} +subnet={ip}/32 +short")
     return url
+
+
+def simulated_line(url: str) -> Text:
+    """The simulated sites' line of the live view, as their process says."""
+    try:
+        return Text(demo_fleet.SimulatedStatus.read(url).line())
+    except httpx.HTTPError as exc:
+        return Text(f"+ simulated sites: edgefleet sim not answering ({exc})", style="red")
 
 
 def traffic_tour(client: Client, sites: list[Site], app: App) -> list[Step]:
@@ -474,11 +489,7 @@ def run_demo(
                                 style="bold",
                             ),
                             sites_table([client.get_site(s.metadata.name) for s in sites]),
-                            *(
-                                [Text(demo_fleet.SimulatedStatus.read(sim_url).line())]
-                                if sim_url
-                                else []
-                            ),
+                            *([simulated_line(sim_url)] if sim_url else []),
                             Text(""),
                             apps_table(shown_apps(client)),
                             Text(""),
