@@ -52,6 +52,10 @@ class LocalFleet:
     """The admin token made when the hub first starts (the fleet's own: tests and the demo)."""
     hub_process: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    sim_process: subprocess.Popen[bytes] | None = None
+    """``edgefleet sim``, running simulated sites, if started."""
+    sim_url: str | None = None
+    """The control API of the simulated sites (loopback), if started."""
     sites: dict[str, Site] = field(default_factory=dict)
     _logs: list[object] = field(default_factory=list)
 
@@ -80,9 +84,10 @@ class LocalFleet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        inherited = dict(os.environ, PYTHONUNBUFFERED="1")
         # The fleet's agents join with their own site's token, never an inherited one.
-        env.pop("EDGEFLEET_TOKEN", None)
+        inherited.pop("EDGEFLEET_TOKEN", None)
+        env = {**inherited, **(env or {})}
         return subprocess.Popen(
             [self.python, "-m", "edgefleet", *args],
             stdout=log,
@@ -200,6 +205,55 @@ class LocalFleet:
 
         return up, name
 
+    def start_sim(
+        self, sites: int, *, prefix: str, start_over: float, timeout: float = 60.0
+    ) -> str:
+        """Run ``sites`` simulated sites in one ``edgefleet sim`` process, as the admin; returns
+        the URL of its control API once it answers.
+
+        The sites must exist on the hub, named as ``edgefleet.sim.world_sites`` names them with
+        ``prefix``; the process makes their join tokens. It is a process of its own so that its
+        thousands of connections and its CPU stay apart from whoever started it.
+        """
+        if self.admin_token is None:
+            raise RuntimeError("start the hub before the simulated sites: they need its admin")
+        host, port = self.hub_host, free_port(self.hub_host)
+        self.sim_process = self._spawn(
+            "sim",
+            [
+                "sim",
+                "--sites",
+                str(sites),
+                "--prefix",
+                prefix,
+                "--no-create",
+                "--start-over",
+                str(start_over),
+                "--control",
+                f"{host}:{port}",
+            ],
+            {"EDGEFLEET_HUB": self.hub_url, "EDGEFLEET_TOKEN": self.admin_token},
+        )
+        process, url = self.sim_process, f"http://{host}:{port}"
+        self.sim_url = url
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"edgefleet sim exited with {process.returncode}; see {self.workdir}/sim.log"
+                )
+            return httpx.get(f"{url}/stats", timeout=1.0).status_code == 200
+
+        wait_for(up, timeout=timeout, what="the simulated sites' control API to answer")
+        return url
+
+    def stop_sim(self) -> None:
+        """Stop the simulated sites (their links end; the hub sees them go silent)."""
+        if self.sim_process is not None:
+            _end(self.sim_process, signal.SIGTERM)
+            self.sim_process = None
+            self.sim_url = None
+
     def site_headers(self, name: str) -> dict[str, str]:
         """A site's own credential as an Authorization header (any site's agent API takes it)."""
         saved = json.loads((self.workdir / "sites" / name / "credential.json").read_text())
@@ -240,7 +294,8 @@ class LocalFleet:
         driver.stop_all()
 
     def stop(self) -> None:
-        """End every agent (and its replicas) and the hub."""
+        """End the simulated sites, every agent (and its replicas) and the hub."""
+        self.stop_sim()
         for name in list(self.agents):
             self.stop_agent(name)
         for name in list(self.sites):

@@ -534,6 +534,15 @@ def demo(
     ),
     hub_port: Annotated[int, typer.Option(help="Hub API port.")] = 7700,
     dns_port: Annotated[int, typer.Option(help="Central DNS port on 127.0.0.1.")] = 5353,
+    simulated: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=10_000,
+            help="Add this many simulated sites around the six (edgefleet sim), and an app "
+            "at each of them.",
+        ),
+    ] = 0,
 ) -> None:
     """A hub and six sites in three regions on this machine, running the sample app."""
     from edgefleet.cli.demo import run_demo
@@ -546,6 +555,7 @@ def demo(
             hub_port=hub_port,
             dns_port=dns_port,
             tour=tour,
+            simulated=simulated,
         )
     )
 

@@ -29,8 +29,9 @@ def _listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _raise_file_limit(sites: int) -> None:
-    """Each site keeps two or three connections open: ask for enough file descriptors."""
+def raise_file_limit(sites: int) -> None:
+    """Each site keeps two or three connections open (here, and at the hub: one started from
+    this process inherits the limit): ask for enough file descriptors."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = min(hard, max(soft, sites * 4 + 1024))
     if wanted > soft:
@@ -80,7 +81,7 @@ def sim(
     )
     listen = None if control == "off" else _listen(control)
     context = load_context()
-    _raise_file_limit(sites)
+    raise_file_limit(sites)
     made = world_sites(sites, prefix=prefix, seed=seed)
     try:
         tokens = register(made, hub=context.hub, token=context.token, ca=context.ca, create=create)
