@@ -57,8 +57,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.hub.health import heartbeat_interval
-from edgefleet.localfleet import LocalFleet, free_port
-from edgefleet.sim.process import SimProcess
+from edgefleet.localfleet import LocalFleet, SimProcess, free_port
 
 TARGETS = {
     "hub_cpu": 50.0,

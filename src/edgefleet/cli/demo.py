@@ -180,12 +180,12 @@ def add_simulated(
         f"{made[-1].metadata.name}), run by edgefleet sim in a process of its own"
     )
     client.apply_many(made, chunk=MAX_APPLY)
-    url = fleet.start_sim(
+    sim = fleet.start_sim(
         count, prefix=demo_fleet.PREFIX, start_over=count / demo_fleet.JOINS_PER_SECOND
     )
-    assert fleet.sim_process is not None
+    url = sim.control
     console.print(
-        f"  edgefleet sim: pid {fleet.sim_process.pid}, control API on {url} "
+        f"  edgefleet sim: pid {sim.process.pid}, control API on {url} "
         f'(GET /stats; POST /kill {{"sites": [...]}})'
     )
     total = count + len(real)

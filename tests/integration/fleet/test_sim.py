@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgefleet.localfleet import LocalFleet, free_port, wait_for
-from edgefleet.sim.process import SimProcess
+from edgefleet.localfleet import LocalFleet, SimProcess, free_port, wait_for
 
 SITES = 150
 TENANT = "ops"
