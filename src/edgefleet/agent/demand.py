@@ -34,6 +34,7 @@ from edgefleet.agent.cache import ModelCache
 from edgefleet.agent.hubclient import HubClient, HubUnreachable
 from edgefleet.agent.ingress import ZONE, parse_app_host
 from edgefleet.model import DemandReport, DemandRow
+from edgefleet.routing.origins import NETWORK_MARK
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ class DemandWindow:
     """``(tenant/app, origin, requests, busy seconds, DNS queries)``, by app and origin."""
 
 
+MAX_NETWORKS = 256
+"""Client networks (origins no site here could place) counted per app and window at most; more
+are counted as one unplaced origin, so a scan from many networks cannot grow a report."""
+
+
 class DemandCounter:
     """Requests, busy seconds and DNS queries per app and origin site, in the current window.
 
@@ -101,6 +107,13 @@ class DemandCounter:
             if by_origin is None:
                 by_origin = self._window[key] = {}
             counts = by_origin.get(origin)
+            if (
+                counts is None
+                and origin.startswith(NETWORK_MARK)
+                and len(by_origin) >= MAX_NETWORKS
+            ):
+                origin = NETWORK_MARK
+                counts = by_origin.get(origin)
             if counts is None:
                 by_origin[origin] = _Counts(1, seconds)
             else:

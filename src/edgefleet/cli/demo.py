@@ -443,10 +443,7 @@ def run_demo(
                 console.print(f"  {mark} {step.what}: {step.detail}")
             sim_url = None
             if simulated:
-                # After the tour: a site locates a client by the client networks of the sites in
-                # its share of the routing table, which in a big fleet holds its neighbourhood
-                # only. Among hundreds of sites, the requests that london serves for clients of
-                # new-york would count as london's own demand, and replicas would not follow.
+                # After the tour, which measures latencies on a hub not busy joining thousands.
                 sim_url = add_simulated(fleet, client, sites, simulated, tenant=tenant)
                 wait_for(every_edge_dns, timeout=60, what=f"every edge DNS to answer for {name}")
                 console.print(

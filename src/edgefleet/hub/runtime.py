@@ -32,6 +32,7 @@ from edgefleet.hub.watch import Doorbells, SiteWatch
 from edgefleet.identity.credentials import CredentialClaims, Keyring, SigningKey
 from edgefleet.identity.failures import FailureBudget
 from edgefleet.model import PublicKey
+from edgefleet.routing.origins import NetworkIndex
 from edgefleet.routing.share import ShareParams
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ class Hub:
     accounts: Accounts = field(init=False)
     """Tokens, site credentials, signing keys and the audit log."""
     tokens: TokenCache = field(default_factory=TokenCache)
+    networks: NetworkIndex = field(default_factory=NetworkIndex)
+    """Every site's client networks (``edgefleet.routing.origins``), kept from the feed."""
     """User tokens this hub checked already (dropped when the feed says they changed)."""
     limiter: FailureLimiter = field(init=False)
     """Failed authentications per source address."""
@@ -304,7 +307,17 @@ class Hub:
         follower.listen(hub.changes.follow)
         follower.listen(hub._desired_states_changed)
         follower.listen(hub._tokens_changed)
+        follower.listen(hub._networks_changed)
         return hub
+
+    def _networks_changed(self, changes: FleetChanges) -> None:
+        names = set(self.fleet.sites) if changes.reloaded else changes.sites
+        for name in names:
+            site = self.fleet.sites.get(name)
+            if site is None:
+                self.networks.drop(name)
+            else:
+                self.networks.put(name, site.spec.networks)
 
     def _tokens_changed(self, changes: FleetChanges) -> None:
         if changes.reloaded:

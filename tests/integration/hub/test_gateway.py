@@ -5,13 +5,14 @@ from a real client against a real hub process."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from edgefleet.hub.gateway import MAX_BODY
 from edgefleet.localfleet import LocalFleet, free_port
-from tests.factories import make_site
+from tests.factories import make_app, make_site
 
 CALLS = [
     ("GET", "watch", None),
@@ -37,7 +38,7 @@ def two_sites(
         fleet.start_hub()
         with fleet.client() as client:
             client.apply(make_site("paris"))
-            client.apply(make_site("lyon", lat=45.76, lon=4.83))
+            client.apply(make_site("lyon", lat=45.76, lon=4.83, networks=["198.51.100.0/24"]))
         yield fleet, {name: fleet.site_credential(name) for name in ("paris", "lyon")}
 
 
@@ -119,3 +120,26 @@ def test_what_the_gateway_does_not_take_goes_to_the_api(
     paths = httpx.get(f"{fleet.hub_url}/openapi.json").json()["paths"]
     for _, what, _ in CALLS:
         assert f"/api/v1/agent/sites/{{site}}/{what}" in paths
+
+
+def test_demand_from_a_client_network_is_placed_at_the_site_that_holds_it(
+    two_sites: tuple[LocalFleet, dict[str, str]],
+) -> None:
+    """Paris could not place a client (its share does not hold the site it came from): it
+    reports the client's network, and the hub, which holds every site's networks, places it."""
+    fleet, credentials = two_sites
+    mine = {"Authorization": f"Bearer {credentials['paris']}"}
+    with fleet.client() as admin:
+        admin.apply(make_app("shop", tenant="demo"))
+    report = {
+        "site": "paris",
+        "seq": 7,
+        "windowStart": (datetime.now(UTC) - timedelta(seconds=10)).isoformat(),
+        "windowSeconds": 10,
+        "rows": [["demo/shop", "~198.51.100.0/24", 40, 1.0, 0], ["demo/shop", "~", 10, 0.1, 0]],
+    }
+    url = f"{fleet.hub_url}/api/v1/agent/sites/paris/demand"
+    assert httpx.post(url, json=report, headers=mine).status_code == 204
+    rows = httpx.get(f"{fleet.hub_url}/api/v1/demand", headers=fleet.headers).json()
+    origins = {r["origin"] for r in rows if (r["tenant"], r["app"]) == ("demo", "shop")}
+    assert origins == {"lyon", "paris"}

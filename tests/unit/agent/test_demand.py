@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from edgefleet.agent.demand import (
+    MAX_NETWORKS,
     PENDING_FILE,
     DemandCounter,
     DemandReporter,
@@ -495,3 +496,18 @@ def test_the_window_must_be_sane(tmp_path: Path) -> None:
             tmp_path,
             window=0,
         )
+
+
+def test_a_scan_from_many_networks_cannot_grow_a_report() -> None:
+    counter = DemandCounter(clock=lambda: 0.0)
+    for i in range(MAX_NETWORKS + 50):
+        counter.request("demo/hello", f"~10.{i // 256}.{i % 256}.0/24", 0.01)
+    counter.request("demo/hello", "paris", 0.01)
+    rows = counter.take(10.0).rows
+    origins = [origin for _, origin, *_ in rows]
+    # The first networks are kept, the rest counted as one unplaced origin; sites still count.
+    assert len(rows) == MAX_NETWORKS + 2
+    assert "paris" in origins
+    unplaced = next(row for row in rows if row[1] == "~")
+    assert unplaced[2] == 50
+    assert sum(row[2] for row in rows) == MAX_NETWORKS + 51

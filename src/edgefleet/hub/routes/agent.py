@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
-from edgefleet.hub.demand import ORIGIN_MAX
+from edgefleet.hub.demand import ORIGIN_MAX, place_origins
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.model import (
     DemandReport,
@@ -144,6 +144,7 @@ async def report_demand(site: str, report: DemandReport, hub: HubDep) -> None:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"demand report is for site {report.site!r}, URL names {site!r}",
         )
+    report = place_origins(report, hub.networks)
     for index, row in enumerate(report.rows):
         if len(row[1]) > ORIGIN_MAX:
             raise HTTPException(
