@@ -66,7 +66,7 @@ class HubConfig:
     (``edgefleet.routing.share``)."""
     route_nearest: int = 4
     """Endpoints of each kind a site's share holds of each app, however far."""
-    route_rate: float = 2000.0
+    route_rate: float = 500.0
     """Routing-table deltas a second the hub sends its agents at most: a fleet of more than
     ``route_rate`` sites gets its news less often than once a second (``SiteShares.every``)."""
     heartbeat_rate: float = 1000.0

@@ -96,7 +96,7 @@ class SiteShares:
         params: ShareParams | None = None,
         *,
         every: float = 1.0,
-        rate: float = 2000.0,
+        rate: float = 500.0,
     ) -> None:
         if every <= 0 or rate <= 0:
             raise ValueError(f"every ({every}) and rate ({rate}) must be > 0")
@@ -126,7 +126,7 @@ class SiteShares:
     @property
     def every(self) -> float:
         """Seconds between two deltas to one site: ``least``, or longer when the shares are
-        many (at 2,000 deltas a second: 1 s up to 2,000 sites, 5 s at 10,000)."""
+        many (at 500 deltas a second: 1 s up to 500 sites, 20 s at 10,000)."""
         return max(self.least, len(self._shares) / self.rate)
 
     # -- following the table ---------------------------------------------------------------------

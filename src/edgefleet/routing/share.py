@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edgefleet.geo import estimated_rtt_ms, great_circle_km
+from edgefleet.geo import EARTH_RADIUS_KM, estimated_rtt_ms, great_circle_km
 from edgefleet.routing.table import Endpoint, SitePoint
 
 Kind = tuple[bool, bool]
@@ -88,7 +88,7 @@ def km(a: SitePoint, b: SitePoint) -> float:
 # -- neighbourhoods --------------------------------------------------------------------------------
 
 
-_CELL_DEG = 5.0
+_CELL_DEG = 1.0
 """Degrees of the grid cells the indexes bucket points in."""
 
 
@@ -137,21 +137,41 @@ _BRUTE = 256
 """Up to this many points a nearest search measures every one."""
 
 
+def _unit(point: SitePoint) -> tuple[float, float, float] | None:
+    """The point on the unit sphere (None for a NaN or infinite coordinate)."""
+    if not (math.isfinite(point.lat) and math.isfinite(point.lon)):
+        return None
+    phi, lam = math.radians(point.lat), math.radians(point.lon)
+    return (math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi))
+
+
+def _chord_km(chord2: float) -> float:
+    """Great-circle km for a squared chord between unit vectors (``math.inf`` stays)."""
+    if math.isinf(chord2):
+        return math.inf
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(chord2) / 2))
+
+
 class _Grid:
-    """Named points bucketed in grid cells."""
+    """Named points bucketed in grid cells, each kept as a unit vector too: a search ranks by
+    the squared chord (a few multiplications, in the same order as the great-circle distance)
+    and measures km only for what it returns."""
 
     def __init__(self) -> None:
         self.cells: dict[tuple[int, int], set[str]] = {}
         self.where: dict[str, tuple[int, int]] = {}
+        self.unit: dict[str, tuple[float, float, float] | None] = {}
 
     def put(self, name: str, point: SitePoint) -> None:
         self.drop(name)
         cell = _cell(point)
         self.cells.setdefault(cell, set()).add(name)
         self.where[name] = cell
+        self.unit[name] = _unit(point)
 
     def drop(self, name: str) -> None:
         cell = self.where.pop(name, None)
+        self.unit.pop(name, None)
         if cell is not None:
             members = self.cells[cell]
             members.discard(name)
@@ -160,6 +180,20 @@ class _Grid:
 
     def __len__(self) -> int:
         return len(self.where)
+
+    def _chords(
+        self, origin: tuple[float, float, float] | None, names: Iterable[str]
+    ) -> list[tuple[float, str]]:
+        out = []
+        unit = self.unit
+        for name in names:
+            other = unit[name]
+            if origin is None or other is None:
+                out.append((math.inf, name))
+            else:
+                dx, dy, dz = origin[0] - other[0], origin[1] - other[1], origin[2] - other[2]
+                out.append((dx * dx + dy * dy + dz * dz, name))
+        return out
 
     def nearest(
         self,
@@ -171,14 +205,12 @@ class _Grid:
         """The ``count`` nearest named points (km, name), nearest first, names breaking ties."""
         if count <= 0 or not self.where:
             return []
+        here = _unit(origin)
         if len(self.where) <= _BRUTE:
             # Few points (a kind an app has few of): measuring each beats walking the grid.
-            everyone = sorted(
-                (km(origin, points[name]), name)
-                for name in self.where
-                if accept is None or name in accept
-            )
-            return everyone[:count]
+            names = self.where if accept is None else (n for n in self.where if n in accept)
+            everyone = sorted(self._chords(here, names))
+            return [(_chord_km(c), name) for c, name in everyone[:count]]
         center = _cell(origin)
         found: list[tuple[float, str]] = []
         visited = 0
@@ -189,15 +221,14 @@ class _Grid:
                 if not members:
                     continue
                 visited += len(members)
-                for name in members:
-                    if accept is None or name in accept:
-                        found.append((km(origin, points[name]), name))
+                names = members if accept is None else (n for n in members if n in accept)
+                found.extend(self._chords(here, names))
             found.sort()
-            enough = len(found) >= count and found[count - 1][0] <= _cell_floor_km(
+            enough = len(found) >= count and _chord_km(found[count - 1][0]) <= _cell_floor_km(
                 origin, radius + 1
             )
             if enough or visited >= len(self.where) or radius > max(_LAT_CELLS, _LON_CELLS):
-                return found[:count]
+                return [(_chord_km(c), name) for c, name in found[:count]]
             radius += 1
 
 
@@ -209,6 +240,9 @@ class Neighbourhoods:
         self._grid = _Grid()
         self._points: dict[str, SitePoint] = {}
         self._near: dict[str, tuple[str, ...]] = {}
+        self._reach: dict[str, float] = {}
+        """Per site, how far its farthest neighbour is (infinite while it has fewer than
+        ``count``): a site that comes nearer than that enters its neighbourhood."""
         self._around: dict[str, set[str]] = {}
 
     def near(self, site: str) -> tuple[str, ...]:
@@ -243,30 +277,45 @@ class Neighbourhoods:
         # Whose neighbourhood can a moved site enter or leave: those that had it, and those it
         # is now nearer to than their farthest neighbour.
         redo: set[str] = set()
+        everyone = len(moved) > len(self._points) // 4
         for name in moved:
             redo |= self._around.get(name, set())
+            if everyone:
+                if name not in self._points:
+                    self._near.pop(name, None)
+                    self._reach.pop(name, None)
+                    self._around.pop(name, None)
+                continue
             if name in self._points:
                 redo.add(name)
-                for _, other in self._grid.nearest(
+                for distance, other in self._grid.nearest(
                     self._points[name], self._points, max(self.count * 4, 64)
                 ):
-                    redo.add(other)
+                    if distance <= self._reach.get(other, math.inf):
+                        redo.add(other)
             else:
                 self._near.pop(name, None)
+                self._reach.pop(name, None)
                 for other in self._around.pop(name, set()):
                     redo.add(other)
-        if len(moved) > len(self._points) // 4:
+        if everyone:
             redo = set(self._points)
         changed_out: set[str] = set()
         for name in redo:
             if name not in self._points:
                 continue
-            others = [
-                other
-                for _, other in self._grid.nearest(self._points[name], self._points, self.count + 1)
+            found = [
+                (distance, other)
+                for distance, other in self._grid.nearest(
+                    self._points[name], self._points, self.count + 1
+                )
                 if other != name
-            ]
-            near = (name, *others[: self.count - 1])
+            ][: self.count - 1]
+            near = (name, *(other for _, other in found))
+            if len(found) < self.count - 1:
+                self._reach[name] = math.inf
+            else:
+                self._reach[name] = found[-1][0] if found else -1.0
             if self._near.get(name) != near:
                 for other in self._near.get(name, ()):
                     self._around.get(other, set()).discard(name)
