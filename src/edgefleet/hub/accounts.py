@@ -264,11 +264,11 @@ class Accounts:
 
     # -- joining --------------------------------------------------------------------------------
 
-    def join(self, record: TokenRecord, *, jti: str, site: str, expires_at: datetime) -> None:
+    def join(self, record: TokenRecord, *, jti: str, site: str, expires_at: datetime) -> list[str]:
         """Spend the join token ``record`` and record the site credential ``jti`` just signed,
         revoking the site's earlier ones (a site that joins again, reinstalled or moved to new
         hardware, leaves its old credential dead), in one transaction; Refused if another
-        request spent the token first."""
+        request spent the token first. Returns the ids of the credentials it revoked."""
         now = utcnow()
         with audited(self.engine) as conn:
             spent = conn.execute(
@@ -307,6 +307,7 @@ class Accounts:
                     expires_at=expires_at,
                 )
             )
+        return earlier
 
     def revoked_site_credentials(self) -> list[str]:
         """Ids of revoked site credentials that have not expired yet (sites refuse them too)."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -223,6 +223,16 @@ class Hub:
                     remember=KEYRING_SIZE,
                 )
             return self._keyring.verify(token, now=now)
+
+    def revoked_now(self, ids: Iterable[str]) -> None:
+        """This hub refuses these site credentials from now on (a revocation it just wrote;
+        the change feed brings it to the routing table and the other hubs)."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self._keyring_lock:
+            if self._keyring is not None:
+                self._keyring.revoke(ids)
 
     def key_ids(self) -> frozenset[str]:
         """The ids of the hub's signing keys."""

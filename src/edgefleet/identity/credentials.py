@@ -206,6 +206,10 @@ class Keyring:
             self._checked.clear()
         self._revoked = frozenset(revoked)
 
+    def revoke(self, ids: Iterable[str]) -> None:
+        """Refuse these ids too, from now on (until the next ``update`` says otherwise)."""
+        self._revoked = self._revoked | frozenset(ids)
+
     def verify(self, token: str, *, now: datetime) -> CredentialClaims:
         """``verify(token, self.keys, now=now, revoked=...)``, remembering signatures."""
         claims = self._checked.get(token)

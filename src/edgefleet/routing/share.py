@@ -208,8 +208,10 @@ class _Grid:
         here = _unit(origin)
         if len(self.where) <= _BRUTE:
             # Few points (a kind an app has few of): measuring each beats walking the grid.
-            names = self.where if accept is None else (n for n in self.where if n in accept)
-            everyone = sorted(self._chords(here, names))
+            every: Iterable[str] = (
+                self.where if accept is None else (n for n in self.where if n in accept)
+            )
+            everyone = sorted(self._chords(here, every))
             return [(_chord_km(c), name) for c, name in everyone[:count]]
         center = _cell(origin)
         found: list[tuple[float, str]] = []
@@ -221,8 +223,10 @@ class _Grid:
                 if not members:
                     continue
                 visited += len(members)
-                names = members if accept is None else (n for n in members if n in accept)
-                found.extend(self._chords(here, names))
+                some: Iterable[str] = (
+                    members if accept is None else (n for n in members if n in accept)
+                )
+                found.extend(self._chords(here, some))
             found.sort()
             enough = len(found) >= count and _chord_km(found[count - 1][0]) <= _cell_floor_km(
                 origin, radius + 1

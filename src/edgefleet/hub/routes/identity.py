@@ -122,7 +122,7 @@ def revoke_token(id: str, hub: HubDep) -> None:
     routing table carries it."""
     hub.accounts.revoke(id)
     hub.tokens.drop([id])
-    hub.routing_identity()  # a site credential: this hub's checks refuse it from now on
+    hub.revoked_now([id])  # a site credential: this hub's checks refuse it from now on
     hub.wrote()
 
 
@@ -214,8 +214,8 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
             now=now,
             jti=jti,
         )
-        hub.accounts.join(record, jti=jti, site=body.site, expires_at=expires)
-        hub.routing_identity()  # this hub refuses the site's earlier credentials from now on
+        revoked = hub.accounts.join(record, jti=jti, site=body.site, expires_at=expires)
+        hub.revoked_now(revoked)  # this hub refuses the site's earlier credentials from now on
         return JoinResponse(
             site=body.site,
             credential=credential,
