@@ -19,12 +19,13 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit
 
-import httpx
-
 from edgefleet.agent.upstream import UpstreamError, UpstreamPool
+
+if TYPE_CHECKING:
+    import httpx
 
 JSON = "application/json"
 
@@ -202,7 +203,9 @@ class PooledTransport:
 
 
 class HttpxTransport:
-    """The hub through an ``httpx.AsyncClient`` (tests: ``MockTransport``, ASGI apps)."""
+    """The hub through an ``httpx.AsyncClient`` (tests: ``MockTransport``, ASGI apps).
+
+    httpx is imported here only, when a call is made: an agent never loads it."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
@@ -218,6 +221,8 @@ class HttpxTransport:
         lane: Lane = "call",
     ) -> HubReply:
         """See ``HubTransport.request``."""
+        import httpx
+
         try:
             reply = await self.client.request(
                 method, target, headers=dict(headers), content=body, timeout=timeout

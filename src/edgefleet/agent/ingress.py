@@ -37,9 +37,8 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgefleet.agent.upstream import (
@@ -57,6 +56,9 @@ from edgefleet.agent.upstream import (
 from edgefleet.identity.credentials import CredentialClaims, CredentialError
 from edgefleet.model import AppAssignment, ReplicaState
 from edgefleet.routing.origins import network_origin
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -27,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 
 from edgefleet._version import __version__
@@ -49,6 +49,7 @@ from edgefleet.agent.offload import (
     to_drain,
 )
 from edgefleet.agent.scaling import Autoscaler
+from edgefleet.agent.upstream import Upstream, UpstreamError, UpstreamPool
 from edgefleet.dns.responder import Responder
 from edgefleet.dns.server import DnsServer
 from edgefleet.identity.credentials import CredentialClaims
@@ -164,7 +165,10 @@ class Agent:
             token=config.token,
         )
         """The agent's client of the hub."""
-        self._peer_http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(3.0))
+        self._peer_http: Upstream = UpstreamPool(
+            max_per_host=2, connect_timeout=3.0, head_timeout=3.0, read_timeout=3.0
+        )
+        """Offload requests to neighbours' agents."""
         self._api_server: uvicorn.Server | None = None
         self.replicas = LocalReplicas(driver.observe)
         """The one cached view of the driver's replicas: ingress, health answers, edge DNS."""
@@ -420,11 +424,14 @@ class Agent:
         if credential is None:
             self.identity.missing("offload requests")
             return
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {credential}".encode()),
+        ]
         table = self.zone.table
         health = self.prober.health()
         request = OffloadRequest(requester=self.config.site, assignment=assignment)
-        body = request.model_dump_json(by_alias=True)
+        body = request.model_dump_json(by_alias=True).encode()
         for name in nearest_neighbours(table, self.config.site, self.config.neighbours):
             point = table.sites.get(name)
             if point is None or not point.reachable or health.get(name) is False:
@@ -433,16 +440,25 @@ class Agent:
                 continue
             if outside_regions(assignment.regions, point) is not None:
                 continue  # residency: the app never runs outside its regions
-            url = f"http://{point.ip}:{point.ingress_port}/_edgefleet/offload"
             try:
-                reply = await self._peer_http.post(url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
+                reply = await self._peer_http.request(
+                    "POST",
+                    host=point.ip,
+                    port=point.ingress_port,
+                    target=b"/_edgefleet/offload",
+                    headers=headers,
+                    body=body,
+                )
+                async with reply:
+                    answer = await reply.read()
+            except (UpstreamError, OSError) as exc:
                 log.warning("offload of %s to %s failed: %s", assignment.key, name, exc)
                 continue
-            if reply.status_code == 202:
+            if reply.status == 202:
                 log.info("site %s runs %s for us now", name, assignment.key)
                 return
-            log.info("site %s declined %s: %s", name, assignment.key, _refusal(reply))
+            refusal = _refusal(reply.status, answer)
+            log.info("site %s declined %s: %s", name, assignment.key, refusal)
         log.warning("no neighbour took %s: local replicas stay saturated", assignment.key)
 
     def accept_offload(self, request: OffloadRequest) -> str | None:
@@ -642,10 +658,10 @@ def make_driver(name: str, config: AgentConfig) -> Driver:
     )
 
 
-def _refusal(reply: httpx.Response) -> str:
+def _refusal(status: int, body: bytes) -> str:
     """``HTTP 409: <detail>`` of a neighbour's refusal."""
     try:
-        detail = reply.json().get("detail")
-    except ValueError:
-        detail = reply.text[:200]
-    return f"HTTP {reply.status_code}: {detail}"
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        detail = body[:200].decode("utf-8", "replace")
+    return f"HTTP {status}: {detail}"

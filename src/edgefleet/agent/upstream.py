@@ -34,9 +34,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 CONNECT_TIMEOUT = 2.0
 """Seconds to open a TCP connection."""
@@ -1150,7 +1151,8 @@ class HttpxUpstream:
 
     httpx failures map to the same exceptions as the pool's: ``ConnectError`` and
     ``ConnectTimeout`` to ``ConnectFailed``, other timeouts to ``HeadTimeout`` before the head
-    and ``ResponseBroken`` after it, any other ``HTTPError`` to ``ResponseBroken``.
+    and ``ResponseBroken`` after it, any other ``HTTPError`` to ``ResponseBroken``. httpx is
+    imported here only, when a request is made: an agent never loads it.
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
@@ -1169,6 +1171,8 @@ class HttpxUpstream:
         head_timeout: float | None = None,
     ) -> Response:
         """See ``Upstream.request``."""
+        import httpx
+
         url = httpx.URL(scheme="http", host=host, port=port, raw_path=target)
         sent = httpx.Request(method, url, headers=list(headers), content=body)
         # A network exchange suspends at least once; so does this one, so that concurrent
@@ -1200,6 +1204,8 @@ class _HttpxBody:
         self._chunks = response.aiter_raw()
 
     async def read_chunk(self) -> bytes:
+        import httpx
+
         try:
             async for chunk in self._chunks:
                 if chunk:

@@ -1,4 +1,9 @@
-"""The ``edgefleet`` command."""
+"""The ``edgefleet`` command.
+
+Each command imports what it runs when it runs: ``edgefleet agent`` loads the agent and not the
+hub, its store, the test bed, the client or the tables, so an agent holds only its own code in
+memory (``tests/unit/cli/test_imports.py`` keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -9,30 +14,21 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
 
 from edgefleet._version import __version__
+from edgefleet.cli.console import err, out
+from edgefleet.cli.formats import OutputFormat
 from edgefleet.cli.identity import audit, hub_app, site_app, token_app, whoami
-from edgefleet.cli.output import (
-    OutputFormat,
-    TableStream,
-    apps_table,
-    cells_of,
-    columns_of,
-    dump,
-    events_table,
-    list_stream,
-    replicas_table,
-    wire,
-)
 from edgefleet.cli.sim import sim
 from edgefleet.cli.testbed import testbed_app
-from edgefleet.client import Client, HubError
-from edgefleet.model import MAX_APPLY, MAX_PAGE, App, Applied, Site, Tenant, apply_summary
-from edgefleet.model.manifests import ManifestError, load_paths
+from edgefleet.model import MAX_APPLY, MAX_PAGE
+
+if TYPE_CHECKING:
+    from edgefleet.client import Client
+    from edgefleet.model import App, Applied, Site, Tenant
 
 app = typer.Typer(
     name="edgefleet",
@@ -40,9 +36,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-# Piped output keeps whole lines (like kubectl) instead of folding at 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 512)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 512)
 
 
 class Kind(StrEnum):
@@ -67,6 +60,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _client() -> Client:
+    from edgefleet.client import Client
+
     try:
         return Client()
     except ValueError as exc:
@@ -76,6 +71,8 @@ def _client() -> Client:
 @contextlib.contextmanager
 def hub_session() -> Iterator[Client]:
     """A client of the current context's hub; a refusal becomes a clear error and exit 1."""
+    from edgefleet.client import HubError
+
     try:
         with _client() as client:
             yield client
@@ -123,6 +120,10 @@ def apply(
     then they are sent in order, ``--chunk-size`` to a request."""
     # As many to a request as the hub takes: each request sets off a placement pass and a
     # routing rebuild over the whole fleet, which at 10,000 sites cost more than the writes.
+    from edgefleet.client import HubError
+    from edgefleet.model import apply_summary
+    from edgefleet.model.manifests import ManifestError, load_paths
+
     try:
         manifests = load_paths(files)
     except ManifestError as exc:
@@ -180,6 +181,8 @@ def get(
     ] = 500,
 ) -> None:
     """List objects (shown as they arrive, a page at a time), or show one."""
+    from edgefleet.cli.output import dump, list_stream, wire
+
     with hub_session() as client:
         if name is not None:
             found: Site | App | Tenant
@@ -212,6 +215,8 @@ def get(
 
 def _print_table(kind: Kind, pages: Iterable[Sequence[Site | App | Tenant]], *, wide: bool) -> None:
     """A table of objects, printed a page at a time as the pages arrive."""
+    from edgefleet.cli.output import TableStream, cells_of, columns_of
+
     table = TableStream(columns_of(kind.singular, wide=wide))
     shown = False
     for page in pages:
@@ -227,6 +232,8 @@ def describe(
     tenant: TenantOption = None,
 ) -> None:
     """Show one object in full, with its replicas and recent events."""
+    from edgefleet.cli.output import apps_table, dump, events_table, replicas_table, wire
+
     with hub_session() as client:
         if kind.singular == "site":
             site = client.get_site(name)
@@ -668,6 +675,8 @@ def load(
 @app.command()
 def version() -> None:
     """Print the CLI's version (and the hub's, if one answers)."""
+    from edgefleet.client import HubError
+
     out.print(f"client: {__version__}")
     try:
         with _client() as client:

@@ -9,24 +9,15 @@ import json
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import yaml
 from rich.markup import escape
 from rich.table import Table
 
+from edgefleet.cli.formats import OutputFormat
 from edgefleet.model import API_VERSION, App, Event, PlacementMode, ReplicaState, Site, Tenant
 from edgefleet.placement.policy import format_cpu, format_memory
-
-
-class OutputFormat(StrEnum):
-    """``-o`` values."""
-
-    TABLE = "table"
-    WIDE = "wide"
-    JSON = "json"
-    YAML = "yaml"
 
 
 def age(since: datetime | None, now: datetime | None = None) -> str:

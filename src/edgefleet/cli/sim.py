@@ -10,10 +10,7 @@ from typing import Annotated
 
 import typer
 
-from edgefleet.client import HubError
-from edgefleet.client.config import load_context
-from edgefleet.sim import SimConfig, world_sites
-from edgefleet.sim.control import register, serve
+from edgefleet.sim import SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +71,11 @@ def sim(
     """Run simulated sites against the hub of the current context (EDGEFLEET_HUB,
     EDGEFLEET_TOKEN: an admin's or operator's token, to create the sites and their join tokens),
     until interrupted."""
+    from edgefleet.client import HubError
+    from edgefleet.client.config import load_context
+    from edgefleet.sim import world_sites
+    from edgefleet.sim.control import register, serve
+
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

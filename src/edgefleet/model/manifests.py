@@ -1,5 +1,7 @@
 """Reading manifests: YAML or JSON files with one or more documents, validated before anything
-is sent, so a bad document in a file stores nothing at all."""
+is sent, so a bad document in a file stores nothing at all.
+
+PyYAML is imported when a manifest is read: the agent, which reads none, goes without it."""
 
 from __future__ import annotations
 
@@ -7,13 +9,15 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import ValidationError
 
 from edgefleet.model.objects import API_VERSION, WORKLOAD_TYPES, App, Site
 from edgefleet.model.tenant import Tenant
+
+if TYPE_CHECKING:
+    import yaml
 
 KINDS: dict[str, type[Site] | type[App] | type[Tenant]] = {
     "Site": Site,
@@ -103,6 +107,8 @@ def parse_object(data: Any, *, source: str, document: int, line: int | None) -> 
 
 def _line_of(node: yaml.Node | None, loc: Iterable[int | str]) -> int | None:
     """The line of the field at ``loc`` inside a composed document, as deep as it exists."""
+    import yaml
+
     if node is None:
         return None
     line = node.start_mark.line + 1
@@ -118,14 +124,13 @@ def _line_of(node: yaml.Node | None, loc: Iterable[int | str]) -> int | None:
     return line
 
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's parser when PyYAML has it (seven times faster on a file of 10,000 sites)."""
-
-
 def _documents(text: str, source: str) -> list[tuple[int, yaml.Node | None, Any]]:
     """(index, composed node, data) of each non-empty document."""
+    import yaml
+
     found: list[tuple[yaml.Node | None, Any]] = []
-    loader = _Loader(text)
+    # libyaml's parser when PyYAML has it (seven times faster on a file of 10,000 sites).
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         # One pass: each document is composed (its nodes carry its lines) and then built.
         while loader.check_node():

@@ -31,6 +31,7 @@ from edgefleet.agent.identity import (
 from edgefleet.agent.ingress import LocalReplicas, Peer, spilled_refusal
 from edgefleet.agent.local_api import OffloadRequest, local_api
 from edgefleet.agent.service import Agent, AgentConfig
+from edgefleet.agent.upstream import HttpxUpstream
 from edgefleet.identity.credentials import Keyring, SigningKey, issue
 from edgefleet.model import AppAssignment, ReplicaState, RouteSite, RoutingTable
 from tests.unit.agent.test_activator import HOST, KEY, LYON, World, assignment, call
@@ -386,11 +387,12 @@ def test_asking_a_neighbour_for_an_offload_shows_this_sites_credential(tmp_path:
 
     def neighbour(request: httpx.Request) -> httpx.Response:
         asked.append(request)
-        return httpx.Response(202, json={"status": "accepted", "site": "lyon"})
+        accepted = json.dumps({"status": "accepted", "site": "lyon"}).encode()
+        return httpx.Response(202, stream=httpx.ByteStream(accepted))
 
     async def go() -> None:
         await agent._peer_http.aclose()
-        agent._peer_http = httpx.AsyncClient(transport=httpx.MockTransport(neighbour))
+        agent._peer_http = HttpxUpstream(httpx.MockTransport(neighbour))
         await agent._ask_neighbours(assignment())  # no credential: nobody is asked
         assert asked == []
         agent._use_credential(saved())

@@ -7,7 +7,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.cli.output import OutputFormat, TableStream, dump, list_stream, wire
+from edgefleet.cli.formats import OutputFormat
+from edgefleet.cli.output import TableStream, dump, list_stream, wire
 from edgefleet.model import Site
 from tests.factories import make_site
 
