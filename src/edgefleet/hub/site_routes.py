@@ -196,6 +196,11 @@ class SiteShares:
             if far:
                 points = [table.sites[s] for s in sites if s in table.sites]
                 for name, reach in far.items():
+                    known = self._shares.get(name)
+                    if known is None or key in known.stale:
+                        # Computed again when next sent anyway: while an app rolls out at
+                        # every site, most shares are, and need no measuring.
+                        continue
                     origin = table.sites.get(name)
                     if origin is None:
                         continue
@@ -214,12 +219,14 @@ class SiteShares:
             # Computed when the share is next sent: a site touched by ten changes in a second
             # costs one section, not ten.
             self._shares[name].stale.update(keys)
+        rung = set(touched) | moved
         # Records of sites a share names.
         for name in changes.sites:
             for holder in list(self._cited.get(name, ())):
                 citing = self._shares.get(holder)
                 if citing is None:
                     continue
+                rung.add(holder)
                 citing.records.add(name)
                 if name not in table.sites:
                     citing.sites.discard(name)
@@ -227,7 +234,10 @@ class SiteShares:
         if changes.identity:
             for share in self._shares.values():
                 share.identity = True
-        self._ring([name for name, share in self._shares.items() if share.pending])
+            rung = set(self._shares)
+        # Only the shares this change gave news: a report costs its neighbourhood, not the
+        # fleet.
+        self._ring([name for name in rung if name in self._shares and self._shares[name].pending])
 
     def _ring(self, names: list[str]) -> None:
         """Wake the agents of ``names`` now, or once ``every`` passed since their last news."""
