@@ -9,35 +9,22 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from edgefleet.agent.drivers.process import ProcessDriver, port_free
+from edgefleet.agent.drivers.process import ProcessDriver, free_port, port_free
 from edgefleet.client import Client
 from edgefleet.model import Site
 from edgefleet.waiting import wait_for
 
-__all__ = ["LocalFleet", "free_port", "wait_for"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP right now (DNS servers bind both)."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind((host, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
+__all__ = ["LocalFleet", "SimProcess", "free_port", "wait_for"]
 
 
 @dataclass
@@ -67,6 +54,8 @@ class LocalFleet:
     """The admin token made when the hub first starts (the fleet's own: tests and the demo)."""
     hub_process: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    sim: SimProcess | None = None
+    """``edgefleet sim``, running simulated sites, if started."""
     sites: dict[str, Site] = field(default_factory=dict)
     _logs: list[object] = field(default_factory=list)
 
@@ -95,9 +84,10 @@ class LocalFleet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        inherited = dict(os.environ, PYTHONUNBUFFERED="1")
         # The fleet's agents join with their own site's token, never an inherited one.
-        env.pop("EDGEFLEET_TOKEN", None)
+        inherited.pop("EDGEFLEET_TOKEN", None)
+        env = {**inherited, **(env or {})}
         return subprocess.Popen(
             [self.python, "-m", "edgefleet", *args],
             stdout=log,
@@ -215,6 +205,37 @@ class LocalFleet:
 
         return up, name
 
+    def start_sim(
+        self, sites: int, *, prefix: str, start_over: float, timeout: float = 60.0
+    ) -> SimProcess:
+        """Run ``sites`` simulated sites in one ``edgefleet sim`` process, as the admin, once
+        its control API answers.
+
+        The sites must exist on the hub, named as ``edgefleet.sim.world_sites`` names them with
+        ``prefix``; the process makes their join tokens. It is a process of its own so that its
+        thousands of connections and its CPU stay apart from whoever started it.
+        """
+        if self.admin_token is None:
+            raise RuntimeError("start the hub before the simulated sites: they need its admin")
+        sim = SimProcess.start(
+            hub=self.hub_url,
+            token=self.admin_token,
+            sites=sites,
+            log=self.workdir / "sim.log",
+            prefix=prefix,
+            start_over=start_over,
+            extra=["--no-create"],
+        )
+        self.sim = sim
+        wait_for(sim.up, timeout=timeout, what="the simulated sites' control API to answer")
+        return sim
+
+    def stop_sim(self) -> None:
+        """Stop the simulated sites (their links end; the hub sees them go silent)."""
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+
     def site_headers(self, name: str) -> dict[str, str]:
         """A site's own credential as an Authorization header (any site's agent API takes it)."""
         saved = json.loads((self.workdir / "sites" / name / "credential.json").read_text())
@@ -255,7 +276,8 @@ class LocalFleet:
         driver.stop_all()
 
     def stop(self) -> None:
-        """End every agent (and its replicas) and the hub."""
+        """End the simulated sites, every agent (and its replicas) and the hub."""
+        self.stop_sim()
         for name in list(self.agents):
             self.stop_agent(name)
         for name in list(self.sites):
@@ -283,3 +305,133 @@ def _end(process: subprocess.Popen[bytes], sig: int) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass
+class SimProcess:
+    """One ``edgefleet sim`` process (see the module)."""
+
+    process: subprocess.Popen[bytes]
+    control: str
+    """Base URL of its control API (loopback)."""
+    sites: int
+    log: Path
+    _http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        hub: str,
+        token: str,
+        sites: int,
+        log: Path,
+        prefix: str = "sim-",
+        seed: int = 7,
+        ready_delay: float = 0.5,
+        start_over: float | None = None,
+        extra: list[str] | None = None,
+    ) -> SimProcess:
+        """Start ``sites`` simulated sites against ``hub``: the process creates them with
+        ``token`` (an admin's or operator's), makes their join tokens and joins them."""
+        port = free_port()
+        env = dict(os.environ, EDGEFLEET_HUB=hub, EDGEFLEET_TOKEN=token)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "edgefleet",
+                    "sim",
+                    "--sites",
+                    str(sites),
+                    "--prefix",
+                    prefix,
+                    "--seed",
+                    str(seed),
+                    "--ready-delay",
+                    str(ready_delay),
+                    "--start-over",
+                    str(max(2.0, sites / 1000) if start_over is None else start_over),
+                    "--control",
+                    f"127.0.0.1:{port}",
+                    *(extra or []),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        return cls(process=process, control=f"http://127.0.0.1:{port}", sites=sites, log=log)
+
+    def _failed(self) -> RuntimeError:
+        tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        return RuntimeError(f"the simulator exited with {self.process.returncode}:\n{tail}")
+
+    def up(self) -> bool:
+        """Whether the control API answers (an error if the process ended)."""
+        if self.process.poll() is not None:
+            raise self._failed()
+        try:
+            return self._http.get(f"{self.control}/stats", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_joined(self, timeout: float) -> dict[str, Any]:
+        """Wait until every running site holds its credential; the stats then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.up():
+                stats = self.stats()
+                if stats["joined"] >= stats["running"] == self.sites:
+                    return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the simulated sites did not join in {timeout}s ({self.log})")
+            time.sleep(0.5)
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats``: sites, joined, replicas, ready, memory, routing updates taken."""
+        reply = self._http.get(f"{self.control}/stats")
+        reply.raise_for_status()
+        stats: dict[str, Any] = reply.json()
+        return stats
+
+    def names(self) -> list[str]:
+        reply = self._http.get(f"{self.control}/sites")
+        reply.raise_for_status()
+        names: list[str] = reply.json()
+        return names
+
+    def kill(self, sites: list[str]) -> list[str]:
+        """Stop these sites now (their agents go silent)."""
+        reply = self._http.post(f"{self.control}/kill", json={"sites": sites})
+        reply.raise_for_status()
+        killed: list[str] = reply.json()["killed"]
+        return killed
+
+    def revive(self, sites: list[str]) -> list[str]:
+        reply = self._http.post(f"{self.control}/revive", json={"sites": sites})
+        reply.raise_for_status()
+        revived: list[str] = reply.json()["revived"]
+        return revived
+
+    def fail(self, app: str, sites: list[str], failing: bool = True) -> list[str]:
+        """Make ``app``'s (``tenant/app``) replicas fail at ``sites`` (or recover)."""
+        reply = self._http.post(
+            f"{self.control}/fail", json={"app": app, "sites": sites, "failing": failing}
+        )
+        reply.raise_for_status()
+        named: list[str] = reply.json()["sites"]
+        return named
+
+    def stop(self) -> None:
+        """Interrupt the process (its sites stop) and wait for it."""
+        self._http.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,11 +92,26 @@ def demo_replicas() -> list[int]:
     return found
 
 
-def test_demo_with_duration_stops_by_itself(tmp_path: Path) -> None:
-    result = demo(tmp_path, "--duration", "2", "--no-tour")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "every edge DNS answers for it" in result.stdout
-    assert "stopping the fleet" in result.stdout
+def test_demo_with_simulated_sites_and_a_duration_stops_by_itself(tmp_path: Path) -> None:
+    result = demo(tmp_path, "--duration", "2", "--no-tour", "--simulated", "200")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "every edge DNS answers for it" in out, out
+    # The simulated sites joined: the hub lists them Ready beside the real ones.
+    assert "fleet: 206 sites Ready in the hub's list, 6 real and 200 simulated" in out, out
+    assert "applied app telemetry: one replica at every simulated site, 200 ready" in out, out
+    # The central DNS locates a client at a simulated site there, and answers with that site
+    # first (it runs telemetry), then another simulated one.
+    [line] = [line for line in out.splitlines() if line.startswith("central DNS, for a client")]
+    asker = re.search(r"client at (sim-\d+) ", line)
+    answer = line.rsplit(" -> ", 1)[1].split(", ")
+    assert asker and answer[0] == asker[1] and all(a.startswith("sim-") for a in answer), line
+    # hello stays at the real sites, whose edge DNS all still answer for it.
+    assert "hello still placed at real sites only, every edge DNS answers for it with 206" in out
+    assert "stopping the fleet" in out, out
+    # ... and the simulated sites' process is gone with the demo.
+    pid = re.search(r"edgefleet sim: pid (\d+)", out)
+    assert pid and not Path(f"/proc/{pid[1]}").exists(), out
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Position, expect, sync_playwright
 
 from edgefleet.cli.demo import sample_manifests
 from edgefleet.localfleet import LocalFleet, free_port
@@ -143,19 +144,16 @@ def test_the_map_shows_every_demo_site_and_a_site_opens_with_the_keyboard(
 ) -> None:
     sign_in(page, demo_fleet.hub_url, demo_fleet.admin_token or "")
     names = sorted(demo_fleet.sites)
-    world = page.get_by_role("img", name=re.compile(r"World map of 6 sites"))
+    world = page.get_by_role("img", name=re.compile(r"^Map of 6 sites"))
     expect(world).to_be_visible()
-    circles = world.locator("circle.site")
-    expect(circles).to_have_count(6)
-    assert sorted(circles.evaluate_all("cs => cs.map(c => c.dataset.site)")) == names
+    expect(world).to_have_attribute("data-drawn", "6")
+    assert sorted(world.evaluate("c => c.mapModel.sites().map(s => s.name)")) == names
     # Every agent reports: every site turns Ready on the map, without a reload.
-    expect(world.locator('circle.site[data-phase="Ready"]')).to_have_count(6, timeout=30_000)
+    expect(world).to_have_attribute("aria-label", "Map of 6 sites: 6 ready", timeout=30_000)
+    assert {s["phase"] for s in world.evaluate("c => c.mapModel.sites()")} == {"Ready"}
     # Sites sit where they are: Tokyo east of Paris, Paris east of New York.
-    x = {
-        name: float(world.locator(f'circle.site[data-site="{name}"]').get_attribute("cx") or 0)
-        for name in ("new-york", "paris", "tokyo")
-    }
-    assert x["new-york"] < x["paris"] < x["tokyo"]
+    dots = {name: dot_of(world, name) for name in ("new-york", "paris", "tokyo")}
+    assert dots["new-york"]["x"] < dots["paris"]["x"] < dots["tokyo"]["x"]
     # Regions and zones.
     for region in ("eu-west", "us-east", "ap"):
         expect(page.get_by_role("button", name=re.compile(rf"^{region}\b"))).to_be_visible()
@@ -175,8 +173,16 @@ def test_the_map_shows_every_demo_site_and_a_site_opens_with_the_keyboard(
     expect(details).to_contain_text("Created")
     shot(page, "site-paris")
 
-    # A click on the map opens a site too.
-    world.locator('circle.site[data-site="tokyo"]').dispatch_event("click")
+    # The mouse over Tokyo's dot names it; a click on it opens Tokyo.
+    tokyo: Position = {"x": dots["tokyo"]["x"], "y": dots["tokyo"]["y"]}
+    world.hover(position=tokyo)
+    expect(page.get_by_role("tooltip")).to_contain_text("tokyo (ap/")
+    world.click(position=tokyo)
+    expect(page.get_by_role("region", name="Site tokyo")).to_be_visible()
+    assert dot_of(world, "tokyo")["selected"]
+    # Away from every dot, a click opens nothing and the name goes.
+    world.click(position={"x": 5, "y": 5})
+    expect(page.get_by_role("tooltip")).to_be_hidden()
     expect(page.get_by_role("region", name="Site tokyo")).to_be_visible()
 
 
@@ -317,28 +323,85 @@ def test_every_control_has_a_name_and_the_keyboard_reaches_the_views(
 def test_two_thousand_sites_all_reach_the_map(browser: Browser, tmp_path: Path) -> None:
     fleet = LocalFleet(workdir=tmp_path / "fleet", hub_port=free_port(), dns_port=free_port())
     sites = world_sites(2000)
-    seed_store(fleet, sites)
+    seed_store(fleet, sites, ready=1500)
     with fleet.running():
         fleet.start_hub()
-        report(fleet, sites, ready=1500, demand=200)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        report(fleet, sites, demand=200)
+        # A HiDPI screen: the canvas has a device pixel per device pixel, not a blurred CSS one.
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 900}, device_scale_factor=2
+        )
         page = context.new_page()
         sign_in(page, fleet.hub_url, fleet.admin_token or "")
-        world = page.get_by_role("img", name=re.compile(r"World map of 2000 sites"))
-        expect(world.locator("circle.site")).to_have_count(2000, timeout=30_000)
+        world = page.get_by_role("img", name=re.compile(r"^Map of 2000 sites"))
+        expect(world).to_have_attribute("data-drawn", "2000", timeout=30_000)
         expect(page.get_by_text(re.compile(r"showing 200 of 2000"))).to_be_visible()
-        # Sized by load: the sites with demand are drawn larger than those without.
-        radii = world.locator("circle.site").evaluate_all(
-            "cs => cs.map(c => [Number(c.dataset.load), Number(c.getAttribute('r'))])"
+        size = world.evaluate("c => [c.width, c.height, c.getBoundingClientRect().width]")
+        assert size[0] == round(size[2] * 2) and size[1] > 0
+        # Sized by load: every site with demand is drawn larger than every one without.
+        page.wait_for_function(
+            "() => document.querySelector('canvas.sites').mapModel.sites()"
+            ".filter(s => s.load > 0).length === 200"
         )
-        loaded = [r for load, r in radii if load > 0]
-        idle = [r for load, r in radii if load == 0]
-        assert loaded and idle and min(loaded) > max(idle)
+        dots = world.evaluate("c => c.mapModel.sites()")
+        loaded = [d["r"] for d in dots if d["load"] > 0]
+        idle = [d["r"] for d in dots if d["load"] == 0]
+        assert len(loaded) == 200 and len(idle) == 1800
+        assert min(loaded) > max(idle)
+        # A click opens the site drawn on top where it lands, as the page's hit-test says.
+        dot = dot_of(world, "s0100")
+        on_top = world.evaluate("(c, d) => c.mapModel.at(d.x, d.y)", dot)
+        world.click(position={"x": dot["x"], "y": dot["y"]})
+        expect(page.get_by_role("region", name=f"Site {on_top}")).to_be_visible()
+        # Redrawn only around what changed, the map is what drawing it whole makes of it.
+        assert_redrawn_around_changes_as_whole(page, world)
+        # A region dims the others on the map.
+        page.get_by_role("button", name="eu-west", exact=True).click()
+        expect(world).to_have_attribute("aria-label", re.compile(r"; 222 highlighted$"))
+        regions = {s.metadata.name: s.spec.region for s in sites}
+        wrong = [
+            d["name"]
+            for d in world.evaluate("c => c.mapModel.sites()")
+            if d["dimmed"] == (regions[d["name"]] == "eu-west") and not d["selected"]
+        ]
+        assert wrong == []  # (the selected site is never dimmed)
         # The page measured itself (bench/ui_render.py reports the figures).
         metrics = page.evaluate("() => window.edgefleetMetrics")
         assert any(m["view"] == "fleet" and m["sites"] == 2000 for m in metrics), metrics
         shot(page, "fleet-2000")
         context.close()
+
+
+def assert_redrawn_around_changes_as_whole(page: Page, world: Locator) -> None:
+    """Select two sites in turn (each redraws only around the dots it changes), then check the
+    canvas's pixels against a whole redraw of the same data (the canvas resized and back)."""
+    viewport = page.viewport_size
+    assert viewport is not None
+    for attempt in range(5):
+        for name in ("s0150", "s0151"):
+            page.get_by_role("table", name="Sites").get_by_role("button", name=name).click()
+            expect(page.get_by_role("region", name=f"Site {name}")).to_be_visible()
+        renders = len(page.evaluate("() => window.edgefleetMetrics"))
+        if world.evaluate("c => c.mapModel.lastPaint") != "dirty":
+            continue  # the stream's news came in between: try again
+        around_changes = world.evaluate("c => c.toDataURL()")
+        width = world.evaluate("c => c.width")
+        page.set_viewport_size({"width": viewport["width"] - 100, "height": viewport["height"]})
+        page.wait_for_function("w => document.querySelector('canvas.sites').width !== w", arg=width)
+        page.set_viewport_size(viewport)
+        page.wait_for_function("w => document.querySelector('canvas.sites').width === w", arg=width)
+        whole = world.evaluate("c => c.toDataURL()")
+        if len(page.evaluate("() => window.edgefleetMetrics")) == renders:
+            assert around_changes == whole, f"attempt {attempt}"
+            return
+    pytest.fail("the map never held still long enough to compare")
+
+
+def dot_of(world: Locator, name: str) -> dict[str, Any]:
+    """Where the map drew site ``name`` (CSS px from the canvas's corner), its size and state."""
+    dot: dict[str, Any] | None = world.evaluate("(c, name) => c.mapModel.site(name)", name)
+    assert dot is not None, f"{name} is not on the map"
+    return dot
 
 
 def replace_manifest(page: Page, text: str) -> None:

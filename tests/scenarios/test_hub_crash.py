@@ -1,8 +1,11 @@
-"""The hub is killed (SIGKILL) while 1,000 writes are in flight; no acknowledged write is lost.
+"""The hub is killed (SIGKILL) while 1,000 writes are in flight; no acknowledged write is lost,
+nor its audit entry.
 
 A real hub process on each engine takes a mix of creates (POST) and updates (PUT) from a hundred
 concurrent connections and is killed once a few hundred have been acknowledged. After a restart
-on the same database, every write whose 2xx response reached the client must be there.
+on the same database, every write whose 2xx response reached the client must be there, and so
+must its entry in the audit log: the entry commits in the write's own transaction, so the audit
+log holds exactly one entry for each write that committed, whether its answer got out or not.
 
 Why this holds: the hub answers only after the write's transaction has committed
 (``Store.put`` commits, then reads the object back for the response). On PostgreSQL the server
@@ -22,6 +25,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -32,6 +36,7 @@ from edgefleet.hub.schema import counters, objects
 from edgefleet.hub.store import Store
 from edgefleet.localfleet import LocalFleet
 from edgefleet.model import App
+from edgefleet.model.access import AuditRecord
 from tests.factories import make_app
 from tests.scenarios.figures import Figures
 
@@ -181,6 +186,81 @@ def _seq_of(marker: str) -> int | None:
     """The write number in a marker (``name@n``), None if it is not one."""
     _, at, number = marker.rpartition("@")
     return int(number) if at and number.isdigit() else None
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    """Whether the audit log after the restart holds an entry for each write that committed."""
+
+    entries: int
+    """Entries of successful writes of the load."""
+    missing: tuple[str, ...]
+    """Acknowledged writes without their entry."""
+    unmatched: tuple[str, ...]
+    """Where the entries and the writes that committed disagree in number (an entry of a write
+    that did not commit, or a committed write without an entry, acknowledged or not)."""
+
+
+def create_path() -> str:
+    """The path of a create (POST) of the load."""
+    return f"/api/v1/tenants/{TENANT}/apps"
+
+
+def update_path(app: str) -> str:
+    """The path of an update (PUT) of ``app``."""
+    return f"/api/v1/tenants/{TENANT}/apps/{app}"
+
+
+def judge_audit(
+    writes: Sequence[Write],
+    acks: Iterable[Ack],
+    stored: Mapping[str, Stored],
+    entries: Iterable[AuditRecord],
+) -> AuditVerdict:
+    """Compare the audit entries of the load with the writes that committed.
+
+    The store tells which writes committed: an app created by the load exists, and an updated
+    app's marker is its newest committed update (its updates are sent one after the other, so
+    updates 1 to n committed). Entries of creates all have one path, so they are counted
+    together; an app's updates have its own path, so each acknowledged update is checked.
+    """
+    ok = [(e.method, e.path) for e in entries if e.status < 400]
+    counted: dict[tuple[str, str], int] = {}
+    for key in ok:
+        counted[key] = counted.get(key, 0) + 1
+    acked = list(acks)
+    missing: list[str] = []
+    unmatched: list[str] = []
+
+    created = {w.app for w in writes if not w.is_update and w.app in stored}
+    posted = counted.get(("POST", create_path()), 0)
+    acked_creates = sum(not a.write.is_update for a in acked)
+    if posted < acked_creates:
+        missing.append(f"{acked_creates} creates acknowledged, {posted} audit entries of creates")
+    if posted != len(created):
+        unmatched.append(f"{len(created)} apps created, {posted} audit entries of creates")
+
+    newest_acked: dict[str, int] = {}
+    for ack in acked:
+        if ack.write.is_update:
+            newest_acked[ack.write.app] = max(newest_acked.get(ack.write.app, 0), ack.write.seq)
+    for app in sorted({w.app for w in writes if w.is_update}):
+        entered = counted.get(("PUT", update_path(app)), 0)
+        have = stored.get(app)
+        committed = (_seq_of(have.marker) or 0) if have is not None else 0
+        if entered < newest_acked.get(app, 0):
+            missing.append(
+                f"{app}: updates up to {newest_acked[app]} acknowledged, {entered} audit entries"
+            )
+        if entered != committed:
+            unmatched.append(f"{app}: {committed} updates committed, {entered} audit entries")
+    return AuditVerdict(entries=len(ok), missing=tuple(missing), unmatched=tuple(unmatched))
+
+
+def read_audit(fleet: LocalFleet, *, after: int) -> list[AuditRecord]:
+    """The audit entries of the tenant written after the entry ``after``, oldest first."""
+    with fleet.client() as client:
+        return [e for e in client.audit(tenant=TENANT, limit=10_000) if e.id > after]
 
 
 def manifest(write: Write) -> dict[str, Any]:
@@ -336,6 +416,7 @@ def test_no_acknowledged_write_lost_when_the_hub_is_killed(
     with fleet.client() as client:
         for name in updated:
             client.apply(App.model_validate(manifest(Write(name, 0))))
+        before = max((e.id for e in client.audit(limit=1)), default=0)
     chains = [[Write(name, n) for n in range(1, UPDATES_PER_APP + 1)] for name in updated]
     creates = [[Write(f"new-{i:04d}", 0)] for i in range(CREATES)]
     # The update chains start with the load and keep about half the connections busy, so both
@@ -354,6 +435,8 @@ def test_no_acknowledged_write_lost_when_the_hub_is_killed(
     answering = time.monotonic() - started
     stored = read_back(fleet)
     verdict = judge(load.sent, load.acks, stored)
+    entries = read_audit(fleet, after=before)
+    audited = judge_audit(load.sent, load.acks, stored, entries)
     problems = store_problems(db_url)
     with fleet.client() as client:  # and it takes writes again
         after, outcome = client.apply(App.model_validate(manifest(Write("after-restart", 0))))
@@ -369,6 +452,8 @@ def test_no_acknowledged_write_lost_when_the_hub_is_killed(
         "acknowledged writes present after restart": (verdict.present, "", ""),
         "acknowledged writes lost": (len(verdict.lost), "", "0"),
         "unacknowledged writes that landed anyway": (verdict.landed_unacknowledged, "", ""),
+        "audit entries of the load": (audited.entries, "", ""),
+        "acknowledged writes without an audit entry": (len(audited.missing), "", "0"),
         "time from restart to the hub answering": (round(answering, 2), "s", ""),
     }
     for name, (value, unit, aim) in figures_of_run.items():
@@ -385,6 +470,12 @@ def test_no_acknowledged_write_lost_when_the_hub_is_killed(
     assert acked_kinds == {True, False}, "both creates and updates must be acknowledged"
     assert verdict.lost == (), f"{len(verdict.lost)} acknowledged writes lost: {verdict.lost[:5]}"
     assert verdict.inconsistent == (), verdict.inconsistent[:5]
+    assert audited.missing == (), f"audit entries lost: {audited.missing[:5]}"
+    assert audited.unmatched == (), audited.unmatched[:5]
+    # An entry committed with its write already says what its answer said, even when the hub
+    # died before the answer went out.
+    kinds = {(e.method, e.status, e.result) for e in entries}
+    assert kinds <= {("POST", 201, "ok"), ("PUT", 200, "configured")}, kinds
     assert problems == []
     assert outcome == "created" and after.metadata.name == "after-restart"
 
@@ -462,3 +553,83 @@ def test_judge_flags_versions_no_write_produced() -> None:
     unmarked = Stored("u", 10, 1, "", "")
     verdict = judge(_SENT, [], {"upd": torn, "ghost": _stored("ghost", 0), "new": unmarked})
     assert len(verdict.inconsistent) == 3
+
+
+# -- the audit judge alone: it must see a missing or a stray entry --------------------------------
+
+
+def _entry(method: str, path: str, status: int = 200) -> AuditRecord:
+    return AuditRecord(
+        id=1,
+        time=datetime.now(UTC),
+        subject="admin",
+        role="admin",
+        source="127.0.0.1",
+        method=method,
+        path=path,
+        action="apply app",
+        tenant=TENANT,
+        status=status,
+        result="ok",
+    )
+
+
+_POST = _entry("POST", create_path(), 201)
+_PUT = _entry("PUT", update_path("upd"))
+
+
+@pytest.mark.parametrize(
+    ("acks", "stored", "entries", "missing", "unmatched"),
+    [
+        pytest.param(
+            [Ack(Write("new", 0), "u", 5), Ack(Write("upd", 2), "u", 9)],
+            {"new": _stored("new", 0), "upd": _stored("upd", 2)},
+            [_POST, _PUT, _PUT],
+            0,
+            0,
+            id="an entry for each write committed",
+        ),
+        pytest.param(
+            [Ack(Write("upd", 1), "u", 7)],
+            {"new": _stored("new", 0), "upd": _stored("upd", 3)},
+            [_POST, _PUT, _PUT, _PUT],
+            0,
+            0,
+            id="unacknowledged writes that committed have their entries",
+        ),
+        pytest.param(
+            [Ack(Write("new", 0), "u", 5)],
+            {"new": _stored("new", 0), "upd": _stored("upd", 0)},
+            [],
+            1,
+            1,
+            id="acknowledged create without its entry",
+        ),
+        pytest.param(
+            [Ack(Write("upd", 1), "u", 7), Ack(Write("upd", 2), "u", 9)],
+            {"upd": _stored("upd", 2)},
+            [_PUT, _entry("PUT", update_path("upd"), 409)],
+            1,
+            1,
+            id="acknowledged update without its entry (a refusal is not one)",
+        ),
+        pytest.param(
+            [],
+            {"upd": _stored("upd", 0)},
+            [_POST, _PUT],
+            0,
+            2,
+            id="entries of writes that never committed",
+        ),
+    ],
+)
+def test_audit_judge_counts_missing_and_stray_entries(
+    acks: list[Ack],
+    stored: dict[str, Stored],
+    entries: list[AuditRecord],
+    missing: int,
+    unmatched: int,
+) -> None:
+    verdict = judge_audit(_SENT, acks, stored, entries)
+    assert len(verdict.missing) == missing
+    assert len(verdict.unmatched) == unmatched

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from playwright.sync_api import Browser, Page, Playwright, expect
 from edgefleet.hub.store import Store
 from edgefleet.localfleet import LocalFleet
 from edgefleet.model import Site
-from tests.factories import make_app, make_site
+from edgefleet.sim.world import world_sites as sim_world_sites
+from tests.factories import make_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -63,73 +63,34 @@ def shot(page: Page, name: str) -> Path:
     return path
 
 
-# Land boxes (lat, lon ranges) per region: sites scattered over where edge sites would be.
-_REGIONS = {
-    "eu-west": ((40.0, 55.0), (-9.0, 15.0)),
-    "eu-north": ((55.0, 65.0), (5.0, 30.0)),
-    "us-east": ((30.0, 45.0), (-90.0, -72.0)),
-    "us-west": ((33.0, 48.0), (-123.0, -105.0)),
-    "latam": ((-35.0, 0.0), (-70.0, -40.0)),
-    "africa": ((-30.0, 10.0), (15.0, 35.0)),
-    "india": ((10.0, 28.0), (72.0, 87.0)),
-    "asia-east": ((25.0, 40.0), (105.0, 140.0)),
-    "oceania": ((-38.0, -20.0), (115.0, 150.0)),
-}
-
-
 def world_sites(count: int, *, seed: int = 7) -> list[Site]:
     """``count`` sites scattered over nine regions of three zones each (names ``s0001``...)."""
-    rng = random.Random(seed)
-    regions = sorted(_REGIONS)
-    sites = []
-    for i in range(count):
-        region = regions[i % len(regions)]
-        (lat0, lat1), (lon0, lon1) = _REGIONS[region]
-        sites.append(
-            make_site(
-                f"s{i + 1:04d}",
-                region=region,
-                zone=f"{region}-{'abc'[rng.randrange(3)]}",
-                lat=round(rng.uniform(lat0, lat1), 3),
-                lon=round(rng.uniform(lon0, lon1), 3),
-                ip=f"127.2.{i // 250}.{i % 250 + 1}",
-            )
-        )
-    return sites
+    return sim_world_sites(count, prefix="s", width=4, seed=seed)
 
 
-def seed_store(fleet: LocalFleet, sites: Iterable[Site]) -> None:
-    """Write ``sites`` straight into the fleet's store, before its hub starts: thousands of
-    sites in seconds (through the API each would wait for the placement and routing rounds the
-    one before it set off)."""
+def seed_store(fleet: LocalFleet, sites: Iterable[Site], *, ready: int = 0) -> None:
+    """Write ``sites`` straight into the fleet's store in one transaction, before its hub
+    starts, and a heartbeat of the first ``ready`` of them sent just now (they show Ready until
+    the hub's grace runs out, then Unreachable): 10,000 sites in a few seconds, where heartbeats
+    posted to a hub one at a time would take longer than the grace they must beat."""
+    sites = list(sites)
     fleet.workdir.mkdir(parents=True, exist_ok=True)
     store = Store(fleet.db_url)
     try:
         store.migrate()
-        for site in sites:
-            store.objects.put(site)
+        for start in range(0, len(sites), 1000):
+            store.objects.put_many(sites[start : start + 1000])
+        now = datetime.now(UTC)
+        store.observed.record_heartbeats([(s.metadata.name, now, 0, None) for s in sites[:ready]])
     finally:
         store.close()
 
 
-def report(fleet: LocalFleet, sites: Iterable[Site], *, ready: int = 0, demand: int = 0) -> None:
-    """The first ``ready`` of ``sites`` send one heartbeat (they show Ready until the hub's
-    grace runs out) and the first ``demand`` report some traffic (their load)."""
+def report(fleet: LocalFleet, sites: Iterable[Site], *, demand: int) -> None:
+    """The first ``demand`` of ``sites`` report some traffic (their load), through the hub."""
     sites = list(sites)
     base = fleet.hub_url
     with httpx.Client(headers=fleet.headers, timeout=30) as client:
-
-        def beat(site: Site) -> None:
-            name = site.metadata.name
-            client.post(
-                f"{base}/api/v1/agent/sites/{name}/heartbeat",
-                json={"site": name, "observedRevision": 0},
-            ).raise_for_status()
-
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(beat, sites[:ready]))
-        if not demand:
-            return
         client.put(
             f"{base}/api/v1/tenants/demo/apps/hello",
             json=make_app("hello", tenant="demo", placement={"replicas": 0}).model_dump(

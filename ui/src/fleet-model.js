@@ -21,17 +21,18 @@ export function loadBySite(demandRows) {
 
 export const MIN_RADIUS = 3;
 export const MAX_RADIUS = 14;
-/** The smallest circle of a site with any load: a busy site never looks like an idle one. */
+/** The smallest dot of a site with any load: a busy site never looks like an idle one. */
 export const MIN_LOADED_RADIUS = 4;
 
 /**
- * Circle radius for a load: MIN_RADIUS px for none; else a sqrt scale of load/maxLoad from
- * MIN_LOADED_RADIUS to MAX_RADIUS px (the circle's area grows with the load).
+ * Dot radius for a load: MIN_RADIUS px for none; else a sqrt scale of load/maxLoad from
+ * `minRadius` to `maxRadius` px (the dot's area grows with the load). The map passes smaller
+ * bounds when it is crowded (map-lod.js).
  */
-export function radiusFor(load, maxLoad) {
+export function radiusFor(load, maxLoad, { minRadius = MIN_LOADED_RADIUS, maxRadius = MAX_RADIUS } = {}) {
   if (!(maxLoad > 0) || !(load > 0)) return MIN_RADIUS;
   const share = Math.sqrt(Math.min(load, maxLoad) / maxLoad);
-  return Math.round((MIN_LOADED_RADIUS + (MAX_RADIUS - MIN_LOADED_RADIUS) * share) * 100) / 100;
+  return Math.round((minRadius + (maxRadius - minRadius) * share) * 100) / 100;
 }
 
 function emptyCounts() {
@@ -92,6 +93,22 @@ export function filterSites(sites, text, region) {
       phaseOf(site).toLowerCase().includes(needle)
     );
   });
+}
+
+/**
+ * The map's words for a screen reader: "Map of 10000 sites: 9800 ready, 150 pending, 50
+ * unreachable", then "; 1200 highlighted" under a filter (`highlighted` not null) and
+ * " (loading more)" while pages are still coming. `counts`: sites per phase.
+ */
+export function mapSummary(total, counts, highlighted = null, loading = false) {
+  const known = new Set(PHASES);
+  const phases = [...PHASES, ...Object.keys(counts).filter((p) => !known.has(p)).sort()];
+  const parts = phases.filter((p) => counts[p] > 0).map((p) => `${counts[p]} ${p.toLowerCase()}`);
+  let text = `Map of ${total} ${total === 1 ? "site" : "sites"}`;
+  if (parts.length > 0) text += `: ${parts.join(", ")}`;
+  if (highlighted !== null) text += `; ${highlighted} highlighted`;
+  if (loading) text += " (loading more)";
+  return text;
 }
 
 /** Sites sorted by name (the list's and the map's stable order). */

@@ -1,5 +1,7 @@
 // Render timings for benchmarks: window.edgefleetMetrics gets one entry per map render,
-// {view, sites, ms, kind: "first" | "update"}, measured up to after the next frame is painted.
+// {view, sites, ms, kind}, measured up to after the next frame is painted. `sites`: dots drawn;
+// `kind`: "first" (the map's first drawing), "page" (more sites of the first list, as its pages
+// arrive) or "update" (data changed: the stream, a selection, a filter).
 
 /** Make sure window.edgefleetMetrics exists (called once at start). */
 export function initMetrics() {

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from edgefleet.files import write_atomic
 from edgefleet.model import DesiredState, RoutingTable
 
 M = TypeVar("M", bound=BaseModel)
@@ -38,19 +37,7 @@ class ModelCache(Generic[M]):
 
     def save(self, state: M) -> None:
         """Write ``state`` durably: temp file, fsync, rename, fsync the directory."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        data = json.dumps(state.model_dump(mode="json", by_alias=True), indent=1).encode()
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, state.model_dump_json(by_alias=True, indent=1).encode())
 
 
 class DesiredStateCache(ModelCache[DesiredState]):

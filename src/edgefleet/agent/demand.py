@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from pydantic import BaseModel, Field
 
 from edgefleet.agent.cache import ModelCache
+from edgefleet.agent.hubclient import HubClient, HubUnreachable
 from edgefleet.agent.ingress import ZONE, parse_app_host
 from edgefleet.model import DemandReport, DemandRow
+from edgefleet.routing.origins import NETWORK_MARK
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ MAX_WINDOW = 3600.0
 _MIN_WINDOW = 0.001
 _NOT_TENANTS = frozenset({"ns", "sites"})
 """Names the fleet zone keeps for itself: ``<site>.sites.<zone>`` is a site, not an app."""
-_JSON = {"Content-Type": "application/json"}
 _REJECTED = frozenset({400, 413, 422})
 """Statuses that say the report itself is wrong: sending it again cannot help."""
 
@@ -72,6 +72,11 @@ class DemandWindow:
     """End of the window, seconds since the epoch."""
     rows: tuple[DemandRow, ...]
     """``(tenant/app, origin, requests, busy seconds, DNS queries)``, by app and origin."""
+
+
+MAX_NETWORKS = 256
+"""Client networks (origins no site here could place) counted per app and window at most; more
+are counted as one unplaced origin, so a scan from many networks cannot grow a report."""
 
 
 class DemandCounter:
@@ -102,6 +107,13 @@ class DemandCounter:
             if by_origin is None:
                 by_origin = self._window[key] = {}
             counts = by_origin.get(origin)
+            if (
+                counts is None
+                and origin.startswith(NETWORK_MARK)
+                and len(by_origin) >= MAX_NETWORKS
+            ):
+                origin = NETWORK_MARK
+                counts = by_origin.get(origin)
             if counts is None:
                 by_origin[origin] = _Counts(1, seconds)
             else:
@@ -207,7 +219,7 @@ class DemandReporter:
         self,
         site: str,
         counter: DemandCounter,
-        http: httpx.AsyncClient,
+        hub: HubClient,
         state_dir: Path,
         *,
         window: float = 10.0,
@@ -216,13 +228,13 @@ class DemandReporter:
         max_pending: int = 360,
         seq_block: int = 360,
     ) -> None:
-        """``http`` is the agent's client of the hub (its base URL is the hub's)."""
+        """``hub`` is the site's client of the hub."""
         if window <= 0 or window > MAX_WINDOW:
             raise ValueError(f"demand window must be within (0, {MAX_WINDOW:.0f}] s, not {window}")
         self.site = site
         self.counter = counter
         self.window = window
-        self._http = http
+        self._hub = hub
         self._tally = dns_tally
         self._clock = clock
         self._max_pending = max_pending
@@ -327,24 +339,24 @@ class DemandReporter:
         while self._pending:
             report = self._pending[0]
             try:
-                reply = await self._http.post(
-                    self._path, content=report.model_dump_json(by_alias=True), headers=_JSON
+                reply = await self._hub.post(
+                    self._path, report.model_dump_json(by_alias=True).encode()
                 )
-            except httpx.HTTPError as exc:
+            except HubUnreachable as exc:
                 await self._failed(str(exc) or type(exc).__name__)
                 return sent
-            if reply.status_code in _REJECTED:
+            if reply.status in _REJECTED:
                 self._pending.popleft()
                 self.dropped += 1
                 log.error(
                     "hub rejected demand report %d (HTTP %d: %s); dropped it",
                     report.seq,
-                    reply.status_code,
+                    reply.status,
                     reply.text[:200],
                 )
                 continue
-            if reply.status_code >= 400:
-                await self._failed(f"HTTP {reply.status_code}: {reply.text[:200]}")
+            if reply.status >= 400:
+                await self._failed(f"HTTP {reply.status}: {reply.text[:200]}")
                 return sent
             self._pending.popleft()
             sent += 1

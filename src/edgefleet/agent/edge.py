@@ -10,13 +10,13 @@ this site's region; ``EdgeZone.admit`` gives the site's ingress the same decisio
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 
-import httpx
-
+from edgefleet.agent.upstream import Upstream, UpstreamError, UpstreamPool
 from edgefleet.dns.routed import RoutedZone
 from edgefleet.dns.zone import Client, Lookup
 from edgefleet.geo import estimated_rtt_ms, great_circle_km, nearest
@@ -26,6 +26,8 @@ from edgefleet.routing.table import AppId, Origin, RouteTable, SitePoint
 
 log = logging.getLogger(__name__)
 
+HEALTH_PATH = b"/_edgefleet/healthz"
+"""What a probe asks of a neighbour's agent: its health and ready counts."""
 
 _UNSET = "\0unset"
 
@@ -316,20 +318,25 @@ class NeighbourProber:
         self.interval = interval
         self.timeout = timeout
         self.count = neighbours
-        self.targets: dict[str, str] = {}
+        self.targets: dict[str, tuple[str, int]] = {}
+        """Per neighbour, the address and port of its agent's API."""
         self.timeouts: dict[str, float] = {}
         """Per neighbour, seconds its probe may take (longer for distant ones)."""
         self.states: dict[str, ProbeState] = {}
         self.ready: dict[str, dict[AppId, int]] = {}
+        # Kept-alive connections to each neighbour: a probe measures the path, not a handshake.
+        self.client = UpstreamPool(max_per_host=2, connect_timeout=timeout, read_timeout=timeout)
+        """The probes' connections (made on first use)."""
 
     def set_table(self, table: RouteTable) -> None:
         """Probe the nearest sites of this table from now on."""
         names = nearest_neighbours(table, self.site, self.count)
-        self.targets = {
-            n: f"http://{table.sites[n].ip}:{table.sites[n].ingress_port}/_edgefleet/healthz"
-            for n in names
-        }
+        self.targets = {n: (table.sites[n].ip, table.sites[n].ingress_port) for n in names}
         self.timeouts = {n: probe_timeout(table, self.site, n, self.timeout) for n in names}
+        # Opening a connection, then each read of the answer, may take as long as the probe of
+        # the farthest neighbour (the answer itself waits only its own neighbour's timeout).
+        longest = max(self.timeouts.values(), default=self.timeout)
+        self.client.connect_timeout = self.client.read_timeout = longest
         for gone in set(self.states) - set(names):
             del self.states[gone]
             self.ready.pop(gone, None)
@@ -346,13 +353,13 @@ class NeighbourProber:
         """Ready replicas per app at neighbours that are up, as they said."""
         return {site: r for site, r in self.ready.items() if self.states.get(site, ProbeState()).up}
 
-    async def probe_once(self, client: httpx.AsyncClient) -> bool:
+    async def probe_once(self, client: Upstream) -> bool:
         """Probe every neighbour once; True if any verdict or ready count changed."""
         targets = dict(self.targets)
         results = await asyncio.gather(
             *(
-                self._probe(client, url, self.timeouts.get(site, self.timeout))
-                for site, url in targets.items()
+                self._probe(client, target, self.timeouts.get(site, self.timeout))
+                for site, target in targets.items()
             )
         )
         changed = False
@@ -374,26 +381,31 @@ class NeighbourProber:
         return changed
 
     async def _probe(
-        self, client: httpx.AsyncClient, url: str, timeout: float
+        self, client: Upstream, target: tuple[str, int], timeout: float
     ) -> tuple[bool, float | None, dict[AppId, int] | None]:
         started = time.perf_counter()
         try:
-            reply = await client.get(url, timeout=timeout)
+            reply = await client.request(
+                "GET", host=target[0], port=target[1], target=HEALTH_PATH, head_timeout=timeout
+            )
+            async with reply:
+                data = await reply.read()
             rtt = (time.perf_counter() - started) * 1000
-            if reply.status_code != 200:
+            if reply.status != 200:
                 return False, None, None
-            body = reply.json()
+            body = json.loads(data)
             ready = {app_id(key): int(n) for key, n in body.get("ready", {}).items()}
             return True, rtt, ready
-        except (httpx.HTTPError, ValueError, AttributeError):
+        except (UpstreamError, OSError, ValueError, AttributeError):
             return False, None, None
 
     async def run(self, on_change: Callable[[], None]) -> None:
         """Probe every ``interval`` seconds; call ``on_change`` when a verdict moves."""
-        limits = httpx.Limits(max_keepalive_connections=64)
-        async with httpx.AsyncClient(limits=limits) as client:
+        try:
             while True:
                 started = time.monotonic()
-                if await self.probe_once(client):
+                if await self.probe_once(self.client):
                     on_change()
                 await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+        finally:
+            await self.client.aclose()

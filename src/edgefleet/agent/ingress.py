@@ -37,9 +37,8 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgefleet.agent.upstream import (
@@ -56,6 +55,10 @@ from edgefleet.agent.upstream import (
 )
 from edgefleet.identity.credentials import CredentialClaims, CredentialError
 from edgefleet.model import AppAssignment, ReplicaState
+from edgefleet.routing.origins import network_origin
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -552,8 +555,10 @@ class Ingress:
             if said and _LABEL.match(said.decode("latin-1")):
                 return said.decode("latin-1")
         client = scope.get("client")
-        located = self._locate(client[0]) if client else None
-        return located or self.site
+        if not client:
+            return self.site
+        # A client no site of this share holds: its network, for the hub to place.
+        return self._locate(client[0]) or network_origin(client[0]) or self.site
 
     def _local(self, key: str) -> list[ReplicaState]:
         return [r for r in self.replicas.get().get(key, ()) if r.state != _STOPPED]

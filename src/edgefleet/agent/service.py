@@ -1,42 +1,45 @@
-"""The agent at a site: watch the hub, converge the driver, report, keep working without the hub.
+"""The agent at a site: converge the driver, serve the data plane, keep working without the hub.
 
-Every connection is opened by the agent (long-poll watch, status, heartbeat), so a site behind NAT
-works and the hub never dials ten thousand sites. The desired state is cached on disk before it is
-applied; after a restart the agent converges from the cache before the hub answers.
+The agent composes:
+
+- its link to the hub (``edgefleet.agent.hublink``): join, the long-polls of its desired state
+  and of its share of the routing table, status reports, heartbeats, demand reports; every
+  connection opened by the site, so a site behind NAT works and the hub never dials it;
+- its identity (``edgefleet.agent.identity``): the site's credential and the trust it extends;
+- its data plane: the ingress and activator on the site address, the local scaler, spill-over
+  and offload to neighbours, the edge DNS and the neighbour probes;
+- its local API (``edgefleet.agent.local_api``) on the ingress port, under ``/_edgefleet/``.
+
+The desired state and the routing table are cached on disk before they are used; after a
+restart the agent converges from the cache before the hub answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import json
 import logging
-import os
 import signal
-import ssl
 import time
-import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import httpx
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
-from fastapi.responses import PlainTextResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
 
 from edgefleet._version import __version__
-from edgefleet.agent.backoff import Backoff
 from edgefleet.agent.cache import DesiredStateCache, RoutingTableCache
 from edgefleet.agent.demand import DemandCounter, DemandReporter
 from edgefleet.agent.drivers.base import Driver
 from edgefleet.agent.edge import EdgeZone, NeighbourProber, app_id, nearest_neighbours
+from edgefleet.agent.hubclient import HubClient, PooledTransport
+from edgefleet.agent.hublink import HubLink, LinkConfig
+from edgefleet.agent.identity import JoinRefused, SavedCredential, SiteIdentity
 from edgefleet.agent.ingress import Ingress, LocalReplicas, Peer
+from edgefleet.agent.local_api import OffloadRequest, local_api, ready_counts
 from edgefleet.agent.offload import (
     offload_terms,
     offloaded_replicas,
@@ -46,24 +49,23 @@ from edgefleet.agent.offload import (
     to_drain,
 )
 from edgefleet.agent.scaling import Autoscaler
+from edgefleet.agent.upstream import Upstream, UpstreamError, UpstreamPool
 from edgefleet.dns.responder import Responder
 from edgefleet.dns.server import DnsServer
-from edgefleet.identity.credentials import CredentialClaims, CredentialError, Keyring, verify
+from edgefleet.identity.credentials import CredentialClaims
 from edgefleet.model import (
     AppAssignment,
     AppReport,
     DesiredState,
     Heartbeat,
-    JoinRequest,
-    JoinResponse,
-    PublicKey,
-    ReplicaState,
     RoutingTable,
     StatusReport,
 )
 from edgefleet.routing.convert import route_table
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Agent", "AgentConfig", "JoinRefused", "make_driver"]
 
 
 @dataclass(frozen=True)
@@ -132,216 +134,17 @@ class AgentConfig:
     """Kubernetes driver: each tenant's apps live in the namespace ``<prefix><tenant>``."""
 
 
-@dataclass
-class _Progress:
-    revision: int = -1
-    """Desired-state revision applied."""
-    report_dirty: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def ready_counts(observed: Mapping[str, Sequence[ReplicaState]]) -> dict[str, int]:
-    """Ready replicas per ``tenant/app``."""
-    return {key: sum(r.ready for r in replicas) for key, replicas in observed.items()}
-
-
-class OffloadRequest(BaseModel):
-    """A neighbour asks this site to run replicas of an app it cannot serve alone."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    requester: str = Field(description="Site asking.")
-    assignment: AppAssignment = Field(description="The app, with its local scaling bounds.")
-
-
-JOIN_PATH = "/api/v1/agent/join"
-"""Where an agent trades its join token for the site's credential."""
-CREDENTIAL_FILE = "credential.json"
-"""The site's credential, in the state dir (mode 0600)."""
-
-
-class SavedCredential(BaseModel):
-    """What ``credential.json`` holds: the site's credential and what came with it."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    credential: str = Field(repr=False, description="The site's credential (a JWT): a secret.")
-    expires_at: AwareDatetime = Field(description="When the credential stops working.")
-    signing_keys: list[PublicKey] = Field(
-        default_factory=list,
-        description="The hub's public keys at join: peers are checked with them until a "
-        "routing table brings its own.",
-    )
-    join_token_sha256: str | None = Field(
-        default=None,
-        description="SHA-256 (hex) of the join token traded for the credential, to know it "
-        "again; the token itself is never kept.",
-    )
-
-
-class JoinRefused(Exception):
-    """The hub refused this site's join and the site has no earlier credential: the agent
-    cannot talk to the hub, and stops."""
-
-
-def token_digest(token: str) -> str:
-    """SHA-256 of a join token, hex: what the state dir keeps to know the token again."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def join_needed(saved: SavedCredential | None, join_token: str | None) -> bool:
-    """Whether to trade ``join_token`` for a credential: there is one, and the state dir holds
-    no credential or one traded for another join token."""
-    if not join_token:
-        return False
-    return saved is None or saved.join_token_sha256 != token_digest(join_token)
-
-
-def peer_keys(table: Sequence[PublicKey], joined: Sequence[PublicKey]) -> list[PublicKey]:
-    """The keys neighbours' credentials are checked with: the newest routing table's, else the
-    ones the hub gave at join (before the first table, or from a hub that publishes none)."""
-    return list(table or joined)
-
-
-class CredentialFile:
-    """``credential.json``: replaced atomically, readable by its owner only."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> SavedCredential | None:
-        """The saved credential, or None if there is none or it is unreadable."""
-        try:
-            return SavedCredential.model_validate_json(self.path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except ValidationError as exc:
-            log.warning("ignoring unreadable site credential %s: %s", self.path, _problems(exc))
-            return None
-        except OSError as exc:
-            log.warning("ignoring unreadable site credential %s: %s", self.path, exc)
-            return None
-
-    def save(self, saved: SavedCredential) -> None:
-        """Write ``saved`` durably with mode 0600: temp file, fsync, rename, fsync the dir."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with open(fd, "wb") as handle:
-            os.fchmod(fd, 0o600)  # a temp file left by a crash keeps its mode otherwise
-            handle.write(saved.model_dump_json(by_alias=True, indent=1).encode())
-            handle.flush()
-            os.fsync(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def bearer(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def local_api(
-    driver: Driver,
-    site: str,
-    replicas_view: LocalReplicas,
-    offload: Callable[[OffloadRequest], str | None] | None = None,
-    *,
-    verify_credential: Callable[[str], CredentialClaims],
-) -> FastAPI:
-    """The agent's own HTTP API on the site address: health, replicas, logs, offload.
-
-    Health is open (neighbours probe it). Replicas and logs answer a credential of any site or
-    of the hub (``Authorization: Bearer``); an offload, only the credential of the site asking.
-    ``verify_credential`` checks a credential against the fleet's keys (``CredentialError``).
-    """
-    api = FastAPI(title=f"edgefleet agent {site}", version=__version__)
-    challenge = {"WWW-Authenticate": "Bearer"}
-
-    def caller(authorization: str | None) -> CredentialClaims:
-        token = bearer(authorization)
-        if token is None:
-            raise HTTPException(
-                401,
-                f"site {site} answers only a site or hub credential "
-                "(Authorization: Bearer <credential>)",
-                headers=challenge,
-            )
-        try:
-            return verify_credential(token)
-        except CredentialError as exc:
-            raise HTTPException(
-                401, f"site {site} refused the credential: {exc.reason}", headers=challenge
-            ) from None
-
-    # async, here and below: credentials are checked on the agent's loop, which owns the keyring.
-    async def fleet_member(authorization: Annotated[str | None, Header()] = None) -> None:
-        claims = caller(authorization)
-        if claims.site is None and not claims.is_hub:
-            raise HTTPException(403, f"site {site} answers sites and the hub only")
-
-    @api.post("/_edgefleet/offload", status_code=202)
-    async def accept_offload(
-        request: OffloadRequest, authorization: Annotated[str | None, Header()] = None
-    ) -> dict[str, str]:
-        # async: runs on the agent's loop, which owns the offloads.
-        claims = caller(authorization)
-        if claims.site is None:
-            raise HTTPException(403, f"site {site} takes offloads from sites, not the hub")
-        if claims.site != request.requester:
-            raise HTTPException(
-                403,
-                f"the credential of site {claims.site} cannot ask for an offload on behalf "
-                f"of site {request.requester}",
-            )
-        refusal = "this site takes no offload" if offload is None else offload(request)
-        if refusal is not None:
-            raise HTTPException(409, refusal)
-        return {"status": "accepted", "site": site}
-
-    @api.get("/_edgefleet/healthz")
-    def healthz() -> dict[str, Any]:
-        # Neighbours' probes read the ready counts: their edge DNS learns of our replicas
-        # without the hub.
-        # Served from the same cached view as the ingress: every neighbour probes twice a second.
-        return {"status": "ok", "site": site, "ready": ready_counts(replicas_view.get())}
-
-    @api.get("/_edgefleet/replicas", dependencies=[Depends(fleet_member)])
-    def replicas() -> dict[str, list[ReplicaState]]:
-        return driver.observe()
-
-    @api.get(
-        "/_edgefleet/logs/{tenant}/{app}",
-        response_class=PlainTextResponse,
-        dependencies=[Depends(fleet_member)],
-    )
-    def logs(
-        tenant: str,
-        app: str,
-        tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
-        replica: str | None = None,
-    ) -> str:
-        return driver.logs(tenant, app, replica=replica, tail=tail)
-
-    return api
-
-
 class Agent:
     """One site's agent."""
 
-    def __init__(self, config: AgentConfig, driver: Driver) -> None:
+    def __init__(
+        self, config: AgentConfig, driver: Driver, *, client: HubClient | None = None
+    ) -> None:
+        """``client`` talks to the hub (default: kept-alive connections to ``config.hub``)."""
         self.config = config
         self.driver = driver
         self.cache = DesiredStateCache(config.state_dir / "desired-state.json")
         self.routing_cache = RoutingTableCache(config.state_dir / "routing-table.json")
-        self.routing_version = ""
         self.zone = EdgeZone(config.site, address=config.address, max_answers=config.dns_answers)
         self.prober = NeighbourProber(
             config.site,
@@ -351,32 +154,21 @@ class Agent:
         )
         self.dns: DnsServer | None = None
         self.anycast_dns: list[DnsServer] = []
-        self._hub_back = asyncio.Event()
-        """Set (then replaced) when the hub answers again after heartbeats failed."""
-        self._beat_now = asyncio.Event()
-        self.progress = _Progress()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.credentials = CredentialFile(config.state_dir / CREDENTIAL_FILE)
-        self.saved: SavedCredential | None = None
-        """This site's credential, once loaded from the state dir or traded for a join token."""
-        self.keyring = Keyring()
-        """The keys and revocations neighbours' credentials are checked against."""
-        self._table_keys: list[PublicKey] = []
-        self._revoked: list[str] = []
-        self._credential_refused: float | None = None
-        """When the hub last began refusing this site's credential (monotonic), if it does."""
-        self._sent: weakref.WeakKeyDictionary[httpx.Request, float] = weakref.WeakKeyDictionary()
-        self._warned_no_credential = False
+        self.identity = SiteIdentity(config.site, config.state_dir)
+        """This site's credential and the keys it checks neighbours with."""
         # Until the site has a credential (or if it never gets one): the configured token.
-        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        self._http = httpx.AsyncClient(
-            base_url=config.hub.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(10.0, read=config.watch_timeout + 10.0),
-            verify=_hub_tls(config.hub_ca),
-            event_hooks={"request": [self._hub_asked], "response": [self._hub_answered]},
+        self.hub = client or HubClient(
+            PooledTransport(
+                config.hub, ca=str(config.hub_ca) if config.hub_ca is not None else None
+            ),
+            token=config.token,
         )
-        self._peer_http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(3.0))
+        """The agent's client of the hub."""
+        self._peer_http: Upstream = UpstreamPool(
+            max_per_host=2, connect_timeout=3.0, head_timeout=3.0, read_timeout=3.0
+        )
+        """Offload requests to neighbours' agents."""
         self._api_server: uvicorn.Server | None = None
         self.replicas = LocalReplicas(driver.observe)
         """The one cached view of the driver's replicas: ingress, health answers, edge DNS."""
@@ -401,11 +193,25 @@ class Agent:
         self.demand_reporter = DemandReporter(
             config.site,
             self.demand,
-            self._http,
+            self.hub,
             config.state_dir,
             window=config.demand_window,
             dns_tally=self.dns_tally,
         )
+        self.link = HubLink(
+            LinkConfig(
+                site=config.site,
+                watch_timeout=config.watch_timeout,
+                heartbeat_interval=config.heartbeat_interval,
+                report_resync=config.report_resync,
+                join_token=config.join_token,
+            ),
+            self.hub,
+            self.identity,
+            self,
+            demand=self.demand_reporter,
+        )
+        """The site's link to the hub."""
         self.ingress = Ingress(
             local_api(
                 driver,
@@ -441,167 +247,65 @@ class Agent:
     @property
     def credential(self) -> str | None:
         """This site's credential, shown to the hub and to neighbours; None before joining."""
-        return self.saved.credential if self.saved is not None else None
+        return self.identity.credential
 
     def verify_credential(self, token: str) -> CredentialClaims:
         """The claims of a neighbour's or the hub's credential, checked against the fleet's
         keys and revocations; ``CredentialError`` saying why it does not hold."""
-        return self.keyring.verify(token, now=datetime.now(UTC))
+        return self.identity.verify(token)
 
     def _use_credential(self, saved: SavedCredential) -> None:
-        self.saved = saved
-        self._http.headers["Authorization"] = f"Bearer {saved.credential}"
-        self._trust_changed()
-        if saved.expires_at <= datetime.now(UTC):
-            log.error(
-                "this site's credential expired at %s: make a new join token with "
-                "`edgefleet site join-token %s` and restart the agent with it",
-                f"{saved.expires_at:%Y-%m-%dT%H:%M:%SZ}",
-                self.config.site,
-            )
+        self.link.use(saved)
 
     def _take_trust(self, table: RoutingTable) -> None:
-        """The routing table's keys and revocations are the fleet's newest word on them."""
-        self._table_keys = list(table.signing_keys)
-        self._revoked = list(table.revoked_credentials)
-        self._trust_changed()
-
-    def _trust_changed(self) -> None:
-        joined = self.saved.signing_keys if self.saved is not None else []
-        self.keyring.update(peer_keys(self._table_keys, joined), self._revoked)
-
-    def _no_credential(self, refused: str) -> bool:
-        """True (and said once) when this site has no credential, so neighbours refuse it."""
-        if self.credential is not None:
-            return False
-        if not self._warned_no_credential:
-            self._warned_no_credential = True
-            log.warning(
-                "site %s has no credential, so neighbours would refuse %s: start the agent "
-                "with a join token (EDGEFLEET_JOIN_TOKEN; `edgefleet site join-token %s`)",
-                self.config.site,
-                refused,
-                self.config.site,
-            )
-        return True
+        self.identity.take_trust(table)
 
     async def join(self) -> None:
-        """Trade the join token for this site's credential when ``join_needed``, retrying while
-        the hub cannot be reached; then every hub call carries the credential. A site that has a
-        credential already goes on using it meanwhile.
+        """Trade the join token for this site's credential when needed (``HubLink.join``)."""
+        await self.link.join()
 
-        Raises ``JoinRefused`` when the hub says no and the site has no earlier credential; with
-        one, says so and goes on with it.
-        """
-        token = self.config.join_token
-        if not join_needed(self.saved, token):
-            if self.saved is None:
-                log.info(
-                    "site %s has no credential and no join token: calling the hub with %s",
-                    self.config.site,
-                    "EDGEFLEET_TOKEN" if self.config.token else "no token",
-                )
-            return
-        assert token is not None
-        body = JoinRequest(site=self.config.site).model_dump_json(by_alias=True)
-        backoff = Backoff()
-        while True:
-            try:
-                reply = await self._http.post(
-                    JOIN_PATH,
-                    content=body,
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Content-Type": "application/json",
-                    },
-                )
-            except httpx.HTTPError as exc:
-                reason = _reason(exc)
-            else:
-                if reply.status_code != 429 and reply.status_code < 500:
-                    break
-                reason = _reason_text(reply)
-            delay = backoff.next()
-            log.warning("joining the fleet failed (%s); retrying in %.1fs", reason, delay)
-            await self._backoff_sleep(delay)
-        try:
-            saved = self._joined(reply, token)
-        except ValueError as exc:
-            if self.saved is None:
-                raise JoinRefused(
-                    f"site {self.config.site} cannot join the fleet: {exc}. Make a new join "
-                    f"token with `edgefleet site join-token {self.config.site}` and start the "
-                    "agent with it (EDGEFLEET_JOIN_TOKEN)"
-                ) from None
-            log.error(
-                "site %s could not join again: %s; going on with the credential it has "
-                "(expires at %s)",
-                self.config.site,
-                exc,
-                f"{self.saved.expires_at:%Y-%m-%dT%H:%M:%SZ}",
-            )
-            return
-        await asyncio.to_thread(self.credentials.save, saved)
-        self._use_credential(saved)
+    # -- what the link asks of the site ----------------------------------------------------------
+
+    async def take_desired(self, state: DesiredState) -> None:
+        """Cache the hub's desired state (first: a crash between the two leaves a state to
+        resume from), then converge to it."""
+        await asyncio.to_thread(self.cache.save, state)
+        await self._apply(state)
         log.info(
-            "site %s joined the fleet; its credential expires at %s",
-            self.config.site,
-            f"{saved.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+            "applied revision %d: %s",
+            state.revision,
+            ", ".join(f"{a.key}={a.replicas}" for a in state.apps) or "nothing",
         )
 
-    def _joined(self, reply: httpx.Response, token: str) -> SavedCredential:
-        """The credential in the hub's answer to a join; ValueError saying what is wrong."""
-        site = self.config.site
-        if reply.status_code != 200:
-            raise ValueError(f"the hub refused the join ({_reason_text(reply)})")
-        try:
-            answer = JoinResponse.model_validate_json(reply.content)
-        except ValidationError as exc:
-            raise ValueError(f"the hub's answer is not a join answer ({_problems(exc)})") from None
-        try:
-            claims = verify(answer.credential, answer.signing_keys, now=datetime.now(UTC))
-        except CredentialError as exc:
-            raise ValueError(
-                f"the credential the hub gave does not check out with the keys it gave: "
-                f"{exc.reason} (is this machine's clock right?)"
-            ) from None
-        if answer.site != site or claims.site != site:
-            raise ValueError(f"the hub gave a credential for site {claims.site}, not {site}")
-        return SavedCredential(
-            credential=answer.credential,
-            expires_at=answer.expires_at,
-            signing_keys=answer.signing_keys,
-            join_token_sha256=token_digest(token),
+    async def take_routes(self, table: RoutingTable) -> None:
+        """Cache the site's share of the routing table, then answer from it."""
+        await asyncio.to_thread(self.routing_cache.save, table)
+        self._take_trust(table)
+        self.refresh_zone(table)
+
+    async def status_report(self, observed_revision: int) -> StatusReport:
+        """What runs here now (the driver is asked in a thread)."""
+        observed = await asyncio.to_thread(self.driver.observe)
+        apps = []
+        for key, replicas in sorted(observed.items()):
+            tenant, _, app = key.partition("/")
+            apps.append(AppReport(tenant=tenant, app=app, replicas=replicas))
+        return StatusReport(
+            site=self.config.site,
+            agent_version=__version__,
+            agent_endpoint=self.endpoint,
+            observed_revision=observed_revision,
+            apps=apps,
         )
 
-    async def _hub_asked(self, request: httpx.Request) -> None:
-        self._sent[request] = time.monotonic()
-
-    async def _hub_answered(self, response: httpx.Response) -> None:
-        """Say once, as an error, that the hub refuses this site's credential, and what to do;
-        the loops go on backing off and the replicas keep running."""
-        refused = self._credential_refused
-        if response.status_code == 401 and self.credential is not None:
-            # Not a join (its own token), nor a call made with the credential a join replaced.
-            sent_with = response.request.headers.get("authorization")
-            if sent_with != f"Bearer {self.credential}" or refused is not None:
-                return
-            self._credential_refused = time.monotonic()
-            await response.aread()
-            log.error(
-                "the hub refused this site's credential (%s): make a new join token with "
-                "`edgefleet site join-token %s` and restart the agent with it",
-                _reason_text(response),
-                self.config.site,
-            )
-        elif (
-            response.is_success
-            and refused is not None
-            # Only a call made since: a long-poll sent before the refusal may still succeed.
-            and self._sent.get(response.request, 0.0) > refused
-        ):
-            self._credential_refused = None
-            log.info("the hub takes this site's credential again")
+    def heartbeat(self, observed_revision: int) -> Heartbeat:
+        """How the site is: its probes' verdicts, what keeps it from running replicas."""
+        return Heartbeat(
+            site=self.config.site,
+            observed_revision=observed_revision,
+            probes=self.prober.health(),
+            problem=self.driver.problem(),
+        )
 
     # -- driver side -----------------------------------------------------------------------------
 
@@ -610,7 +314,7 @@ class Agent:
         self.replicas.changed()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.ingress.replicas_changed)
-            self._loop.call_soon_threadsafe(self.progress.report_dirty.set)
+            self._loop.call_soon_threadsafe(self.link.report_dirty.set)
             self._loop.call_soon_threadsafe(self.refresh_zone)
 
     # -- local scaling, activator, spill-over ------------------------------------------------------
@@ -689,7 +393,7 @@ class Agent:
         For an app not placed here (a client with a stale DNS answer), a neighbour where it
         sleeps will do too: its activator wakes it.
         """
-        if self._no_credential("requests passed on to them"):
+        if self.identity.missing("requests passed on to them"):
             return []
         tenant, app = app_id(key)
         found = self.zone.peers(tenant, app)
@@ -718,13 +422,16 @@ class Agent:
         """Ask the nearest neighbours, in turn, to run ``assignment``, until one accepts."""
         credential = self.credential
         if credential is None:
-            self._no_credential("offload requests")
+            self.identity.missing("offload requests")
             return
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {credential}".encode()),
+        ]
         table = self.zone.table
         health = self.prober.health()
         request = OffloadRequest(requester=self.config.site, assignment=assignment)
-        body = request.model_dump_json(by_alias=True)
+        body = request.model_dump_json(by_alias=True).encode()
         for name in nearest_neighbours(table, self.config.site, self.config.neighbours):
             point = table.sites.get(name)
             if point is None or not point.reachable or health.get(name) is False:
@@ -733,16 +440,25 @@ class Agent:
                 continue
             if outside_regions(assignment.regions, point) is not None:
                 continue  # residency: the app never runs outside its regions
-            url = f"http://{point.ip}:{point.ingress_port}/_edgefleet/offload"
             try:
-                reply = await self._peer_http.post(url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
+                reply = await self._peer_http.request(
+                    "POST",
+                    host=point.ip,
+                    port=point.ingress_port,
+                    target=b"/_edgefleet/offload",
+                    headers=headers,
+                    body=body,
+                )
+                async with reply:
+                    answer = await reply.read()
+            except (UpstreamError, OSError) as exc:
                 log.warning("offload of %s to %s failed: %s", assignment.key, name, exc)
                 continue
-            if reply.status_code == 202:
+            if reply.status == 202:
                 log.info("site %s runs %s for us now", name, assignment.key)
                 return
-            log.info("site %s declined %s: %s", name, assignment.key, _reason_text(reply))
+            refusal = _refusal(reply.status, answer)
+            log.info("site %s declined %s: %s", name, assignment.key, refusal)
         log.warning("no neighbour took %s: local replicas stay saturated", assignment.key)
 
     def accept_offload(self, request: OffloadRequest) -> str | None:
@@ -784,7 +500,7 @@ class Agent:
     def _probes_changed(self) -> None:
         self.refresh_zone()
         # Tell the hub at once: the central DNS leaves out sites its probers call down.
-        self._beat_now.set()
+        self.link.beat_now.set()
 
     def refresh_zone(self, table: RoutingTable | None = None) -> None:
         """Give the edge DNS the newest routing table, our own replicas and the probe verdicts."""
@@ -805,18 +521,16 @@ class Agent:
         self.desired = state
         self._start_draining(before, time.monotonic())
         await self.converge()
-        self.progress.revision = state.revision
-        self.progress.report_dirty.set()
 
     def resume(self) -> DesiredState | None:
         """Adopt what runs and converge from the cached state, before any hub call."""
         self.driver.start(self._replicas_changed)
-        saved = self.credentials.load()
+        saved = self.identity.load()
         if saved is not None:
             self._use_credential(saved)
         routes = self.routing_cache.load()
         if routes is not None:
-            self.routing_version = routes.version
+            self.link.routes = routes
             self._take_trust(routes)
             self.refresh_zone(routes)
         cached = self.cache.load()
@@ -828,144 +542,8 @@ class Agent:
             effective = self.effective(time.monotonic())
             self.driver.converge(effective)
             self._converged = effective
-            self.progress.revision = cached.revision
+            self.link.revision = cached.revision
         return cached
-
-    # -- hub side --------------------------------------------------------------------------------
-
-    async def watch_once(self) -> bool:
-        """One long-poll; True when a new desired state was applied."""
-        reply = await self._http.get(
-            f"/api/v1/agent/sites/{self.config.site}/desired-state",
-            params={"since": self.progress.revision, "timeout": self.config.watch_timeout},
-        )
-        if reply.status_code == 204:
-            return False
-        reply.raise_for_status()
-        state = DesiredState.model_validate(reply.json())
-        # Cache first: a crash between the two leaves a state we can resume from.
-        await asyncio.to_thread(self.cache.save, state)
-        await self._apply(state)
-        log.info(
-            "applied revision %d: %s",
-            state.revision,
-            ", ".join(f"{a.key}={a.replicas}" for a in state.apps) or "nothing",
-        )
-        return True
-
-    async def watch_routing_once(self) -> bool:
-        """One long-poll for the routing table; True when a new one was taken."""
-        reply = await self._http.get(
-            f"/api/v1/agent/sites/{self.config.site}/routing-table",
-            params={"since": self.routing_version, "timeout": self.config.watch_timeout},
-        )
-        if reply.status_code == 204:
-            return False
-        reply.raise_for_status()
-        table = RoutingTable.model_validate(reply.json())
-        await asyncio.to_thread(self.routing_cache.save, table)
-        self.routing_version = table.version
-        self._take_trust(table)
-        self.refresh_zone(table)
-        return True
-
-    async def _backoff_sleep(self, delay: float) -> None:
-        """Sleep ``delay`` seconds, or until the heartbeat finds the hub reachable again."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hub_back.wait(), delay)
-
-    async def _routing_loop(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await self.watch_routing_once()
-                backoff.reset()
-            except (httpx.HTTPError, ValueError) as exc:
-                delay = backoff.next()
-                log.warning("routing watch failed (%s); retrying in %.1fs", _reason(exc), delay)
-                await self._backoff_sleep(delay)
-
-    async def _watch_loop(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await self.watch_once()
-                backoff.reset()
-            except (httpx.HTTPError, ValueError) as exc:
-                delay = backoff.next()
-                log.warning("hub watch failed (%s); retrying in %.1fs", _reason(exc), delay)
-                await self._backoff_sleep(delay)
-
-    def status_report(self) -> StatusReport:
-        """What runs here now."""
-        observed = self.driver.observe()
-        apps = []
-        for key, replicas in sorted(observed.items()):
-            tenant, _, app = key.partition("/")
-            apps.append(AppReport(tenant=tenant, app=app, replicas=replicas))
-        return StatusReport(
-            site=self.config.site,
-            agent_version=__version__,
-            agent_endpoint=self.endpoint,
-            observed_revision=self.progress.revision,
-            apps=apps,
-        )
-
-    async def _report_loop(self) -> None:
-        backoff = Backoff()
-        dirty = self.progress.report_dirty
-        dirty.set()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dirty.wait(), self.config.report_resync)
-            await asyncio.sleep(0.1)  # let a burst of replica changes settle into one report
-            dirty.clear()
-            report = await asyncio.to_thread(self.status_report)
-            try:
-                reply = await self._http.post(
-                    f"/api/v1/agent/sites/{self.config.site}/status",
-                    content=report.model_dump_json(by_alias=True),
-                    headers={"Content-Type": "application/json"},
-                )
-                reply.raise_for_status()
-                backoff.reset()
-            except httpx.HTTPError as exc:
-                dirty.set()  # unsent: try again after the backoff
-                delay = backoff.next()
-                log.warning("status report failed (%s); retrying in %.1fs", _reason(exc), delay)
-                await self._backoff_sleep(delay)
-
-    async def _heartbeat_loop(self) -> None:
-        failing = False
-        while True:
-            beat = Heartbeat(
-                site=self.config.site,
-                observed_revision=self.progress.revision,
-                probes=self.prober.health(),
-                problem=self.driver.problem(),
-            )
-            try:
-                reply = await self._http.post(
-                    f"/api/v1/agent/sites/{self.config.site}/heartbeat",
-                    content=beat.model_dump_json(by_alias=True),
-                    headers={"Content-Type": "application/json"},
-                )
-                reply.raise_for_status()
-                if failing:
-                    log.info("hub reachable again")
-                    # The hub may have lost what we told it: report everything again.
-                    self.progress.report_dirty.set()
-                    # Loops backing off after the outage try again now, not up to 30 s later.
-                    self._hub_back.set()
-                    self._hub_back = asyncio.Event()
-                failing = False
-            except httpx.HTTPError as exc:
-                if not failing:
-                    log.warning("heartbeat failed (%s); running autonomously", _reason(exc))
-                failing = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(), self.config.heartbeat_interval)
-            self._beat_now.clear()
 
     # -- process ---------------------------------------------------------------------------------
 
@@ -1000,9 +578,14 @@ class Agent:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, stop.set)
         serving = asyncio.create_task(self._api_server.serve())
+        # The site serves before it calls the hub: a site waiting for the hub (or for its join)
+        # answers its neighbours' probes and its clients all along.
+        deadline = self._loop.time() + 10.0
+        while not self._api_server.started and not serving.done() and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
         tasks: list[asyncio.Task[Any]] = [
             serving,
-            asyncio.create_task(self._hub_loops()),
+            asyncio.create_task(self.link.run()),
             asyncio.create_task(self.prober.run(self._probes_changed)),
             asyncio.create_task(self._scale_loop()),
         ]
@@ -1016,23 +599,6 @@ class Agent:
                     raise error
         finally:
             await self.shutdown(serving, [*tasks[1:], stopper])
-
-    async def _hub_loops(self) -> None:
-        """Join if needed, then the loops that talk to the hub. Replicas, the ingress and the
-        edge DNS run meanwhile: a site waiting for the hub keeps serving."""
-        rejoin = self.saved is not None
-        if not rejoin:
-            await self.join()
-        async with asyncio.TaskGroup() as group:
-            if rejoin:
-                # The credential the site has serves meanwhile: a new join token that the hub
-                # cannot take yet never holds up the watch or the heartbeats.
-                group.create_task(self.join())
-            group.create_task(self._watch_loop())
-            group.create_task(self._routing_loop())
-            group.create_task(self._report_loop())
-            group.create_task(self._heartbeat_loop())
-            group.create_task(self.demand_reporter.run())
 
     async def shutdown(self, serving: asyncio.Task[Any], tasks: list[asyncio.Task[Any]]) -> None:
         """Stop loops and the local API; stop replicas only when configured to."""
@@ -1051,7 +617,7 @@ class Agent:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._http.aclose()
+        await self.hub.aclose()
         await self._peer_http.aclose()
         await self.ingress.aclose()
         if self.config.stop_replicas_on_exit:
@@ -1069,40 +635,6 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def _reason_text(reply: httpx.Response) -> str:
-    try:
-        detail = reply.json().get("detail")
-    except ValueError:
-        detail = reply.text[:200]
-    return f"HTTP {reply.status_code}: {detail}"
-
-
-def _problems(exc: ValidationError) -> str:
-    """Field paths and messages of a validation error; pydantic's own text quotes the input,
-    which may be a secret."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-
-
-def _hub_tls(ca: Path | None) -> ssl.SSLContext | bool:
-    """How to check the hub's certificate: with ``ca`` when given, else the system's CAs."""
-    if ca is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"--hub-ca {ca}: not a readable CA bundle (PEM): {exc}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, httpx.HTTPStatusError):
-        try:
-            detail = exc.response.json().get("detail")
-        except ValueError:
-            detail = exc.response.text[:200]
-        return f"HTTP {exc.response.status_code}: {detail}"
-    return str(exc) or type(exc).__name__
-
-
 def make_driver(name: str, config: AgentConfig) -> Driver:
     """The driver called ``name`` for this agent."""
     if name == "process":
@@ -1116,4 +648,20 @@ def make_driver(name: str, config: AgentConfig) -> Driver:
         prefix = check_namespace_prefix(config.kube_namespace_prefix)
         api = connect(kubeconfig=config.kubeconfig, context=config.kube_context)
         return KubernetesDriver(config.site, api, namespace_prefix=prefix)
-    raise ValueError(f"driver {name!r} is not available here: use 'process' or 'kubernetes'")
+    if name == "simulated":
+        from edgefleet.agent.drivers.simulated import SimulatedDriver
+
+        # Replicas that are records (edgefleet.sim runs thousands of such sites in one process).
+        return SimulatedDriver(config.site)
+    raise ValueError(
+        f"driver {name!r} is not available here: use 'process', 'kubernetes' or 'simulated'"
+    )
+
+
+def _refusal(status: int, body: bytes) -> str:
+    """``HTTP 409: <detail>`` of a neighbour's refusal."""
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        detail = body[:200].decode("utf-8", "replace")
+    return f"HTTP {status}: {detail}"

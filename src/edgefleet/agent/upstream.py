@@ -29,13 +29,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 CONNECT_TIMEOUT = 2.0
 """Seconds to open a TCP connection."""
@@ -735,8 +737,10 @@ class UpstreamPool:
         acquire_timeout: float = ACQUIRE_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        """An empty pool; connections open on demand."""
+        """An empty pool; connections open on demand (over TLS with ``tls``, checking each
+        server's certificate for its host name)."""
         if max_per_host < 1:
             raise ValueError(f"max_per_host must be >= 1, not {max_per_host}")
         self.max_per_host = max_per_host
@@ -751,6 +755,8 @@ class UpstreamPool:
         """Seconds a request waits for a connection when ``max_per_host`` are busy."""
         self.idle_timeout = idle_timeout
         """Seconds an idle connection is kept for reuse."""
+        self.tls = tls
+        """TLS of every connection (None: plain TCP)."""
         self._clock = clock
         self._hosts: dict[tuple[str, int], _Host] = {}
         self._connections: set[_Connection] = set()
@@ -1015,7 +1021,11 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self, key), host, port
+                    lambda: _Connection(self, key),
+                    host,
+                    port,
+                    ssl=self.tls,
+                    server_hostname=host if self.tls is not None else None,
                 )
         except BaseException as error:
             self._free_slot(entry)
@@ -1141,7 +1151,8 @@ class HttpxUpstream:
 
     httpx failures map to the same exceptions as the pool's: ``ConnectError`` and
     ``ConnectTimeout`` to ``ConnectFailed``, other timeouts to ``HeadTimeout`` before the head
-    and ``ResponseBroken`` after it, any other ``HTTPError`` to ``ResponseBroken``.
+    and ``ResponseBroken`` after it, any other ``HTTPError`` to ``ResponseBroken``. httpx is
+    imported here only, when a request is made: an agent never loads it.
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
@@ -1160,6 +1171,8 @@ class HttpxUpstream:
         head_timeout: float | None = None,
     ) -> Response:
         """See ``Upstream.request``."""
+        import httpx
+
         url = httpx.URL(scheme="http", host=host, port=port, raw_path=target)
         sent = httpx.Request(method, url, headers=list(headers), content=body)
         # A network exchange suspends at least once; so does this one, so that concurrent
@@ -1191,6 +1204,8 @@ class _HttpxBody:
         self._chunks = response.aiter_raw()
 
     async def read_chunk(self) -> bytes:
+        import httpx
+
         try:
             async for chunk in self._chunks:
                 if chunk:

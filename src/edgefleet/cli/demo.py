@@ -3,7 +3,8 @@
 The sample app ``hello`` is placed by traffic. The demo tours what that means: clients near
 Paris send load and replicas appear in Europe; the clients move to New York, replicas follow and
 Europe goes to zero (still placed); then one request from Paris wakes Europe again through the
-activator. ``--check`` checks each step and every edge DNS, and exits.
+activator. ``--check`` checks each step and every edge DNS, and exits. ``--simulated N`` adds N
+simulated sites around the real ones (``edgefleet.cli.demo_fleet``).
 """
 
 from __future__ import annotations
@@ -17,22 +18,28 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import dns.edns
 import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
+import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from edgefleet.cli import demo_fleet
 from edgefleet.cli.load import spec_for_site, tick_line
 from edgefleet.cli.output import apps_table, sites_table
+from edgefleet.cli.sim import raise_file_limit
 from edgefleet.client import Client, Context, save_context
+from edgefleet.hub.health import GRACE_BEATS
 from edgefleet.loadgen import LoadSummary, Tick, run_load
 from edgefleet.localfleet import LocalFleet, wait_for
-from edgefleet.model import App, Site
+from edgefleet.model import MAX_APPLY, App, Site, SitePhase
 from edgefleet.model.manifests import load_text
+from edgefleet.sim import SimConfig
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -46,9 +53,15 @@ def sample_manifests() -> tuple[list[Site], App]:
     return [s for s in sites if isinstance(s, Site)], hello
 
 
-def ask_dns(ip: str, port: int, fqdn: str) -> list[str]:
-    """The A records a DNS server answers for ``fqdn`` (empty on NODATA or no answer)."""
-    query = dns.message.make_query(fqdn, dns.rdatatype.A)
+def ask_dns(ip: str, port: int, fqdn: str, *, subnet: str | None = None) -> list[str]:
+    """The A records a DNS server answers for ``fqdn`` (empty on NODATA or no answer), asked
+    for clients in ``subnet`` (EDNS Client Subnet) if given."""
+    if subnet is None:
+        query = dns.message.make_query(fqdn, dns.rdatatype.A)
+    else:
+        address, _, length = subnet.partition("/")
+        ecs = dns.edns.ECSOption(address, int(length or 32))
+        query = dns.message.make_query(fqdn, dns.rdatatype.A, use_edns=0, options=[ecs])
     try:
         reply = dns.query.udp(query, ip, port=port, timeout=1.0)
     except (OSError, dns.exception.DNSException):
@@ -148,6 +161,100 @@ def send_load(site: Site, app: App, *, rps: float, seconds: float, work_ms: int)
     return asyncio.run(run_load(spec, on_second=every_five))
 
 
+def shown_apps(client: Client) -> list[App]:
+    """The apps of the demo's tables: all but ``telemetry``, whose thousands of sites would not
+    fit a row (the simulated sites' own line counts its replicas)."""
+    return [a for a in client.list_apps() if a.metadata.name != demo_fleet.APP]
+
+
+def add_simulated(
+    fleet: LocalFleet, client: Client, real: list[Site], count: int, *, tenant: str
+) -> str:
+    """Create ``count`` simulated sites around ``real`` and run them; wait until the hub lists
+    them all Ready beside the real ones; run ``telemetry`` at each of them, and show what the
+    central DNS answers a client at one. Returns the simulated sites' control API."""
+    made = demo_fleet.simulated_sites(real, count)
+    started = time.monotonic()
+    console.print(
+        f"adding {count} simulated sites around the real ones ({made[0].metadata.name} to "
+        f"{made[-1].metadata.name}), run by edgefleet sim in a process of its own"
+    )
+    client.apply_many(made, chunk=MAX_APPLY)
+    sim = fleet.start_sim(
+        count, prefix=demo_fleet.PREFIX, start_over=count / demo_fleet.JOINS_PER_SECOND
+    )
+    url = sim.control
+    console.print(
+        f"  edgefleet sim: pid {sim.process.pid}, control API on {url} "
+        f'(GET /stats; POST /kill {{"sites": [...]}})'
+    )
+    total = count + len(real)
+
+    late: list[Site] = []
+
+    def all_ready() -> bool:
+        late[:] = [s for s in client.iter_sites() if s.status.phase != SitePhase.READY]
+        return not late
+
+    try:
+        wait_for(
+            all_ready,
+            timeout=60 + 2 * count / demo_fleet.JOINS_PER_SECOND,
+            interval=1.0,
+            what=f"{total} sites to be Ready",
+        )
+    except TimeoutError as exc:
+        named = ", ".join(f"{s.metadata.name} {s.status.phase.value}" for s in late[:6])
+        more = f" and {len(late) - 6} more" if len(late) > 6 else ""
+        raise TimeoutError(f"{exc}; not Ready: {named}{more}") from None
+    regions = sorted({s.spec.region for s in real})
+    console.print(
+        f"[green]fleet: {total} sites Ready in the hub's list[/], {len(real)} real and {count} "
+        f"simulated, in {', '.join(regions)} ({time.monotonic() - started:.1f}s); "
+        f"[bold]the map at {fleet.hub_url}/ui[/] shows them all"
+    )
+    started = time.monotonic()
+    client.apply(demo_fleet.fleet_app(tenant, count))
+    wait_for(
+        lambda: client.get_app(tenant, demo_fleet.APP).status.ready_replicas >= count,
+        timeout=60 + count / 100,
+        interval=1.0,
+        what=f"{demo_fleet.APP} to be ready at {count} simulated sites",
+    )
+    console.print(
+        f"[green]applied app {demo_fleet.APP}[/]: one replica at every simulated site, "
+        f"{count} ready {time.monotonic() - started:.1f}s later"
+    )
+    site, near, km = demo_fleet.farthest(made, real)
+    ip = site.spec.addresses.ip
+    fqdn = f"{demo_fleet.APP}.{tenant}.edge.internal"
+    by_ip = {s.spec.addresses.ip: s.metadata.name for s in (*real, *made)}
+
+    def answered() -> list[str] | None:
+        want = client.explain_dns(fqdn, client_ip=ip)["answer"]
+        answer = [
+            by_ip.get(a, a)
+            for a in ask_dns(fleet.hub_host, fleet.dns_port, fqdn, subnet=f"{ip}/32")
+        ]
+        return answer if answer and want and answer[0] == want[0]["site"] else None
+
+    answer = wait_for(answered, timeout=20, what=f"the central DNS to answer for {fqdn}")
+    console.print(
+        f"[green]central DNS[/], for a client at {site.metadata.name} ({site.spec.region}, "
+        f"{km:.0f} km from {near.metadata.name}): {fqdn} -> {', '.join(answer)}"
+    )
+    console.print(f"  try: dig @{fleet.hub_host} -p {fleet.dns_port} {fqdn} +subnet={ip}/32 +short")
+    return url
+
+
+def simulated_line(url: str) -> Text:
+    """The simulated sites' line of the live view, as their process says."""
+    try:
+        return Text(demo_fleet.SimulatedStatus.read(url).line())
+    except httpx.HTTPError as exc:
+        return Text(f"+ simulated sites: edgefleet sim not answering ({exc})", style="red")
+
+
 def traffic_tour(client: Client, sites: list[Site], app: App) -> list[Step]:
     """Move the sample app's clients from Europe to America and back; check what follows."""
     tenant, name = app.metadata.tenant or "", app.metadata.name
@@ -158,7 +265,7 @@ def traffic_tour(client: Client, sites: list[Site], app: App) -> list[Step]:
     steps: list[Step] = []
 
     def show() -> None:
-        console.print(apps_table(client.list_apps()))
+        console.print(apps_table(shown_apps(client)))
 
     console.print(
         f"\n[bold]1.[/] clients near paris: `edgefleet load --from paris --app {name} --rps 20 "
@@ -239,9 +346,16 @@ def run_demo(
     hub_port: int = 7700,
     dns_port: int = 5353,
     tour: bool = True,
+    simulated: int = 0,
 ) -> int:
-    """Bring the demo fleet up, deploy ``hello``, then watch, wait or check; 0 on success."""
+    """Bring the demo fleet up, deploy ``hello``, add ``simulated`` sites, then watch, wait or
+    check; 0 on success."""
     sites, hello = sample_manifests()
+    if simulated:
+        # Only the real sites run processes (the tour sends them requests).
+        hello = demo_fleet.kept_to(hello, sites)
+        # The hub holds a connection per site; it inherits this process's limit.
+        raise_file_limit(simulated + len(sites))
     marker = workdir / ".edgefleet-demo"
     if workdir.exists() and any(workdir.iterdir()):
         if not marker.exists():
@@ -261,6 +375,13 @@ def run_demo(
         placement_resync=2.0,
         demand_tau=5.0,
         demand_window=2.0,
+        # Simulated sites beat at their own pace, all from one process: a few late beats on a
+        # busy machine must not make them Unreachable.
+        heartbeat_grace=(
+            max(LocalFleet.heartbeat_grace, GRACE_BEATS * SimConfig().heartbeat_interval)
+            if simulated
+            else LocalFleet.heartbeat_grace
+        ),
     )
     central = (fleet.hub_host, dns_port)
     started = time.monotonic()
@@ -301,13 +422,17 @@ def run_demo(
                 f"[bold]web UI: {fleet.hub_url}/ui[/] (sign in with the admin token in "
                 f"{token_file})"
             )
-            wait_for(
-                lambda: all(
+
+            real_ips = {s.spec.addresses.ip for s in sites}
+
+            def every_edge_dns() -> bool:
+                """Every edge DNS answers for the app, with real sites only."""
+                answers = [
                     ask_dns(s.spec.addresses.ip, s.spec.addresses.dns_port, fqdn) for s in sites
-                ),
-                timeout=60,
-                what=f"every edge DNS to answer for {name}",
-            )
+                ]
+                return all(answers) and all(set(a) <= real_ips for a in answers)
+
+            wait_for(every_edge_dns, timeout=60, what=f"every edge DNS to answer for {name}")
             console.print(
                 f"[green]{name} placed, every edge DNS answers for it[/] "
                 f"{time.monotonic() - started:.1f}s after start"
@@ -316,6 +441,15 @@ def run_demo(
             for step in steps:
                 mark = "[green]ok[/]  " if step.ok else "[red]FAIL[/]"
                 console.print(f"  {mark} {step.what}: {step.detail}")
+            sim_url = None
+            if simulated:
+                # After the tour, which measures latencies on a hub not busy joining thousands.
+                sim_url = add_simulated(fleet, client, sites, simulated, tenant=tenant)
+                wait_for(every_edge_dns, timeout=60, what=f"every edge DNS to answer for {name}")
+                console.print(
+                    f"[green]{name} still placed at real sites only, every edge DNS answers for "
+                    f"it[/] with {len(sites) + simulated} sites in the fleet"
+                )
             if check:
                 served = all(step.ok for step in steps)
                 console.print(f"{sum(s.ok for s in steps)} of {len(steps)} tour steps passed")
@@ -351,9 +485,10 @@ def run_demo(
                                 f"edgefleet demo: hub {fleet.hub_url} (Ctrl-C to stop)",
                                 style="bold",
                             ),
-                            sites_table(client.list_sites()),
+                            sites_table([client.get_site(s.metadata.name) for s in sites]),
+                            *([simulated_line(sim_url)] if sim_url else []),
                             Text(""),
-                            apps_table(client.list_apps()),
+                            apps_table(shown_apps(client)),
                             Text(""),
                             dns_table(dns_rows(sites, fqdn, central), fqdn),
                         )

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from edgefleet.cli.output import OutputFormat, age, dump
+from edgefleet.cli.formats import OutputFormat
 
 hub_app = typer.Typer(help="The hub: set it up (init) and run it (serve).", no_args_is_help=True)
 token_app = typer.Typer(help="Bearer tokens of people and tools.", no_args_is_help=True)
@@ -46,7 +45,8 @@ def hub_init(
 
     Safe to run again: the CA stays; the certificate is reissued only for new names.
     """
-    from edgefleet.cli.main import _split_listen, err, fail, out
+    from edgefleet.cli.console import err, out
+    from edgefleet.cli.main import _split_listen, fail
     from edgefleet.client.config import Context, save_context
     from edgefleet.hub.accounts import Accounts, bootstrap_admin
     from edgefleet.hub.store import Store
@@ -102,7 +102,9 @@ def token_create(
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TABLE,
 ) -> None:
     """Make a token. It is printed once: the hub keeps only a hash of it."""
-    from edgefleet.cli.main import fail, hub_session, out
+    from edgefleet.cli.console import out
+    from edgefleet.cli.main import fail, hub_session
+    from edgefleet.cli.output import dump
     from edgefleet.model.objects import parse_duration
 
     try:
@@ -129,7 +131,11 @@ def token_list(
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TABLE,
 ) -> None:
     """Tokens, join tokens and site credentials (never their secrets)."""
-    from edgefleet.cli.main import hub_session, out
+    from rich.table import Table
+
+    from edgefleet.cli.console import out
+    from edgefleet.cli.main import hub_session
+    from edgefleet.cli.output import age, dump
 
     with hub_session() as client:
         tokens = client.list_tokens(kind=kind, site=site)
@@ -161,7 +167,8 @@ def token_revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (see 'token list').")],
 ) -> None:
     """Revoke a token or site credential: every hub replica refuses it from the next request."""
-    from edgefleet.cli.main import hub_session, out
+    from edgefleet.cli.console import out
+    from edgefleet.cli.main import hub_session
 
     with hub_session() as client:
         client.revoke_token(token_id)
@@ -172,7 +179,9 @@ def whoami(
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TABLE,
 ) -> None:
     """Who the hub takes you for: subject, role, tenants."""
-    from edgefleet.cli.main import hub_session, out
+    from edgefleet.cli.console import out
+    from edgefleet.cli.main import hub_session
+    from edgefleet.cli.output import dump
 
     with hub_session() as client:
         me = client.whoami()
@@ -193,7 +202,8 @@ def site_join_token(
 ) -> None:
     """A one-time join token for SITE's agent: start the agent with EDGEFLEET_JOIN_TOKEN set to
     it; the agent trades it for the site's credential (and earlier credentials stop working)."""
-    from edgefleet.cli.main import fail, hub_session, out
+    from edgefleet.cli.console import out
+    from edgefleet.cli.main import fail, hub_session
     from edgefleet.model.objects import parse_duration
 
     try:
@@ -221,7 +231,11 @@ def audit(
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TABLE,
 ) -> None:
     """Every change asked of the hub: who, when, what, and the result."""
-    from edgefleet.cli.main import fail, hub_session, out
+    from rich.table import Table
+
+    from edgefleet.cli.console import out
+    from edgefleet.cli.main import fail, hub_session
+    from edgefleet.cli.output import dump
     from edgefleet.model.objects import parse_duration
 
     try:

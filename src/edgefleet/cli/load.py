@@ -15,10 +15,10 @@ import math
 import signal
 from collections.abc import Mapping
 
-from rich.console import Console
 from rich.table import Table
 
-from edgefleet.cli.main import err, fail, hub_session, out
+from edgefleet.cli.console import Stream, err, out
+from edgefleet.cli.main import fail, hub_session
 from edgefleet.client import HubError
 from edgefleet.loadgen import (
     LAG_WARNING_MS,
@@ -115,7 +115,7 @@ def summary_table(summary: LoadSummary, *, site: str) -> Table:
     return table
 
 
-async def _run(spec: LoadSpec, live: Console) -> LoadSummary:
+async def _run(spec: LoadSpec, live: Stream) -> LoadSummary:
     """The run, stopped cleanly (with its summary) by Ctrl-C."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

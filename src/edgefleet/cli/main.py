@@ -1,4 +1,9 @@
-"""The ``edgefleet`` command."""
+"""The ``edgefleet`` command.
+
+Each command imports what it runs when it runs: ``edgefleet agent`` loads the agent and not the
+hub, its store, the test bed, the client or the tables, so an agent holds only its own code in
+memory (``tests/unit/cli/test_imports.py`` keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -6,30 +11,24 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
 
 from edgefleet._version import __version__
+from edgefleet.cli.console import err, out
+from edgefleet.cli.formats import OutputFormat
 from edgefleet.cli.identity import audit, hub_app, site_app, token_app, whoami
-from edgefleet.cli.output import (
-    OutputFormat,
-    apps_table,
-    dump,
-    events_table,
-    replicas_table,
-    sites_table,
-    tenants_table,
-    wire,
-)
+from edgefleet.cli.sim import sim
 from edgefleet.cli.testbed import testbed_app
-from edgefleet.client import Client, HubError
-from edgefleet.model import App, Site, Tenant
-from edgefleet.model.manifests import ManifestError, load_paths
+from edgefleet.model import MAX_APPLY, MAX_PAGE
+
+if TYPE_CHECKING:
+    from edgefleet.client import Client
+    from edgefleet.model import App, Applied, Site, Tenant
 
 app = typer.Typer(
     name="edgefleet",
@@ -37,9 +36,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-# Piped output keeps whole lines (like kubectl) instead of folding at 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 512)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 512)
 
 
 class Kind(StrEnum):
@@ -64,6 +60,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _client() -> Client:
+    from edgefleet.client import Client
+
     try:
         return Client()
     except ValueError as exc:
@@ -73,6 +71,8 @@ def _client() -> Client:
 @contextlib.contextmanager
 def hub_session() -> Iterator[Client]:
     """A client of the current context's hub; a refusal becomes a clear error and exit 1."""
+    from edgefleet.client import HubError
+
     try:
         with _client() as client:
             yield client
@@ -97,13 +97,33 @@ TenantOption = Annotated[
 ]
 
 
+APPLY_DETAIL = 100
+"""Inputs of at most this many objects get a line per object; larger ones a line per kind."""
+
+
 @app.command()
 def apply(
     files: Annotated[
         list[str], typer.Option("--filename", "-f", help="File, directory or '-' for stdin.")
     ],
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            min=1,
+            max=MAX_APPLY,
+            help="Objects per request; each request is applied whole or not at all.",
+        ),
+    ] = MAX_APPLY,
 ) -> None:
-    """Create or update objects from manifests. Every document is validated before any is sent."""
+    """Create or update objects from manifests. Every document is validated before any is sent;
+    then they are sent in order, ``--chunk-size`` to a request."""
+    # As many to a request as the hub takes: each request sets off a placement pass and a
+    # routing rebuild over the whole fleet, which at 10,000 sites cost more than the writes.
+    from edgefleet.client import HubError
+    from edgefleet.model import apply_summary
+    from edgefleet.model.manifests import ManifestError, load_paths
+
     try:
         manifests = load_paths(files)
     except ManifestError as exc:
@@ -111,16 +131,35 @@ def apply(
             err.print(f"[red]error:[/] {problem}")
         err.print("nothing was applied")
         raise typer.Exit(1) from None
+    objs = [m.obj for m in manifests]
+    detailed = len(objs) <= APPLY_DETAIL
+    done: list[Applied] = []
     with _client() as client:
-        for manifest in manifests:
-            obj = manifest.obj
-            try:
-                _, verb = client.apply(obj)
-            except HubError as exc:
-                fail(f"{manifest.source}, document {manifest.document}: {exc.message}")
-            label = obj.kind.lower()
-            scope = f" in tenant {obj.metadata.tenant}" if obj.metadata.tenant else ""
-            out.print(f"{label}/{obj.metadata.name}{scope} {verb}")
+        try:
+            for batch in client.apply_batches(objs, chunk=chunk_size):
+                done.extend(batch)
+                if detailed:
+                    for applied in batch:
+                        scope = f" in tenant {applied.tenant}" if applied.tenant else ""
+                        out.print(f"{applied.kind.lower()}/{applied.name}{scope} {applied.outcome}")
+                if len(objs) > chunk_size:
+                    err.print(f"applied {len(done)} of {len(objs)} objects")
+        except HubError as exc:
+            where = ""
+            if exc.item is not None and exc.item < len(manifests):
+                refused = manifests[exc.item]
+                where = f"{refused.source}, document {refused.document}: "
+            err.print(f"[red]error:[/] {where}{exc.message}")
+            err.print(
+                f"{len(done)} of {len(objs)} objects were applied (by the requests before); "
+                "the rest were not"
+                if done
+                else "nothing was applied"
+            )
+            raise typer.Exit(1) from None
+    if not detailed:
+        for line in apply_summary(done):
+            out.print(line)
 
 
 @app.command()
@@ -131,26 +170,59 @@ def get(
         OutputFormat, typer.Option("--output", "-o", help="table, wide, json or yaml.")
     ] = OutputFormat.TABLE,
     tenant: TenantOption = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            min=0,
+            max=MAX_PAGE,
+            help="Objects per request when listing; 0: the whole list in one request.",
+        ),
+    ] = 500,
 ) -> None:
-    """List objects, or show one."""
+    """List objects (shown as they arrive, a page at a time), or show one."""
+    from edgefleet.cli.output import dump, list_stream, wire
+
     with hub_session() as client:
-        found: Sequence[Site | App | Tenant]
+        if name is not None:
+            found: Site | App | Tenant
+            if kind.singular == "site":
+                found = client.get_site(name)
+            elif kind.singular == "tenant":
+                found = client.get_tenant(name)
+            else:
+                found = _find_app(client, name, tenant)
+            if output in (OutputFormat.JSON, OutputFormat.YAML):
+                out.print(dump(wire([found], True), output), markup=False)
+            else:
+                _print_table(kind, [[found]], wide=output == OutputFormat.WIDE)
+            return
+        pages: Iterator[Sequence[Site | App | Tenant]]
         if kind.singular == "site":
-            found = [client.get_site(name)] if name else client.list_sites()
+            pages, list_kind = client.site_pages(chunk_size), "SiteList"
         elif kind.singular == "tenant":
-            found = [client.get_tenant(name)] if name else client.list_tenants()
+            pages, list_kind = client.tenant_pages(chunk_size), "TenantList"
         else:
-            found = [_find_app(client, name, tenant)] if name else client.list_apps(tenant)
-    if output in (OutputFormat.JSON, OutputFormat.YAML):
-        out.print(dump(wire(found, name is not None), output), markup=False)
-        return
-    wide = output == OutputFormat.WIDE
-    if kind.singular == "site":
-        out.print(sites_table([s for s in found if isinstance(s, Site)], wide=wide))
-    elif kind.singular == "tenant":
-        out.print(tenants_table([t for t in found if isinstance(t, Tenant)], wide=wide))
-    else:
-        out.print(apps_table([a for a in found if isinstance(a, App)], wide=wide))
+            pages, list_kind = client.app_pages(tenant, chunk_size), "AppList"
+        if output in (OutputFormat.JSON, OutputFormat.YAML):
+            for text in list_stream(list_kind, pages, output):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            return
+        _print_table(kind, pages, wide=output == OutputFormat.WIDE)
+
+
+def _print_table(kind: Kind, pages: Iterable[Sequence[Site | App | Tenant]], *, wide: bool) -> None:
+    """A table of objects, printed a page at a time as the pages arrive."""
+    from edgefleet.cli.output import TableStream, cells_of, columns_of
+
+    table = TableStream(columns_of(kind.singular, wide=wide))
+    shown = False
+    for page in pages:
+        if page or not shown:
+            out.print(table.page([cells_of(obj, wide=wide) for obj in page]))
+            shown = True
 
 
 @app.command()
@@ -160,6 +232,8 @@ def describe(
     tenant: TenantOption = None,
 ) -> None:
     """Show one object in full, with its replicas and recent events."""
+    from edgefleet.cli.output import apps_table, dump, events_table, replicas_table, wire
+
     with hub_session() as client:
         if kind.singular == "site":
             site = client.get_site(name)
@@ -342,7 +416,9 @@ def agent(
     state_dir: Annotated[Path, typer.Option(help="Cache, replica records and logs.")] = Path(
         "edgefleet-agent"
     ),
-    driver: Annotated[str, typer.Option(help="Replica driver: process or kubernetes.")] = "process",
+    driver: Annotated[
+        str, typer.Option(help="Replica driver: process, kubernetes or simulated.")
+    ] = "process",
     kubeconfig: Annotated[
         Path | None,
         typer.Option(
@@ -465,6 +541,15 @@ def demo(
     ),
     hub_port: Annotated[int, typer.Option(help="Hub API port.")] = 7700,
     dns_port: Annotated[int, typer.Option(help="Central DNS port on 127.0.0.1.")] = 5353,
+    simulated: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=10_000,
+            help="Add this many simulated sites around the six (edgefleet sim), and an app "
+            "at each of them.",
+        ),
+    ] = 0,
 ) -> None:
     """A hub and six sites in three regions on this machine, running the sample app."""
     from edgefleet.cli.demo import run_demo
@@ -477,11 +562,13 @@ def demo(
             hub_port=hub_port,
             dns_port=dns_port,
             tour=tour,
+            simulated=simulated,
         )
     )
 
 
 app.add_typer(testbed_app, name="testbed")
+app.command()(sim)
 app.add_typer(hub_app, name="hub")
 app.add_typer(token_app, name="token")
 app.add_typer(site_app, name="site")
@@ -588,6 +675,8 @@ def load(
 @app.command()
 def version() -> None:
     """Print the CLI's version (and the hub's, if one answers)."""
+    from edgefleet.client import HubError
+
     out.print(f"client: {__version__}")
     try:
         with _client() as client:

@@ -1,21 +1,22 @@
-"""``edgefleet testbed``: a fleet with real network distance on this machine, and its faults."""
+"""``edgefleet testbed``: a fleet with real network distance on this machine, and its faults.
+
+The test bed (and the hub's store under it) is imported by the commands that use it, not when
+the ``edgefleet`` command starts: every other command, the agent's above all, goes without."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from edgefleet.testbed.bed import ADMIN_TOKEN_FILE, Testbed, TestbedError
-from edgefleet.testbed.topology import default_topology, load_topology
-from edgefleet.testbed.wan import WanControlError
+from edgefleet.cli.console import err, out
+
+if TYPE_CHECKING:
+    from edgefleet.testbed.bed import Testbed
 
 testbed_app = typer.Typer(
     help="A fleet in network namespaces over an emulated WAN (root; Linux), and faults to inject.",
@@ -24,8 +25,6 @@ testbed_app = typer.Typer(
 fault_app = typer.Typer(help="Inject a fault into the running test bed.", no_args_is_help=True)
 testbed_app.add_typer(fault_app, name="fault")
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 512)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 512)
 
 WorkdirOption = Annotated[
     Path, typer.Option(help="Where the test bed keeps its record, logs and state.")
@@ -40,6 +39,8 @@ def fail(message: str) -> NoReturn:
 
 
 def _bed(workdir: Path) -> Testbed:
+    from edgefleet.testbed.bed import Testbed, TestbedError
+
     try:
         return Testbed.load(workdir)
     except TestbedError as exc:
@@ -58,6 +59,9 @@ def up(
     db: Annotated[str | None, typer.Option(help="Hub database URL (default SQLite).")] = None,
 ) -> None:
     """Build the namespaces and the WAN, start the hub and every agent (safe to run again)."""
+    from edgefleet.testbed.bed import ADMIN_TOKEN_FILE, Testbed, TestbedError
+    from edgefleet.testbed.topology import default_topology, load_topology
+
     try:
         plan = load_topology(topology) if topology else default_topology(sites)
     except ValueError as exc:
@@ -97,6 +101,8 @@ def status(
 
 
 def _print_status(bed: Testbed) -> None:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("NODE", "NAMESPACE", "ADDRESS", "PROCESS"):
         table.add_column(column, no_wrap=True)
@@ -149,6 +155,8 @@ def load(
     workdir: WorkdirOption = DEFAULT_WORKDIR,
 ) -> None:
     """Send load from a client region through the anycast DNS; print who served it."""
+    from edgefleet.testbed.bed import TestbedError
+
     bed = _bed(workdir.resolve())
     try:
         run = bed.start_load(region, app=app, tenant=tenant, rps=rps, duration=duration)
@@ -172,6 +180,9 @@ def load(
 
 
 def _fault(what: str, action: Callable[[], object]) -> None:
+    from edgefleet.testbed.bed import TestbedError
+    from edgefleet.testbed.wan import WanControlError
+
     try:
         action()
     except (TestbedError, WanControlError, KeyError, OSError, ValueError) as exc:

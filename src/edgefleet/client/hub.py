@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -10,8 +11,14 @@ import httpx
 
 from edgefleet.client.config import Context, load_context
 from edgefleet.model import (
+    API_VERSION,
+    ITEM_HEADER,
+    MAX_APPLY,
+    MAX_PAGE,
     App,
     AppDemand,
+    Applied,
+    AppliedList,
     Event,
     ReplicaState,
     RoutingTable,
@@ -25,10 +32,12 @@ from edgefleet.model.access import AuditRecord, NewToken, TokenInfo, WhoAmI
 class HubError(Exception):
     """The hub refused a request, or could not be reached."""
 
-    def __init__(self, status: int, detail: Any, *, url: str = "") -> None:
+    def __init__(self, status: int, detail: Any, *, url: str = "", item: int | None = None) -> None:
         self.status = status
         self.detail = detail
         self.url = url
+        self.item = item
+        """In an apply of many objects: the index of the object refused, when the hub says."""
         super().__init__(self.message)
 
     @property
@@ -56,6 +65,23 @@ def verify_with(ca: str | Path | None) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=str(path))
     except ssl.SSLError as exc:
         raise ValueError(f"CA file {path} holds no usable certificate: {exc}") from exc
+
+
+def _refused_item(reply: httpx.Response) -> int | None:
+    """Which object of an apply of many the hub refused: its header, or the index in the first
+    validation error's location (``["body", "items", 3, ...]``)."""
+    header = reply.headers.get(ITEM_HEADER)
+    if header is not None and header.isdigit():
+        return int(header)
+    try:
+        detail = reply.json().get("detail")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        loc = detail[0].get("loc", [])
+        if len(loc) > 2 and loc[:2] == ["body", "items"] and isinstance(loc[2], int):
+            return loc[2]
+    return None
 
 
 def _outcome(reply: httpx.Response) -> str:
@@ -106,8 +132,25 @@ class Client:
                 detail = reply.json().get("detail", reply.text)
             except ValueError:
                 detail = reply.text
-            raise HubError(reply.status_code, detail, url=str(reply.url))
+            raise HubError(reply.status_code, detail, url=str(reply.url), item=_refused_item(reply))
         return reply
+
+    def _pages(
+        self, path: str, page_size: int, params: dict[str, Any] | None = None
+    ) -> Iterator[list[Any]]:
+        """The items of a list, a page of ``page_size`` at a time (0: all in one request)."""
+        if page_size < 0 or page_size > MAX_PAGE:
+            raise ValueError(f"page_size {page_size}: use 1 to {MAX_PAGE}, or 0 for one request")
+        query: dict[str, Any] = dict(params or {})
+        if page_size:
+            query["limit"] = page_size
+        while True:
+            data = self._call("GET", path, params=query).json()
+            yield data["items"]
+            token = (data.get("metadata") or {}).get("continue")
+            if not page_size or not token:
+                return
+            query["continue"] = token
 
     # -- objects ---------------------------------------------------------------------------------
 
@@ -132,10 +175,50 @@ class Client:
         reply = self._call("PUT", path, json=body)
         return App.model_validate(reply.json()), _outcome(reply)
 
+    def apply_many(self, objs: Sequence[Site | App | Tenant], *, chunk: int = 500) -> list[Applied]:
+        """Create or update many objects, in order, ``chunk`` to a request; returns what became
+        of each. Each request is applied whole or not at all; a refusal stops at its request
+        (those before it stay applied) and its HubError's ``item`` indexes ``objs``."""
+        return [applied for batch in self.apply_batches(objs, chunk=chunk) for applied in batch]
+
+    def apply_batches(
+        self, objs: Sequence[Site | App | Tenant], *, chunk: int = 500
+    ) -> Iterator[list[Applied]]:
+        """``apply_many`` one request at a time: yields what became of each chunk's objects as
+        soon as the hub answers it."""
+        if not 1 <= chunk <= MAX_APPLY:
+            raise ValueError(f"chunk {chunk}: use 1 to {MAX_APPLY} objects a request")
+        for start in range(0, len(objs), chunk):
+            items = []
+            for obj in objs[start : start + chunk]:
+                body = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+                body.pop("status", None)
+                items.append(body)
+            try:
+                reply = self._call(
+                    "POST",
+                    "/api/v1/apply",
+                    json={"apiVersion": API_VERSION, "kind": "List", "items": items},
+                )
+            except HubError as exc:
+                if exc.item is not None:
+                    exc.item += start
+                raise
+            yield AppliedList.model_validate(reply.json()).items
+
+    def site_pages(self, page_size: int = 500) -> Iterator[list[Site]]:
+        """Every site, by name, a page of ``page_size`` at a time (0: all in one request)."""
+        for items in self._pages("/api/v1/sites", page_size):
+            yield [Site.model_validate(i) for i in items]
+
+    def iter_sites(self, page_size: int = 500) -> Iterator[Site]:
+        """Every site, by name, read ``page_size`` at a time (0: all in one request)."""
+        for page in self.site_pages(page_size):
+            yield from page
+
     def list_sites(self) -> list[Site]:
         """Every site."""
-        items = self._call("GET", "/api/v1/sites").json()["items"]
-        return [Site.model_validate(i) for i in items]
+        return list(self.iter_sites())
 
     def get_site(self, name: str) -> Site:
         """One site."""
@@ -156,11 +239,21 @@ class Client:
             self._call("GET", f"/api/v1/sites/{name}/reporting").json()
         )
 
+    def app_pages(self, tenant: str | None = None, page_size: int = 500) -> Iterator[list[App]]:
+        """Apps of every tenant (or of one), by tenant and name, a page of ``page_size`` at a
+        time (0: all in one request)."""
+        params = {"tenant": tenant} if tenant else {}
+        for items in self._pages("/api/v1/apps", page_size, params):
+            yield [App.model_validate(i) for i in items]
+
+    def iter_apps(self, tenant: str | None = None, page_size: int = 500) -> Iterator[App]:
+        """Apps of every tenant (or of one), read ``page_size`` at a time."""
+        for page in self.app_pages(tenant, page_size):
+            yield from page
+
     def list_apps(self, tenant: str | None = None) -> list[App]:
         """Apps of every tenant, or of one."""
-        params = {"tenant": tenant} if tenant else {}
-        items = self._call("GET", "/api/v1/apps", params=params).json()["items"]
-        return [App.model_validate(i) for i in items]
+        return list(self.iter_apps(tenant))
 
     def get_app(self, tenant: str, name: str) -> App:
         """One app."""
@@ -171,10 +264,20 @@ class Client:
         """Delete an app."""
         self._call("DELETE", f"/api/v1/tenants/{tenant}/apps/{name}")
 
+    def tenant_pages(self, page_size: int = 500) -> Iterator[list[Tenant]]:
+        """Every tenant with a policy, by name, a page of ``page_size`` at a time (0: all in
+        one request)."""
+        for items in self._pages("/api/v1/tenants", page_size):
+            yield [Tenant.model_validate(i) for i in items]
+
+    def iter_tenants(self, page_size: int = 500) -> Iterator[Tenant]:
+        """Every tenant with a policy, read ``page_size`` at a time."""
+        for page in self.tenant_pages(page_size):
+            yield from page
+
     def list_tenants(self) -> list[Tenant]:
         """Every tenant with a policy."""
-        items = self._call("GET", "/api/v1/tenants").json()["items"]
-        return [Tenant.model_validate(i) for i in items]
+        return list(self.iter_tenants())
 
     def get_tenant(self, name: str) -> Tenant:
         """One tenant's policy, with what its apps take now."""
@@ -262,6 +365,11 @@ class Client:
         """A one-time join token for ``site``'s agent."""
         reply = self._call("POST", f"/api/v1/sites/{site}/join-tokens", json={"ttl": ttl})
         return NewToken.model_validate(reply.json())
+
+    def join_tokens(self, sites: list[str], *, ttl: float = 3600.0) -> list[NewToken]:
+        """One-time join tokens for many sites at once, in the order asked."""
+        reply = self._call("POST", "/api/v1/join-tokens", json={"sites": sites, "ttl": ttl})
+        return [NewToken.model_validate(t) for t in reply.json()["items"]]
 
     def audit(
         self,

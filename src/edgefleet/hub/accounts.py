@@ -7,7 +7,7 @@ replica from the next request on: there is no cache to expire.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +16,9 @@ from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from edgefleet.hub.schema import audit, signing_keys, tokens
-from edgefleet.hub.store import NotFound, aware, utcnow
+from edgefleet.hub.store import NotFound, aware, feed, utcnow
+from edgefleet.hub.store.audit import AuditEntry, amend, append, audited
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.identity import Role
 from edgefleet.identity.credentials import SigningKey
 from edgefleet.identity.tokens import NewToken, ParsedToken, TokenKind, matches, new_token
@@ -53,23 +55,6 @@ class TokenRecord:
         return "active"
 
 
-@dataclass(frozen=True)
-class AuditEntry:
-    """One change asked of the hub, and what came of it."""
-
-    time: datetime
-    subject: str
-    role: str
-    source: str
-    method: str
-    path: str
-    action: str
-    tenant: str
-    status: int
-    result: str
-    id: int | None = None
-
-
 def _record(row: Any) -> TokenRecord:
     return TokenRecord(
         id=row.id,
@@ -84,6 +69,52 @@ def _record(row: Any) -> TokenRecord:
         revoked_at=None if row.revoked_at is None else aware(row.revoked_at),
         used_at=None if row.used_at is None else aware(row.used_at),
     )
+
+
+def current(record: TokenRecord, now: datetime) -> TokenRecord:
+    """``record`` if it is active at ``now``, else Refused saying why not."""
+    state = record.state(now)
+    if state == "revoked":
+        raise Refused(f"token {record.id} was revoked at {record.revoked_at:%Y-%m-%d %H:%M}Z")
+    if state == "expired":
+        raise Refused(f"token {record.id} expired at {record.expires_at:%Y-%m-%d %H:%M}Z")
+    if state == "used":
+        raise Refused(f"join token {record.id} was used already")
+    return record
+
+
+class TokenCache:
+    """User tokens this hub checked (id, the hash of the secret, the record), so that a token's
+    next request needs no store read. A token revoked at any hub is dropped from every hub's
+    cache when the change feed brings its id (``drop``): a revocation holds at every hub within
+    a feed poll (``HubConfig.feed_poll``, 0.25 s by default) of being written, and at once at
+    the hub that wrote it."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._known: dict[str, tuple[str, TokenRecord]] = {}
+
+    def get(self, parsed: ParsedToken) -> TokenRecord | None:
+        """The record of ``parsed`` if it was checked before and its secret matches."""
+        known = self._known.get(parsed.id)
+        if known is None or not matches(parsed, known[0]):
+            return None
+        return known[1]
+
+    def put(self, digest: str, record: TokenRecord) -> None:
+        """Remember a token that checked out."""
+        if len(self._known) >= self._size:
+            self._known.pop(next(iter(self._known)))
+        self._known[record.id] = (digest, record)
+
+    def drop(self, ids: Iterable[str]) -> None:
+        """Forget tokens that changed (revoked, say)."""
+        for token_id in ids:
+            self._known.pop(token_id, None)
+
+    def clear(self) -> None:
+        """Forget everything (the feed was read again from scratch)."""
+        self._known.clear()
 
 
 class Accounts:
@@ -108,7 +139,7 @@ class Accounts:
         """Make a user or join token; the returned ``NewToken.token`` is the only copy."""
         made = new_token(kind)
         now = utcnow()
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             conn.execute(
                 insert(tokens).values(
                     id=made.id,
@@ -125,6 +156,50 @@ class Accounts:
             )
         return made, self.get_token(made.id)
 
+    def create_join_tokens(
+        self, sites: Sequence[str], *, ttl: timedelta, created_by: str
+    ) -> list[tuple[NewToken, TokenRecord]]:
+        """One join token per site of ``sites``, in one transaction (each ``NewToken.token`` is
+        the only copy)."""
+        now = utcnow()
+        made = [new_token(TokenKind.JOIN) for _ in sites]
+        rows = [
+            {
+                "id": token.id,
+                "kind": TokenKind.JOIN.value,
+                "name": f"join:{site}",
+                "role": Role.SITE.value,
+                "tenants": [],
+                "site": site,
+                "digest": token.digest,
+                "created_at": now,
+                "created_by": created_by,
+                "expires_at": now + ttl,
+            }
+            for token, site in zip(made, sites, strict=True)
+        ]
+        with audited(self.engine) as conn:
+            conn.execute(insert(tokens), rows)
+        return [
+            (
+                token,
+                TokenRecord(
+                    id=token.id,
+                    kind=TokenKind.JOIN,
+                    name=f"join:{site}",
+                    role=Role.SITE,
+                    tenants=(),
+                    site=site,
+                    created_at=now,
+                    created_by=created_by,
+                    expires_at=now + ttl,
+                    revoked_at=None,
+                    used_at=None,
+                ),
+            )
+            for token, site in zip(made, sites, strict=True)
+        ]
+
     def get_token(self, token_id: str) -> TokenRecord:
         """A token by id (NotFound if none)."""
         with self.engine.connect() as conn:
@@ -133,22 +208,20 @@ class Accounts:
             raise NotFound(f"token {token_id!r} not found")
         return _record(row)
 
-    def check(self, parsed: ParsedToken, *, now: datetime) -> TokenRecord:
-        """The stored token ``parsed`` proves, or Refused saying why."""
+    def check(
+        self, parsed: ParsedToken, *, now: datetime, cache: TokenCache | None = None
+    ) -> TokenRecord:
+        """The stored token ``parsed`` proves, or Refused saying why (and remembered in
+        ``cache`` when it holds)."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(tokens).where(tokens.c.id == parsed.id, tokens.c.kind == parsed.kind.value)
             ).first()
         if row is None or row.digest is None or not matches(parsed, row.digest):
             raise Refused("unknown token")
-        record = _record(row)
-        state = record.state(now)
-        if state == "revoked":
-            raise Refused(f"token {record.id} was revoked at {record.revoked_at:%Y-%m-%d %H:%M}Z")
-        if state == "expired":
-            raise Refused(f"token {record.id} expired at {record.expires_at:%Y-%m-%d %H:%M}Z")
-        if state == "used":
-            raise Refused(f"join token {record.id} was used already")
+        record = current(_record(row), now)
+        if cache is not None and parsed.kind == TokenKind.USER:
+            cache.put(row.digest, record)
         return record
 
     def list_tokens(
@@ -165,7 +238,7 @@ class Accounts:
 
     def revoke(self, token_id: str) -> TokenRecord:
         """Revoke a token or site credential from now on (revoking twice keeps the first time)."""
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             result = conn.execute(
                 update(tokens)
                 .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
@@ -176,6 +249,9 @@ class Accounts:
                 and conn.execute(select(tokens.c.id).where(tokens.c.id == token_id)).first() is None
             ):
                 raise NotFound(f"token {token_id!r} not found")
+            if result.rowcount:
+                # Every hub drops the token from what it remembers (``TokenCache``).
+                feed.record(conn, [(FeedKind.TOKEN, "", token_id)])
         return self.get_token(token_id)
 
     def has_admin(self) -> bool:
@@ -188,33 +264,35 @@ class Accounts:
 
     # -- joining --------------------------------------------------------------------------------
 
-    def spend_join_token(self, record: TokenRecord) -> None:
-        """Mark a join token used; Refused if another request spent it first."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
+    def join(self, record: TokenRecord, *, jti: str, site: str, expires_at: datetime) -> list[str]:
+        """Spend the join token ``record`` and record the site credential ``jti`` just signed,
+        revoking the site's earlier ones (a site that joins again, reinstalled or moved to new
+        hardware, leaves its old credential dead), in one transaction; Refused if another
+        request spent the token first. Returns the ids of the credentials it revoked."""
+        now = utcnow()
+        with audited(self.engine) as conn:
+            spent = conn.execute(
                 update(tokens)
                 .where(tokens.c.id == record.id, tokens.c.used_at.is_(None))
-                .values(used_at=utcnow())
+                .values(used_at=now)
             )
-        if result.rowcount != 1:
-            raise Refused(f"join token {record.id} was used already")
-
-    def add_site_credential(
-        self, *, jti: str, site: str, expires_at: datetime, created_by: str
-    ) -> TokenRecord:
-        """Record a site credential just signed, and revoke the site's earlier ones: a site that
-        joins again (reinstalled, moved to new hardware) leaves its old credential dead."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(tokens)
-                .where(
-                    tokens.c.site == site,
-                    tokens.c.kind == TokenKind.SITE.value,
-                    tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=now)
+            if spent.rowcount != 1:
+                raise Refused(f"join token {record.id} was used already")
+            earlier = list(
+                conn.execute(
+                    update(tokens)
+                    .where(
+                        tokens.c.site == site,
+                        tokens.c.kind == TokenKind.SITE.value,
+                        tokens.c.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=now)
+                    .returning(tokens.c.id)
+                ).scalars()
             )
+            # Only revocations are news to other hubs (a new credential is checked by its
+            # signature).
+            feed.record(conn, [(FeedKind.TOKEN, "", i) for i in earlier])
             conn.execute(
                 insert(tokens).values(
                     id=jti,
@@ -225,24 +303,11 @@ class Accounts:
                     site=site,
                     digest=None,
                     created_at=now,
-                    created_by=created_by,
+                    created_by=record.name,
                     expires_at=expires_at,
                 )
             )
-        return self.get_token(jti)
-
-    def check_site_credential(self, jti: str, *, now: datetime) -> TokenRecord:
-        """The stored record of a verified site credential, Refused if revoked or unknown."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(tokens).where(tokens.c.id == jti, tokens.c.kind == TokenKind.SITE.value)
-            ).first()
-        if row is None:
-            raise Refused("unknown site credential")
-        record = _record(row)
-        if record.state(now) != "active":
-            raise Refused(f"site credential {jti} is {record.state(now)}")
-        return record
+        return earlier
 
     def revoked_site_credentials(self) -> list[str]:
         """Ids of revoked site credentials that have not expired yet (sites refuse them too)."""
@@ -275,6 +340,7 @@ class Accounts:
                         kid=key.kid, private_pem=key.to_pem().decode(), created_at=utcnow()
                     )
                 )
+                feed.record(conn, [(FeedKind.KEY, "", key.kid)])
         except IntegrityError:  # pragma: no cover - two replicas raced; both read the winner
             pass
         return self.signing_keys()
@@ -282,22 +348,15 @@ class Accounts:
     # -- audit ----------------------------------------------------------------------------------
 
     def add_audit(self, entry: AuditEntry) -> None:
-        """Append one audit entry."""
+        """Append one audit entry (of a change that wrote nothing, or was refused: a change
+        that writes carries its entry in its own transaction, ``edgefleet.hub.store.audit``)."""
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(audit).values(
-                    time=entry.time,
-                    subject=entry.subject[:128],
-                    role=entry.role[:16],
-                    source=entry.source[:64],
-                    method=entry.method[:8],
-                    path=entry.path,
-                    action=entry.action[:128],
-                    tenant=entry.tenant[:63],
-                    status=entry.status,
-                    result=entry.result,
-                )
-            )
+            append(conn, entry)
+
+    def amend_audit(self, entry: AuditEntry) -> None:
+        """Rewrite the status, result and tenant of the written entry ``entry.id``."""
+        with self.engine.begin() as conn:
+            amend(conn, entry)
 
     def list_audit(
         self,

@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 from edgefleet._version import __version__
 from edgefleet.hub.audit import AuditLog
 from edgefleet.hub.auth import EmptyList, guard, list_body
-from edgefleet.hub.routes import agent, apps, dns, events, fleet, identity, sites, tenants
+from edgefleet.hub.routes import agent, apps, bulk, dns, events, fleet, identity, sites, tenants
 from edgefleet.hub.runtime import Hub, HubConfig, lifespan
-from edgefleet.hub.store import Conflict, NotFound
+from edgefleet.hub.store import Conflict, NotFound, StoreError
 from edgefleet.hub.webui import WebUi
-from edgefleet.model import RoutingTable
+from edgefleet.model import ITEM_HEADER, RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
         dns.router,
         tenants.router,
         fleet.router,
+        bulk.router,
     ):
         app.include_router(router)
     app.include_router(identity.router)
@@ -55,7 +56,7 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
     @app.get("/api/v1/routing-table", tags=["dns"], response_model=RoutingTable)
     def routing_table() -> RoutingTable:
         """The routing table every DNS of the fleet answers from."""
-        return hub.routing.table
+        return hub.routing.wire()
 
     @app.get("/api/v1/version", tags=["meta"])
     def version() -> dict[str, str]:
@@ -74,7 +75,9 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
 
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND, headers=_item(exc)
+        )
 
     @app.exception_handler(EmptyList)
     async def _empty(_request: Request, exc: EmptyList) -> JSONResponse:
@@ -82,7 +85,9 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
 
     @app.exception_handler(Conflict)
     async def _conflict(_request: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT, headers=_item(exc)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -94,3 +99,8 @@ def create_app(config: HubConfig | None = None, *, hub: Hub | None = None) -> Fa
         )
 
     return app
+
+
+def _item(exc: StoreError) -> dict[str, str] | None:
+    """The header naming the object refused in a write of many (``put_many``), if it was one."""
+    return None if exc.item is None else {ITEM_HEADER: str(exc.item)}

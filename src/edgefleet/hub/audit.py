@@ -3,7 +3,15 @@
 An ASGI middleware around the API: for each POST, PUT, PATCH and DELETE it records the caller
 (as the guard authenticated it, or '-' when authentication failed), the source address, the
 route, the tenant, the status and the outcome (the apply outcome header, or the refusal's detail).
+An apply of many objects is one entry, whose result sums up what became of them (``AuditNote``).
 Agents' telemetry (status, heartbeats, demand) is not a change and is not recorded.
+
+A change that writes commits its entry in its own transaction (``edgefleet.hub.store.audit``):
+the middleware leaves the entry pending for the route's write to carry, as the route will
+answer when the write goes through (the route's status, 201 for an apply that created, the
+outcome of an apply of one object). After the answer it amends the entry if the answer turned
+out otherwise, and writes it itself when no transaction carried it (refusals, changes that wrote
+nothing): those entries are written after the answer, as before.
 """
 
 from __future__ import annotations
@@ -11,19 +19,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgefleet.hub.accounts import AuditEntry
 from edgefleet.hub.auth import PRINCIPAL
-from edgefleet.hub.store import utcnow
+from edgefleet.hub.store import Outcome, utcnow
+from edgefleet.hub.store.audit import PENDING, AuditEntry, PendingAudit
 from edgefleet.identity import Principal
 
 if TYPE_CHECKING:
     from edgefleet.hub.runtime import Hub
 
 log = logging.getLogger(__name__)
+
+NOTE = "edgefleet.audit"
+"""Key of an ``AuditNote`` a route may leave in the ASGI scope for its entry."""
 
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TELEMETRY = ("/status", "/heartbeat", "/demand")
@@ -36,11 +48,25 @@ _NOUNS = {
     "join-tokens": "join token",
     "join": "site credential",
 }
+_ACTIONS = {("POST", "/api/v1/apply"): "apply objects"}
 _MAX_BODY = 4096
+
+
+@dataclass(frozen=True)
+class AuditNote:
+    """What a route tells the audit log of a change it made, beyond what its route says (an
+    apply of many objects: what became of them, and their tenant)."""
+
+    result: str
+    """The entry's result when the change succeeded."""
+    tenant: str = ""
+    """The tenant the change was in ('' for fleet objects, or objects of several tenants)."""
 
 
 def action_of(method: str, template: str) -> str:
     """What a change does, from its route: 'apply app', 'revoke token', 'create join token'."""
+    if (method, template) in _ACTIONS:
+        return _ACTIONS[(method, template)]
     parts = [p for p in template.split("/") if p and not p.startswith("{")]
     noun = _NOUNS.get(parts[-1] if parts else "", parts[-1] if parts else "?")
     if noun == "token" and method == "DELETE":
@@ -105,31 +131,67 @@ class AuditLog:
                 seen["body"] += message.get("body", b"")[:_MAX_BODY]
             await send(message)
 
+        pending = PendingAudit(entry=lambda p: _expected(scope, p))
+        token = PENDING.set(pending)
         try:
             await self.app(scope, receive, watch)
         finally:
-            await self._record(scope, seen)
+            PENDING.reset(token)
+            pending.closed = True
+            await self._record(pending, _entry(scope, seen))
 
-    async def _record(self, scope: Scope, seen: dict[str, Any]) -> None:
-        principal: Principal | None = scope.get(PRINCIPAL)
-        route = scope.get("route")
-        template = str(getattr(route, "path", None) or scope["path"])
-        params = scope.get("path_params", {})
-        client = scope.get("client")
-        entry = AuditEntry(
-            time=utcnow(),
-            subject=principal.subject if principal else "-",
-            role=principal.role.value if principal else "-",
-            source=client[0] if client else "unknown",
-            method=scope["method"],
-            path=scope["path"],
-            action=action_of(scope["method"], template),
-            tenant=tenant_of(template, params),
-            status=int(seen["status"]),
-            result=_result(int(seen["status"]), seen["outcome"], seen["body"]),
-        )
+    async def _record(self, pending: PendingAudit, entry: AuditEntry) -> None:
+        written = pending.written
         try:
-            await asyncio.to_thread(self.hub.accounts.add_audit, entry)
+            if written is None:
+                await asyncio.to_thread(self.hub.accounts.add_audit, entry)
+            elif (written.status, written.result, written.tenant) != (
+                entry.status,
+                entry.result,
+                entry.tenant,
+            ):
+                await asyncio.to_thread(
+                    self.hub.accounts.amend_audit, replace(entry, id=written.id)
+                )
         except Exception:
             # The change is done; losing its record is bad, failing the answer is worse.
             log.exception("could not write the audit entry of %s %s", entry.method, entry.path)
+
+
+def _expected(scope: Scope, pending: PendingAudit) -> AuditEntry:
+    """The entry of a change as the route will answer once its write commits: the route's own
+    status (an apply's PUT answers 201 when it created) and, for an apply of one object, its
+    outcome (the routes send it in ``X-Edgefleet-Outcome``)."""
+    route = scope.get("route")
+    status = int(getattr(route, "status_code", None) or 200)
+    outcome = pending.outcome if scope["method"] == "PUT" else None
+    if outcome == Outcome.CREATED:
+        status = 201
+    return _entry(scope, {"status": status, "outcome": outcome, "body": b""})
+
+
+def _entry(scope: Scope, seen: dict[str, Any]) -> AuditEntry:
+    """The entry of a change, from its scope and what its answer was (``seen``)."""
+    principal: Principal | None = scope.get(PRINCIPAL)
+    route = scope.get("route")
+    template = str(getattr(route, "path", None) or scope["path"])
+    params = scope.get("path_params", {})
+    client = scope.get("client")
+    note: AuditNote | None = scope.get(NOTE)
+    status = int(seen["status"])
+    return AuditEntry(
+        time=utcnow(),
+        subject=principal.subject if principal else "-",
+        role=principal.role.value if principal else "-",
+        source=client[0] if client else "unknown",
+        method=scope["method"],
+        path=scope["path"],
+        action=action_of(scope["method"], template),
+        tenant=note.tenant if note is not None else tenant_of(template, params),
+        status=status,
+        result=(
+            note.result
+            if note is not None and status < 400
+            else _result(status, seen["outcome"], seen["body"])
+        ),
+    )

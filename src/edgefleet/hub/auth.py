@@ -13,13 +13,15 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from fastapi import Depends, HTTPException, Request, status
 
-from edgefleet.hub.accounts import Refused
+from edgefleet.hub.accounts import Refused, TokenRecord, current
+from edgefleet.hub.failures import SharedFailures
 from edgefleet.hub.oidc import OidcError, OidcUnavailable
 from edgefleet.hub.store import NotFound, utcnow
 from edgefleet.identity import Principal, Role, Via
@@ -29,11 +31,13 @@ from edgefleet.identity.access import (
     FLEET_WRITE,
     TENANT_READ,
     TENANT_WRITE,
+    Decision,
     Rule,
     Scope,
     decide,
 )
 from edgefleet.identity.credentials import CredentialError
+from edgefleet.identity.failures import FailureBudget
 from edgefleet.identity.tokens import TokenKind, parse
 
 if TYPE_CHECKING:
@@ -71,6 +75,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/sites/{name}/reporting"): Rule(FLEET_WRITE, kind="site report"),
     ("GET", "/api/v1/sites/{name}/neighbours"): Rule(EVERYONE, kind="site"),
     ("POST", "/api/v1/sites/{name}/join-tokens"): Rule(FLEET_WRITE, kind="join token", verb="make"),
+    ("POST", "/api/v1/join-tokens"): Rule(FLEET_WRITE, kind="join token", verb="make"),
+    # many objects at once: any role that may write some kind gets in; each object is then
+    # decided by the rule of its own PUT (``decide_apply``).
+    ("POST", "/api/v1/apply"): Rule(FLEET_WRITE | TENANT_WRITE, kind="object", verb="apply"),
     # apps
     ("GET", "/api/v1/apps"): Rule(TENANT_READ),
     ("GET", _APPS): Rule(TENANT_READ, Scope.LIST),
@@ -105,8 +113,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/tokens/{id}"): Rule(ADMIN, kind="token", verb="revoke"),
     ("GET", "/api/v1/audit"): Rule(FLEET_WRITE, kind="audit entrie"),
     # agents
-    ("GET", _AGENT + "/desired-state"): _SITE_AGENT,
-    ("GET", _AGENT + "/routing-table"): _SITE_AGENT,
+    ("GET", _AGENT + "/watch"): _SITE_AGENT,
     ("POST", _AGENT + "/status"): _SITE_AGENT,
     ("POST", _AGENT + "/heartbeat"): _SITE_AGENT,
     ("POST", _AGENT + "/demand"): _SITE_AGENT,
@@ -115,36 +122,60 @@ RULES: dict[tuple[str, str], Rule] = {
 
 _ADMIN_ONLY = Rule(ADMIN, kind="unlisted route")
 
+_PUT_OF = {
+    "Site": ("PUT", "/api/v1/sites/{name}"),
+    "App": ("PUT", _APPS + "/{name}"),
+    "Tenant": ("PUT", "/api/v1/tenants/{name}"),
+}
+"""The route that applies one object of each kind."""
+
+
+def decide_apply(principal: Principal, kind: str, tenant: str | None, name: str) -> Decision:
+    """Whether ``principal`` may apply one object, decided exactly as the object's own PUT
+    (its route's rule, its path's parameters) would be."""
+    params = {"name": name} if tenant is None else {"tenant": tenant, "name": name}
+    return decide(RULES[_PUT_OF[kind]], principal, params)
+
 
 @dataclass
 class FailureLimiter:
     """Failed authentications per source address, as token buckets: ``burst`` failures at once,
-    then one every ``1 / rate`` seconds. A source over its limit is answered 429 without its
-    token being checked, so guessing tokens from one address goes nowhere fast. Kept in memory
-    per hub replica; the busiest ``max_sources`` addresses are remembered."""
+    then one every ``1 / rate`` seconds (``edgefleet.identity.failures``). A source over its
+    limit is answered 429 without its token being checked, so guessing tokens from one address
+    goes nowhere fast. Counted in memory by each hub replica (the busiest ``max_sources``
+    addresses are remembered) and, with ``shared``, across the replicas too: a source over its
+    limit at any hub is refused here within a second or so (``SharedFailures``)."""
 
     burst: float = 10.0
     rate: float = 1 / 6
     max_sources: int = 10_000
-    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+    shared: SharedFailures | None = None
+    """The failures of every hub replica, when this hub shares its own."""
+    budget: FailureBudget = field(init=False)
+    """The failures a source may make: ``burst`` and ``rate``."""
+    _buckets: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    """When each source's failures here are all forgiven (monotonic time)."""
 
-    def _level(self, source: str, now: float) -> float:
-        tokens, at = self._buckets.get(source, (self.burst, now))
-        return min(self.burst, tokens + (now - at) * self.rate)
+    def __post_init__(self) -> None:
+        self.budget = FailureBudget(burst=self.burst, rate=self.rate)
 
     def retry_after(self, source: str, now: float | None = None) -> float:
         """Seconds until ``source`` may try again; 0 if it may now."""
         now = time.monotonic() if now is None else now
-        level = self._level(source, now)
-        return 0.0 if level >= 1 else (1 - level) / self.rate
+        wait = self.budget.retry_after(self._buckets.get(source), now)
+        if wait == 0 and self.shared is not None:
+            return self.shared.retry_after(source)
+        return wait
 
     def failed(self, source: str, now: float | None = None) -> None:
         """Count one failed authentication from ``source``."""
         now = time.monotonic() if now is None else now
-        self._buckets[source] = (max(0.0, self._level(source, now) - 1), now)
+        self._buckets[source] = self.budget.forgiven_at(self._buckets.get(source), now)
         self._buckets.move_to_end(source)
         while len(self._buckets) > self.max_sources:
             self._buckets.popitem(last=False)
+        if self.shared is not None:
+            self.shared.failed(source)
 
 
 class Unavailable(Exception):
@@ -159,7 +190,12 @@ def _unauthorized(detail: str) -> HTTPException:
 
 def bearer(request: Request) -> str | None:
     """The bearer token of a request, if it sent one."""
-    header = request.headers.get("authorization")
+    return bearer_of(request.headers.get("authorization"))
+
+
+def bearer_of(header: str | None) -> str | None:
+    """The bearer token of an ``Authorization`` header's value, if there is one; 401 when the
+    header is there but is not a bearer token."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -168,37 +204,37 @@ def bearer(request: Request) -> str | None:
     return value.strip()
 
 
-def authenticate(hub: Hub, token: str) -> Principal:
-    """The principal ``token`` proves (blocking: reads the store), or Refused saying why."""
+def _user(record: TokenRecord) -> Principal:
+    return Principal(
+        subject=record.name,
+        role=record.role,
+        via=Via.TOKEN,
+        tenants=record.tenants,
+        token_id=record.id,
+        expires=record.expires_at,
+    )
+
+
+def authenticate_now(hub: Hub, token: str) -> Principal | None:
+    """The principal ``token`` proves when that needs no I/O: a user token this hub checked
+    before (``TokenCache``), or a site credential (signatures and revocations are held in
+    memory); None when the store or the OIDC provider must be asked (``authenticate``).
+    Refused saying why for a token that cannot hold."""
     now = utcnow()
     parsed = parse(token)
     if parsed is not None:
         if parsed.kind == TokenKind.JOIN:
             raise Refused("a join token is good only for an agent to join its site")
-        record = hub.accounts.check(parsed, now=now)
-        return Principal(
-            subject=record.name,
-            role=record.role,
-            via=Via.TOKEN,
-            tenants=record.tenants,
-            token_id=record.id,
-            expires=record.expires_at,
-        )
+        record = hub.tokens.get(parsed)
+        return None if record is None else _user(current(record, now))
     if hub.oidc is not None and _kid(token) not in hub.key_ids():
-        try:
-            principal: Principal = hub.oidc.verify(token)
-        except OidcUnavailable as exc:
-            raise Unavailable(f"cannot check OIDC tokens now: {exc}") from None
-        except OidcError as exc:
-            raise Refused(f"OIDC token refused: {exc}") from None
-        return principal
+        return None
     try:
         claims = hub.check_credential(token, now=now)
     except CredentialError as exc:
         raise Refused(f"not a valid token or site credential: {exc.reason}") from None
     if claims.site is None:
         raise Refused("the hub's own credential is for sites to check, not for the API")
-    hub.accounts.check_site_credential(claims.jti, now=now)
     return Principal(
         subject=claims.subject,
         role=Role.SITE,
@@ -207,6 +243,24 @@ def authenticate(hub: Hub, token: str) -> Principal:
         token_id=claims.jti,
         expires=claims.expires,
     )
+
+
+def authenticate(hub: Hub, token: str) -> Principal:
+    """The principal ``token`` proves (blocking: may read the store or the OIDC provider's
+    keys), or Refused saying why."""
+    known = authenticate_now(hub, token)
+    if known is not None:
+        return known
+    parsed = parse(token)
+    if parsed is not None:
+        return _user(hub.accounts.check(parsed, now=utcnow(), cache=hub.tokens))
+    try:
+        principal: Principal = hub.oidc.verify(token)
+    except OidcUnavailable as exc:
+        raise Unavailable(f"cannot check OIDC tokens now: {exc}") from None
+    except OidcError as exc:
+        raise Refused(f"OIDC token refused: {exc}") from None
+    return principal
 
 
 def _kid(token: str) -> str | None:
@@ -223,15 +277,54 @@ def source_of(request: Request) -> str:
 
 
 async def guard(request: Request) -> None:
-    """Authenticate and authorize the request, or refuse it (see the module docstring)."""
+    """Authenticate and authorize the request, or refuse it (see the module docstring). The
+    principal is left in the scope before it is authorized, so that the audit log names the
+    caller of a change it refused."""
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
     method = "GET" if request.method == "HEAD" else request.method
+    hub: Hub = request.app.state.hub
+    principal = await identify(
+        hub,
+        method=method,
+        template=template,
+        authorization=request.headers.get("authorization"),
+        source=source_of(request),
+    )
+    if principal is not None:
+        request.scope[PRINCIPAL] = principal
+        authorize(principal, method=method, template=template, params=request.path_params)
+
+
+async def check(
+    hub: Hub,
+    *,
+    method: str,
+    template: str,
+    authorization: str | None,
+    source: str,
+    params: Mapping[str, Any],
+) -> Principal | None:
+    """Who calls ``method template`` and whether they may: the principal (None for the public
+    routes and the join, which checks its token itself), or an exception saying no
+    (``HTTPException`` 401, 403, 429 or 503; ``NotFound``; ``EmptyList``). Shared by ``guard``
+    and the agents' gateway (``edgefleet.hub.gateway``)."""
+    principal = await identify(
+        hub, method=method, template=template, authorization=authorization, source=source
+    )
+    if principal is not None:
+        authorize(principal, method=method, template=template, params=params)
+    return principal
+
+
+async def identify(
+    hub: Hub, *, method: str, template: str, authorization: str | None, source: str
+) -> Principal | None:
+    """Who calls ``method template``: the principal (None for the public routes and the join,
+    which checks its token itself), or an ``HTTPException`` saying why not (401, 429, 503)."""
     key = (method, template)
     if key in PUBLIC:
-        return
-    hub: Hub = request.app.state.hub
-    source = source_of(request)
+        return None
     wait = hub.limiter.retry_after(source)
     if wait > 0:
         raise HTTPException(
@@ -239,7 +332,7 @@ async def guard(request: Request) -> None:
             f"too many failed authentications from {source}: try again in {wait:.0f} s",
             headers={"Retry-After": str(max(1, round(wait)))},
         )
-    token = bearer(request)
+    token = bearer_of(authorization)
     if key == JOIN:
         # The route trades the join token itself; only its shape is checked here, before
         # the body is even read.
@@ -251,14 +344,16 @@ async def guard(request: Request) -> None:
                 "joining needs the site's join token as 'Authorization: Bearer efj_...' (make "
                 "one with 'edgefleet site join-token SITE')"
             )
-        return
+        return None
     if token is None:
         raise _unauthorized(
             "authentication required: send 'Authorization: Bearer <token>' (an admin makes "
             "tokens with 'edgefleet token create')"
         )
     try:
-        principal = await asyncio.to_thread(authenticate, hub, token)
+        # Most callers (agents, a dashboard polling) are known: no thread, no store read.
+        known = authenticate_now(hub, token)
+        return known if known is not None else await asyncio.to_thread(authenticate, hub, token)
     except Refused as exc:
         hub.limiter.failed(source)
         raise _unauthorized(str(exc)) from None
@@ -266,12 +361,18 @@ async def guard(request: Request) -> None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
         ) from None
-    request.scope[PRINCIPAL] = principal
-    rule = RULES.get(key)
+
+
+def authorize(
+    principal: Principal, *, method: str, template: str, params: Mapping[str, Any]
+) -> None:
+    """Whether ``principal`` may call ``method template``: nothing if it may, else an exception
+    saying no (``HTTPException`` 403; ``NotFound``; ``EmptyList``), by the route's rule."""
+    rule = RULES.get((method, template))
     if rule is None:
         log.warning("no access rule for %s %s: admins only", method, template)
         rule = _ADMIN_ONLY
-    decision = decide(rule, principal, request.path_params)
+    decision = decide(rule, principal, params)
     if decision.empty_list:
         raise EmptyList(rule.kind)
     if decision.status == 404:

@@ -6,10 +6,11 @@ the watcher reads it again through the ordinary API, with its own token and its 
 filter. So the stream carries no data a watcher could not read anyway, and needs no second
 authorization model.
 
-One poll of the store serves every watcher: while at least one is connected, the hub takes a
-``Snapshot`` (fingerprints of sites, of each tenant's apps and demand, and the newest event id per
-tenant) every ``interval`` seconds, compares it with the previous one (``changed``, a pure
-function) and queues the kinds each watcher may see. With no watcher the poll does not run.
+The news comes from the change feed the hub follows anyway (``edgefleet.hub.fleet``): nothing is
+read from the store for dashboards, however many watch and however big the fleet. ``News`` says
+what one update touched, by tenant; ``kinds`` (pure) says what a watcher of some tenants is told
+of it. Demand also changes by decaying, with no write to say so: while anyone watches, every
+``demand_every`` seconds the tenants with demand are told of it once more.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from edgefleet.hub.store import Store, utcnow
-from edgefleet.model import App, AppDemand
+from edgefleet.hub.fleet import FleetChanges
 
 log = logging.getLogger(__name__)
 
@@ -31,71 +30,45 @@ KINDS = ("sites", "apps", "events", "demand")
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """Fingerprints of what dashboards show; equal fingerprints mean nothing visible changed."""
+class News:
+    """What one update of the fleet touched, by tenant."""
 
-    sites: int = 0
-    """Every site's spec, phase, message and replica counts (not its heartbeat time, which
-    changes every few seconds without anything to show)."""
-    apps: Mapping[str, int] = field(default_factory=dict)
-    """Per tenant: its apps' specs and statuses."""
-    events: Mapping[str | None, int] = field(default_factory=dict)
-    """Per tenant (None: the fleet's own events): the newest event id."""
-    demand: Mapping[str, int] = field(default_factory=dict)
-    """Per tenant: its apps' demand, rounded to what a dashboard shows."""
+    sites: bool = False
+    """A site's spec, phase or replicas changed (everyone's news)."""
+    apps: frozenset[str] = frozenset()
+    """Tenants whose apps' specs or statuses changed."""
+    events: frozenset[str | None] = frozenset()
+    """Tenants with new events (None: the fleet's own, e.g. a site's)."""
+    demand: frozenset[str] = frozenset()
+    """Tenants whose demand changed."""
+
+    @classmethod
+    def of(cls, changes: FleetChanges) -> News:
+        """The news in an update of the fleet's picture."""
+        return cls(
+            sites=bool(changes.sites or changes.replicas or changes.reloaded),
+            apps=frozenset(
+                tenant for tenant, _ in changes.apps | changes.placements | changes.replica_apps
+            ),
+            events=frozenset(tenant or None for tenant in changes.events),
+            demand=frozenset(tenant for tenant, _ in changes.demand),
+        )
 
 
-def changed(before: Snapshot, after: Snapshot, tenants: frozenset[str] | None) -> frozenset[str]:
+def kinds(news: News, tenants: frozenset[str] | None) -> frozenset[str]:
     """The kinds a watcher who sees ``tenants`` (None: all, and the fleet's events) is told of."""
-
-    def differs(old: Mapping[Any, int], new: Mapping[Any, int]) -> bool:
-        keys = set(old) | set(new)
-        if tenants is not None:
-            keys &= set(tenants)
-        return any(old.get(k) != new.get(k) for k in keys)
-
-    kinds = set()
-    if before.sites != after.sites:
-        kinds.add("sites")
-    if differs(before.apps, after.apps):
-        kinds.add("apps")
-    if differs(before.demand, after.demand):
-        kinds.add("demand")
-    events_before, events_after = dict(before.events), dict(after.events)
-    if tenants is not None:
-        # Fleet events (a site's) are an operator's; a tenant's people see their own only.
-        events_before.pop(None, None)
-        events_after.pop(None, None)
-    if differs(events_before, events_after):
-        kinds.add("events")
-    return frozenset(kinds)
-
-
-def apps_fingerprints(apps: Iterable[App]) -> dict[str, int]:
-    """Per tenant, one number for its apps' specs and statuses."""
-    per_tenant: dict[str, list[object]] = {}
-    for app in apps:
-        per_tenant.setdefault(app.metadata.tenant or "", []).append(
-            (app.metadata.name, app.metadata.resource_version, app.status.model_dump_json())
-        )
-    return {tenant: hash(tuple(rows)) for tenant, rows in per_tenant.items()}
-
-
-def demand_fingerprints(matrix: Mapping[tuple[str, str], list[AppDemand]]) -> dict[str, int]:
-    """Per tenant, one number for its demand at the precision a dashboard shows (0.1 request
-    per second or in flight): decay alone changes the exact figures every instant."""
-    per_tenant: dict[str, list[object]] = {}
-    for (tenant, app), rows in sorted(matrix.items()):
-        per_tenant.setdefault(tenant, []).append(
-            (
-                app,
-                tuple(
-                    (d.origin, round(d.requests_per_second, 1), round(d.concurrency, 1))
-                    for d in rows
-                ),
-            )
-        )
-    return {tenant: hash(tuple(rows)) for tenant, rows in per_tenant.items()}
+    out = set()
+    if news.sites:
+        out.add("sites")
+    if news.apps and (tenants is None or news.apps & tenants):
+        out.add("apps")
+    if news.demand and (tenants is None or news.demand & tenants):
+        out.add("demand")
+    # Fleet events (a site's) are an operator's; a tenant's people see their own only.
+    own_events = {t for t in news.events if t is not None}
+    if (tenants is None and news.events) or (tenants is not None and own_events & tenants):
+        out.add("events")
+    return frozenset(out)
 
 
 class Watcher:
@@ -106,9 +79,6 @@ class Watcher:
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self.closed = False
-        self.fresh = True
-        """Not yet part of a poll: told of every kind after its first one, since a change made
-        between its own first reads and that poll would otherwise go unnoticed."""
 
     def tell(self, kinds: Iterable[str]) -> None:
         """Add ``kinds`` to what the watcher is told next."""
@@ -129,21 +99,21 @@ class Watcher:
         if self.closed:
             return None
         self._wake.clear()
-        kinds = [k for k in KINDS if k in self._pending]
+        out = [k for k in KINDS if k in self._pending]
         self._pending.clear()
-        return kinds
+        return out
 
 
+@dataclass
 class Changes:
-    """Polls the store for dashboards while any watch, and tells each what it may see changed."""
+    """Tells each dashboard watching what it may see changed (see the module)."""
 
-    def __init__(self, store: Store, *, demand_tau: float, interval: float = 1.0) -> None:
-        self._store = store
-        self._tau = demand_tau
-        self.interval = interval
-        self._watchers: set[Watcher] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
+    demand_every: float = 10.0
+    """Seconds between reminders that demand decayed, while anyone watches."""
+    _watchers: set[Watcher] = field(default_factory=set)
+    _with_demand: set[str] = field(default_factory=set)
+    _task: asyncio.Task[None] | None = None
+    _closed: bool = False
 
     @property
     def watchers(self) -> int:
@@ -151,18 +121,20 @@ class Changes:
         return len(self._watchers)
 
     def watch(self, tenants: frozenset[str] | None) -> Watcher:
-        """A new watcher of ``tenants`` (None: everything); starts the poll if it is the first."""
+        """A new watcher of ``tenants`` (None: everything). It is told of every kind at once:
+        something may change between its first reads and its first news."""
         watcher = Watcher(tenants)
         if self._closed:
             watcher.close()
             return watcher
         self._watchers.add(watcher)
+        watcher.tell(KINDS)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll())
+            self._task = asyncio.create_task(self._remind())
         return watcher
 
     def forget(self, watcher: Watcher) -> None:
-        """The watcher went away; the poll stops after the last one."""
+        """The watcher went away."""
         self._watchers.discard(watcher)
 
     def close(self) -> None:
@@ -174,28 +146,19 @@ class Changes:
         if self._task is not None:
             self._task.cancel()
 
-    def snapshot(self) -> Snapshot:
-        """Read the store once for every fingerprint (blocking: call from a thread)."""
-        return Snapshot(
-            sites=self._store.objects.sites_digest(),
-            apps=apps_fingerprints(self._store.objects.list_apps()),
-            events=self._store.events.newest(),
-            demand=demand_fingerprints(self._store.demand.matrix(utcnow(), self._tau)),
-        )
+    def follow(self, changes: FleetChanges) -> None:
+        """Tell the watchers of an update of the fleet (a ``FeedFollower`` listener)."""
+        news = News.of(changes)
+        self._with_demand |= news.demand
+        self.tell(news)
 
-    async def _poll(self) -> None:
-        before: Snapshot | None = None
+    def tell(self, news: News) -> None:
+        """Tell each watcher what ``news`` holds for it."""
+        for watcher in list(self._watchers):
+            watcher.tell(kinds(news, watcher.tenants))
+
+    async def _remind(self) -> None:
         while self._watchers:
-            try:
-                after = await asyncio.to_thread(self.snapshot)
-            except Exception:
-                log.exception("reading the fleet for dashboards failed; trying again")
-            else:
-                for watcher in list(self._watchers):
-                    if watcher.fresh:
-                        watcher.fresh = False
-                        watcher.tell(KINDS)
-                    elif before is not None:
-                        watcher.tell(changed(before, after, watcher.tenants))
-                before = after
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.demand_every)
+            if self._with_demand:
+                self.tell(News(demand=frozenset(self._with_demand)))

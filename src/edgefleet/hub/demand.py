@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from edgefleet.model import AppDemand, DemandReport, DemandRow
+from edgefleet.routing.origins import NetworkIndex, reported_network
 
 if TYPE_CHECKING:
     from edgefleet.hub.store import DemandStore
@@ -165,6 +166,25 @@ def absorb(
         at=at,
         last_request=last,
     )
+
+
+def place_origins(report: DemandReport, networks: NetworkIndex) -> DemandReport:
+    """``report`` with each client network its site could not place (``~198.51.100.0/24``)
+    replaced by the site whose networks hold it, or by the reporting site when none does;
+    rows that come to name one origin are summed."""
+    if not any(origin.startswith("~") for _, origin, *_ in report.rows):
+        return report
+    summed: dict[tuple[str, str], list[float]] = {}
+    for key, origin, requests, busy, queries in report.rows:
+        network = reported_network(origin)
+        if network is not None or origin.startswith("~"):
+            origin = (networks.locate(network) if network is not None else None) or report.site
+        counts = summed.setdefault((key, origin), [0, 0.0, 0])
+        counts[0] += requests
+        counts[1] += busy
+        counts[2] += queries
+    rows = [(key, origin, int(c[0]), c[1], int(c[2])) for (key, origin), c in summed.items()]
+    return report.model_copy(update={"rows": rows})
 
 
 class DemandBuffer:

@@ -20,7 +20,6 @@ from edgefleet.dns.routed import RoutedZone
 from edgefleet.dns.server import DnsServer
 from edgefleet.dns.zone import Client, Lookup
 from edgefleet.routing.answer import locate
-from edgefleet.routing.convert import route_table
 from edgefleet.routing.table import RouteTable
 
 if TYPE_CHECKING:
@@ -72,7 +71,7 @@ async def start_central_dns(hub: Hub) -> DnsServer:
     """Serve the central DNS in the hub's loop, following the routing table and probe verdicts."""
     config = hub.config
     zone = CentralZone(address=config.dns_host, max_answers=config.dns_answers)
-    zone.update(route_table(hub.routing.table), hub.peers.down())
+    zone.update(hub.routing.table, hub.peers.down())
     responder = Responder(zone, ttl=config.dns_ttl, max_answers=config.dns_answers)
     server = DnsServer(responder, config.dns_host, config.dns_port)
     await server.start()
@@ -87,7 +86,7 @@ async def start_central_dns(hub: Hub) -> DnsServer:
             changed.clear()
             down = hub.peers.down()
             if hub.routing.table.version != zone.table.version or down != zone.down:
-                zone.update(route_table(hub.routing.table), down)
+                zone.update(hub.routing.table, down)
 
     hub.tasks.append(asyncio.create_task(follow()))
     return server

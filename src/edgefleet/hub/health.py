@@ -42,3 +42,34 @@ def site_phase(
     if problem:
         return SitePhase.UNREACHABLE, f"the agent reports: {problem}"
     return SitePhase.READY, None
+
+
+HEARTBEAT_CEILING = 7.0
+"""Longest heartbeat interval the hub asks for, whatever the fleet's size: with ``GRACE_BEATS``
+of them, a dead site is told apart within 30 s at any size (the Kubernetes node lease is renewed
+every 10 s and lost after 40)."""
+
+GRACE_BEATS = 4.0
+"""Heartbeat intervals a site may stay silent before it is Unreachable: three lost beats, or a
+hub or a site busy for a few seconds (an app rolling out at thousands of sites), never flip a
+site."""
+
+
+def heartbeat_interval(sites: int, *, rate: float, ceiling: float = HEARTBEAT_CEILING) -> float:
+    """Seconds between each agent's heartbeats so that ``sites`` agents send the hub about
+    ``rate`` heartbeats a second, at most ``ceiling``. Agents beat at this interval or their own,
+    whichever is longer; a small fleet asks for less than any agent's own, so it changes nothing.
+
+    At 1,000 heartbeats a second: 2 s up to 2,000 sites (agents' own interval), 7 s from 7,000
+    sites on (1,430 a second at 10,000).
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0 heartbeats a second, not {rate}")
+    return min(ceiling, max(0.0, sites / rate))
+
+
+def heartbeat_grace(interval: float, configured: float) -> float:
+    """Seconds without a heartbeat before a site is Unreachable: the configured grace, or more
+    when the heartbeat ``interval`` asks for it (``GRACE_BEATS`` intervals). At 7 s intervals:
+    28 s, so a dead site is told apart within 30 s at any fleet size."""
+    return max(configured, GRACE_BEATS * interval)

@@ -1,13 +1,36 @@
-"""The site health monitor: turns heartbeats into site phases (``edgefleet.hub.health``)."""
+"""The site health monitor: turns heartbeats into site phases (``edgefleet.hub.health``).
+
+It keeps every site's last heartbeat in memory and looks only at the sites that may have changed
+phase: those heard from since the last look (Pending or Unreachable to Ready, a problem said or
+cleared) and those whose deadline passed (last heartbeat plus the grace, or creation plus the
+Pending allowance for a site never heard from), kept in a heap. So a heartbeat costs the monitor
+a dict write and a heap push, and a look costs the sites it finds, not the fleet.
+
+Heartbeats reach whichever hub the agent talks to. The leader takes those of its own process as
+they come (``HeartbeatBuffer.listen``); before it calls a site silent, it reads that site's last
+beat from the store (``ObservedStore.beats_of``), where the hub that took it wrote it within a
+second: so a site beating at another hub stays Ready, and the leader reads beats of the few
+sites that fell silent here or are not Ready, not every beat of the fleet.
+
+A hub too busy to read its sockets (an app starting at ten thousand sites at once) takes their
+heartbeats late: silence it caused is not the sites'. The monitor measures how late its own
+passes run (the event loop's lag, which is how long a heartbeat waits to be read) and gives every
+site that much more time, up to one more grace (``Stalls``): a dead site is still told within
+two graces however loaded the hub is.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from edgefleet.hub.health import site_phase
+from edgefleet.hub.fleet import FleetChanges, FleetState
+from edgefleet.hub.health import PENDING_FACTOR, site_phase
 from edgefleet.hub.heartbeats import HeartbeatBuffer
 from edgefleet.hub.store import Store, utcnow
 from edgefleet.model import Event, SitePhase
@@ -15,77 +38,228 @@ from edgefleet.model import Event, SitePhase
 log = logging.getLogger(__name__)
 
 
+STALL_FLOOR = 0.25
+"""A pass later than this is a stall; less is the jitter of a busy machine, and counting it
+would add up to seconds of credit over a grace."""
+
+
+class Stalls:
+    """How late the hub's loop ran over a recent window (see the module)."""
+
+    def __init__(self) -> None:
+        self._lags: deque[tuple[float, float]] = deque()
+
+    def add(self, at: float, lag: float) -> None:
+        """A pass that ran ``lag`` seconds late, at monotonic time ``at``."""
+        if lag > STALL_FLOOR:
+            self._lags.append((at, lag))
+
+    def credit(self, grace: float, now: float) -> float:
+        """Seconds of lag in the last two graces (the longest a site may be silent with this
+        credit), at most one grace."""
+        while self._lags and self._lags[0][0] < now - 2 * grace:
+            self._lags.popleft()
+        return min(grace, sum(lag for _, lag in self._lags))
+
+
 class HealthMonitor:
-    """Turns heartbeats into site phases; a phase change triggers placement."""
+    """Turns heartbeats into site phases; the phases it writes reach every hub by the feed."""
 
     def __init__(
         self,
         store: Store,
+        fleet: FleetState,
         heartbeats: HeartbeatBuffer,
         *,
-        grace: float,
-        on_change: Callable[[], None],
+        grace: Callable[[], float],
         period: float = 1.0,
     ) -> None:
         self._store = store
-        self._heartbeats = heartbeats
-        self._grace = timedelta(seconds=grace)
-        self._on_change = on_change
+        self._fleet = fleet
+        self._grace = grace
         self._period = period
+        self._beats: dict[str, datetime] = {}
+        self._problems: dict[str, str | None] = {}
+        self._due: list[tuple[datetime, str]] = []
+        """Heap of (when the site's phase may next change by silence, site)."""
+        self._look: set[str] = set()
+        """Sites to look at on the next pass."""
+        self._phases: dict[str, SitePhase] = {}
+        """The phase last written per site (the feed brings it to the picture a poll later)."""
+        self._grace_used = -1.0
+        self._loaded = False
         self.is_leader: Callable[[], bool] = lambda: True
+        self.looked = 0
+        """Sites looked at in the last pass (for tests and metrics)."""
+        self.stalls = Stalls()
+        heartbeats.listen(self.note)
+
+    # -- what comes in ---------------------------------------------------------------------------
+
+    def note(self, site: str, at: datetime, problem: str | None) -> None:
+        """A heartbeat: remember it, look at the site on the next pass (no I/O)."""
+        before = self._beats.get(site)
+        if before is not None and before >= at:
+            return
+        self._beats[site] = at
+        self._problems[site] = problem
+        self._look.add(site)
+        if self._grace_used > 0:
+            heapq.heappush(self._due, (at + timedelta(seconds=self._grace_used), site))
+
+    def follow(self, changes: FleetChanges) -> None:
+        """New sites get looked at, deleted ones forgotten (a ``FeedFollower`` listener); the
+        phases this monitor wrote come back this way too, and need nothing."""
+        if changes.reloaded:
+            self._loaded = False
+        for name in changes.sites:
+            if name in self._fleet.sites:
+                if name not in self._phases:
+                    self._phases[name] = self._fleet.sites[name].status.phase
+                    self._look.add(name)
+                    self._schedule(name)
+            else:
+                self._beats.pop(name, None)
+                self._problems.pop(name, None)
+                self._phases.pop(name, None)
+
+    # -- passes ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Check every period."""
+        """Look every period while this hub leads."""
         while True:
+            asked = time.monotonic()
             await asyncio.sleep(self._period)
+            woke = time.monotonic()
+            self.stalls.add(woke, woke - asked - self._period)
             if not self.is_leader():
+                self._loaded = False  # another hub wrote phases meanwhile
                 continue
             try:
-                recent = self._heartbeats.recent()
-                problems = self._heartbeats.recent_problems()
-                if await asyncio.to_thread(self.check, recent, problems):
-                    self._on_change()
+                await self.step()
             except Exception:
                 log.exception("health check failed")
 
-    def check(
-        self, recent: dict[str, datetime], recent_problems: dict[str, str | None] | None = None
-    ) -> bool:
-        """One pass; True when some site changed phase."""
-        beats = self._store.observed.last_heartbeats()
-        problems: dict[str, str | None] = dict(self._store.observed.heartbeat_problems())
-        for name, at in recent.items():
-            if name not in beats or beats[name] < at:
-                beats[name] = at
-                if recent_problems is not None and name in recent_problems:
-                    problems[name] = recent_problems[name]
-        now = utcnow()
-        changed = False
-        for site in self._store.objects.list_sites():
-            name = site.metadata.name
-            phase, message = site_phase(
-                last_heartbeat=beats.get(name),
-                now=now,
-                grace=self._grace,
-                created=site.metadata.creation_timestamp,
-                problem=problems.get(name),
+    async def step(self) -> bool:
+        """One pass: read what others wrote, then look; True when some site changed phase."""
+        if not self._loaded:
+            beats, problems = await asyncio.to_thread(self._read_all)
+            for site, at in beats.items():
+                self.note(site, at, problems.get(site))
+            self._phases = {n: s.status.phase for n, s in self._fleet.sites.items()}
+            self._look |= set(self._fleet.sites)
+            self._loaded = True
+            self._grace_used = -1.0
+        # Silence is judged as of the hub's own lag ago: beats it was too busy to read count.
+        grace = max(self._grace_used, 0.0)
+        now = utcnow() - timedelta(seconds=self.stalls.credit(grace, time.monotonic()))
+        # Sites silent here, and sites not Ready: another hub may have heard from them.
+        silent = self._silent(now) + [
+            name for name, phase in self._phases.items() if phase != SitePhase.READY
+        ]
+        if silent:
+            # Before a site is called silent, the store may hold a beat another hub took.
+            for site, (at, problem) in (
+                await asyncio.to_thread(self._store.observed.beats_of, silent)
+            ).items():
+                self.note(site, at, problem)
+        changes = self.check(now)
+        if not changes:
+            return False
+        await asyncio.to_thread(self._write, changes)
+        return True
+
+    def _read_all(self) -> tuple[dict[str, datetime], dict[str, str]]:
+        return self._store.observed.last_heartbeats(), self._store.observed.heartbeat_problems()
+
+    def _silent(self, now: datetime) -> list[str]:
+        """Sites whose last beat known here is older than the grace (they are looked at now)."""
+        if self._grace_used <= 0:
+            return []
+        grace = timedelta(seconds=self._grace_used)
+        silent = []
+        while self._due and self._due[0][0] <= now:
+            _, site = heapq.heappop(self._due)
+            self._look.add(site)
+            last = self._beats.get(site)
+            if site in self._fleet.sites and (last is None or last + grace <= now):
+                silent.append(site)
+        return silent
+
+    def _schedule(self, site: str) -> None:
+        grace = timedelta(seconds=self._grace_used)
+        last = self._beats.get(site)
+        if last is not None:
+            heapq.heappush(self._due, (last + grace, site))
+            return
+        found = self._fleet.sites.get(site)
+        if found is not None and found.metadata.creation_timestamp is not None:
+            heapq.heappush(
+                self._due, (found.metadata.creation_timestamp + grace * PENDING_FACTOR, site)
             )
-            if phase == site.status.phase:
+
+    def check(self, now: datetime) -> dict[str, tuple[SitePhase, str | None, SitePhase]]:
+        """The sites whose phase changes now: (new phase, why, phase before) each (no I/O)."""
+        grace_s = self._grace()
+        if grace_s != self._grace_used:
+            # The grace follows the fleet's size: every deadline moves with it.
+            self._grace_used = grace_s
+            self._due = []
+            for name in self._fleet.sites:
+                self._schedule(name)
+            self._look |= set(self._fleet.sites)
+        grace = timedelta(seconds=grace_s)
+        while self._due and self._due[0][0] <= now:
+            _, site = heapq.heappop(self._due)
+            self._look.add(site)
+        look, self._look = self._look, set()
+        self.looked = len(look)
+        out: dict[str, tuple[SitePhase, str | None, SitePhase]] = {}
+        for name in look:
+            found = self._fleet.sites.get(name)
+            if found is None:
                 continue
-            self._store.objects.set_site_phase(name, phase.value, message)
-            self._store.events.add(
-                [
-                    Event(
-                        time=now,
-                        kind="Site",
-                        name=name,
-                        reason=phase.value,
-                        message=f"{site.status.phase.value} -> {phase.value}"
-                        + (f": {message}" if message else ""),
-                        type="Warning" if phase == SitePhase.UNREACHABLE else "Normal",
-                    )
-                ]
+            phase, message = site_phase(
+                last_heartbeat=self._beats.get(name),
+                now=now,
+                grace=grace,
+                created=found.metadata.creation_timestamp,
+                problem=self._problems.get(name),
             )
-            log.info("site %s: %s -> %s", name, site.status.phase.value, phase.value)
-            changed = True
-        return changed
+            was = self._phases.get(name) or found.status.phase
+            if phase != was:
+                out[name] = (phase, message, was)
+                self._phases[name] = phase
+        return out
+
+    def _write(self, changes: Mapping[str, tuple[SitePhase, str | None, SitePhase]]) -> None:
+        now = utcnow()
+        self._store.objects.set_site_phases(
+            {name: (phase.value, message) for name, (phase, message, _) in changes.items()}
+        )
+        events = []
+        for name, (phase, message, was) in sorted(changes.items()):
+            before = was.value
+            events.append(
+                Event(
+                    time=now,
+                    kind="Site",
+                    name=name,
+                    reason=phase.value,
+                    message=f"{before} -> {phase.value}" + (f": {message}" if message else ""),
+                    type="Warning" if phase == SitePhase.UNREACHABLE else "Normal",
+                )
+            )
+        self._store.events.add(events)
+        if len(changes) <= 20:
+            for name, (phase, _, was) in sorted(changes.items()):
+                log.info("site %s: %s -> %s", name, was.value, phase.value)
+        else:
+            counts: dict[str, int] = {}
+            for phase, _, _ in changes.values():
+                counts[phase.value] = counts.get(phase.value, 0) + 1
+            log.info(
+                "%d sites changed phase: %s",
+                len(changes),
+                ", ".join(f"{n} {p}" for p, n in sorted(counts.items())),
+            )

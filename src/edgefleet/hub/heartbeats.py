@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from edgefleet.hub.store import Store, utcnow
@@ -27,11 +28,19 @@ class HeartbeatBuffer:
         self._period = period
         self._pending: dict[str, tuple[datetime, int, str | None]] = {}
         self._problems: dict[str, str | None] = {}
+        self._listeners: list[Callable[[str, datetime, str | None], None]] = []
+
+    def listen(self, listener: Callable[[str, datetime, str | None], None]) -> None:
+        """Call ``listener(site, at, problem)`` for each heartbeat as it comes (no I/O in it)."""
+        self._listeners.append(listener)
 
     def beat(self, site: str, observed_revision: int, problem: str | None = None) -> None:
         """Record a heartbeat and what the agent says keeps it from running replicas (no I/O)."""
-        self._pending[site] = (utcnow(), observed_revision, problem)
+        at = utcnow()
+        self._pending[site] = (at, observed_revision, problem)
         self._problems[site] = problem
+        for listener in self._listeners:
+            listener(site, at, problem)
 
     def problem(self, site: str) -> str | None:
         """The problem the site's latest heartbeat to this hub reported, if any."""

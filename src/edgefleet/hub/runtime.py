@@ -6,27 +6,40 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
 
-from edgefleet.hub.accounts import Accounts
+from edgefleet.hub.accounts import Accounts, TokenCache
 from edgefleet.hub.auth import FailureLimiter
 from edgefleet.hub.changes import Changes
 from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
+from edgefleet.hub.desired import DesiredStates
+from edgefleet.hub.failures import SharedFailures
+from edgefleet.hub.fleet import FeedFollower, FleetChanges, FleetState
+from edgefleet.hub.health import heartbeat_grace, heartbeat_interval
 from edgefleet.hub.health_monitor import HealthMonitor
 from edgefleet.hub.heartbeats import HeartbeatBuffer
 from edgefleet.hub.placement_controller import PlacementController
+from edgefleet.hub.reports import ReportBuffer
 from edgefleet.hub.routing import PeerVerdicts, RoutingState
+from edgefleet.hub.site_routes import SiteShares
 from edgefleet.hub.store import Leadership, Store
-from edgefleet.hub.watch import SiteWatch
+from edgefleet.hub.watch import Doorbells, SiteWatch
 from edgefleet.identity.credentials import CredentialClaims, Keyring, SigningKey
+from edgefleet.identity.failures import FailureBudget
 from edgefleet.model import PublicKey
+from edgefleet.routing.origins import NetworkIndex
+from edgefleet.routing.share import ShareParams
 
 log = logging.getLogger(__name__)
+
+KEYRING_SIZE = 100_000
+"""Site credentials whose signature the hub remembers: more than the sites of a big fleet, so
+that heartbeats never pay for a signature check twice."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,20 @@ class HubConfig:
     """Seconds between placement passes when nothing triggers one."""
     watch_refresh: float = 0.5
     """Seconds between reads of site revisions written by other hub replicas."""
+    feed_poll: float = 0.25
+    """Seconds between reads of the change feed (what other hub replicas wrote; this hub's own
+    writes are read at once). Bounds how stale a revocation made at another hub can be."""
+    route_neighbourhood: int = 16
+    """Sites nearest to each site whose endpoints its share of the routing table always holds
+    (``edgefleet.routing.share``)."""
+    route_nearest: int = 4
+    """Endpoints of each kind a site's share holds of each app, however far."""
+    route_rate: float = 500.0
+    """Routing-table deltas a second the hub sends its agents at most: a fleet of more than
+    ``route_rate`` sites gets its news less often than once a second (``SiteShares.every``)."""
+    heartbeat_rate: float = 1000.0
+    """Heartbeats a second the hub asks of its agents at most: a fleet of more than
+    ``heartbeat_rate * 2`` sites beats more slowly (``edgefleet.hub.health``)."""
     max_watch_timeout: float = 60.0
     """Longest long-poll an agent may ask for."""
     dns_host: str = "127.0.0.1"
@@ -71,25 +98,41 @@ class HubConfig:
     """Failed authentications a source address may make at once before it is answered 429."""
     auth_failure_rate: float = 1 / 6
     """Failed authentications per second a source regains after its burst."""
+    auth_failure_sync: float = 0.4
+    """Seconds between a hub's exchanges of failed authentications with the other hub replicas,
+    through the store: a source over its limit at one hub is refused at every hub within two
+    of them (``edgefleet.hub.failures``)."""
 
 
 @dataclass
 class Hub:
-    """Store, watches and control loops of one hub process."""
+    """Store, picture of the fleet, watches and control loops of one hub process."""
 
     config: HubConfig
     store: Store
+    fleet: FleetState
+    """The fleet as this hub knows it, kept up to date from the change feed."""
+    follower: FeedFollower
+    """Reads the change feed into ``fleet`` and tells the loops below."""
     watch: SiteWatch
     heartbeats: HeartbeatBuffer
     placement: PlacementController
     health: HealthMonitor
     routing: RoutingState
-    """The routing table agents and the central DNS answer from."""
+    """The routing table the central DNS answers from."""
+    shares: SiteShares
+    """Each site's share of the routing table, sent to its agent."""
+    bells: Doorbells
+    """The agents long-polling this hub, one per site."""
+    desired: DesiredStates
+    """Each site's desired state, as its agent gets it."""
     demand: DemandBuffer
     """Demand reports received, written to the store once a second."""
+    reports: ReportBuffer = field(init=False)
+    """Status reports received, written in batches."""
     peers: PeerVerdicts = field(default_factory=PeerVerdicts)
     """What agents' probes say of their neighbours."""
-    changes: Changes = field(init=False)
+    changes: Changes = field(default_factory=Changes)
     """What changed, for the dashboards watching ``/api/v1/stream``."""
     dns: Any = None
     """The central DNS server, once started."""
@@ -97,12 +140,16 @@ class Hub:
     leader: bool = False
     """True while this process runs the controllers."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    known_sites: set[str] = field(default_factory=set)
-    """Sites this process has seen exist; spares a query per heartbeat."""
     accounts: Accounts = field(init=False)
     """Tokens, site credentials, signing keys and the audit log."""
+    tokens: TokenCache = field(default_factory=TokenCache)
+    networks: NetworkIndex = field(default_factory=NetworkIndex)
+    """Every site's client networks (``edgefleet.routing.origins``), kept from the feed."""
+    """User tokens this hub checked already (dropped when the feed says they changed)."""
     limiter: FailureLimiter = field(init=False)
     """Failed authentications per source address."""
+    failures: SharedFailures = field(init=False)
+    """Failed authentications of every hub replica, as the limiter shares them."""
     oidc: Any = None
     """The OIDC verifier, when the hub accepts the operator's provider's tokens."""
     _keys: list[SigningKey] = field(default_factory=list)
@@ -112,14 +159,39 @@ class Hub:
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store.engine)
-        self.changes = Changes(self.store, demand_tau=self.config.demand_tau)
+        self.reports = ReportBuffer(self.store.observed)
+        self.failures = SharedFailures(
+            self.store.auth_failures,
+            FailureBudget(burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate),
+            interval=self.config.auth_failure_sync,
+        )
         self.limiter = FailureLimiter(
-            burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate
+            burst=self.config.auth_failure_burst,
+            rate=self.config.auth_failure_rate,
+            shared=self.failures,
         )
         if self.config.oidc is not None:
             from edgefleet.hub.oidc import OidcVerifier
 
             self.oidc = OidcVerifier(self.config.oidc)
+
+    # -- the fleet's size sets the pace ------------------------------------------------------------
+
+    def heartbeat_interval(self) -> float:
+        """Seconds between an agent's heartbeats, as this hub asks them (``heartbeat_interval``
+        of the fleet's size)."""
+        return heartbeat_interval(len(self.fleet.sites), rate=self.config.heartbeat_rate)
+
+    def grace(self) -> float:
+        """Seconds without a heartbeat before a site is Unreachable (``heartbeat_grace``)."""
+        return heartbeat_grace(self.heartbeat_interval(), self.config.heartbeat_grace)
+
+    def wrote(self) -> None:
+        """This hub just wrote to the store: take it in from the feed now, not at the next
+        poll (placement, routing and watches follow from there)."""
+        self.follower.poke()
+
+    # -- identity --------------------------------------------------------------------------------
 
     def own_credential(self) -> str:
         """A short-lived credential the hub signs for itself, for calls to agents (logs)."""
@@ -139,12 +211,28 @@ class Hub:
         return self._own[0]
 
     def check_credential(self, token: str, *, now: datetime) -> CredentialClaims:
-        """The claims of a credential the hub signed (its signature checked once, then
-        remembered); CredentialError if it does not hold. Revocation is the caller's to check."""
+        """The claims of a credential the hub signed, not revoked (its signature checked once,
+        then remembered; revocations held in memory, from the change feed: see
+        ``routing_identity``); CredentialError if it does not hold. No I/O once the keys are
+        read."""
         with self._keyring_lock:
             if self._keyring is None:
-                self._keyring = Keyring([k.public() for k in self.signing_keys()])
+                self._keyring = Keyring(
+                    [k.public() for k in self.signing_keys()],
+                    self.routing.revoked,
+                    remember=KEYRING_SIZE,
+                )
             return self._keyring.verify(token, now=now)
+
+    def revoked_now(self, ids: Iterable[str]) -> None:
+        """This hub refuses these site credentials from now on (a revocation it just wrote;
+        the change feed brings it to the routing table and the other hubs)."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self._keyring_lock:
+            if self._keyring is not None:
+                self._keyring.revoke(ids)
 
     def key_ids(self) -> frozenset[str]:
         """The ids of the hub's signing keys."""
@@ -152,8 +240,15 @@ class Hub:
 
     def routing_identity(self) -> tuple[list[PublicKey], list[str]]:
         """What the routing table tells sites to check each other with: the hub's public keys
-        (read once) and the revoked site credentials (read with every rebuild)."""
-        return [k.public() for k in self.signing_keys()], self.accounts.revoked_site_credentials()
+        and the revoked site credentials (blocking: read when the feed says tokens or keys
+        changed). The hub's own checks of site credentials take the same revocations."""
+        self._keys = self.accounts.signing_keys()
+        keys = [k.public() for k in self._keys]
+        revoked = self.accounts.revoked_site_credentials()
+        with self._keyring_lock:
+            if self._keyring is not None:
+                self._keyring.update(keys, revoked)
+        return keys, revoked
 
     def signing_keys(self) -> list[SigningKey]:
         """The hub's keys for site credentials, newest first (read once, made on first use)."""
@@ -166,32 +261,89 @@ class Hub:
         """Open the store (migrating it) and wire the loops together."""
         store = Store(config.db)
         store.migrate()
-        watch = SiteWatch(store)
+        fleet = FleetState()
+        follower = FeedFollower(store, fleet, interval=config.feed_poll)
+        bells = Doorbells()
+        watch = SiteWatch(store, bells)
         heartbeats = HeartbeatBuffer(store)
-        routing = RoutingState(store)
+        routing = RoutingState(fleet)
+        shares = SiteShares(
+            routing,
+            bells,
+            ShareParams(neighbourhood=config.route_neighbourhood, nearest=config.route_nearest),
+            rate=config.route_rate,
+        )
 
         async def placed() -> None:
-            # New assignments: wake the sites' watches, and rebuild the routing table.
+            # New assignments: wake the sites' watches now; the feed brings the rest.
             await watch.refresh()
-            routing.trigger()
+            follower.poke()
 
         placement = PlacementController(
-            store, on_written=placed, resync=config.placement_resync, demand_tau=config.demand_tau
-        )
-
-        def health_changed() -> None:
-            placement.trigger()
-            routing.trigger()
-
-        health = HealthMonitor(
-            store, heartbeats, grace=config.heartbeat_grace, on_change=health_changed
+            store,
+            fleet,
+            on_written=placed,
+            resync=config.placement_resync,
+            demand_tau=config.demand_tau,
         )
         demand = DemandBuffer(store.demand, tau=config.demand_tau)
-        hub = cls(config, store, watch, heartbeats, placement, health, routing, demand)
+        hub: Hub
+
+        def grace() -> float:
+            return hub.grace()
+
+        health = HealthMonitor(store, fleet, heartbeats, grace=grace)
+        hub = cls(
+            config,
+            store,
+            fleet,
+            follower,
+            watch,
+            heartbeats,
+            placement,
+            health,
+            routing,
+            shares,
+            bells,
+            DesiredStates(fleet),
+            demand,
+        )
         routing.identity = hub.routing_identity
         hub.leadership = Leadership(store.engine)
         placement.is_leader = health.is_leader = lambda: hub.leader
+        follower.listen(routing.follow)
+        follower.listen(placement.follow)
+        follower.listen(health.follow)
+        follower.listen(hub.changes.follow)
+        follower.listen(hub._desired_states_changed)
+        follower.listen(hub._tokens_changed)
+        follower.listen(hub._networks_changed)
         return hub
+
+    def _networks_changed(self, changes: FleetChanges) -> None:
+        names = set(self.fleet.sites) if changes.reloaded else changes.sites
+        for name in names:
+            site = self.fleet.sites.get(name)
+            if site is None:
+                self.networks.drop(name)
+            else:
+                self.networks.put(name, site.spec.networks)
+
+    def _tokens_changed(self, changes: FleetChanges) -> None:
+        if changes.reloaded:
+            self.tokens.clear()
+        self.tokens.drop(changes.tokens)
+
+    def _desired_states_changed(self, changes: FleetChanges) -> None:
+        # Placement or a tenant's policy changed: sites' desired states may have new revisions.
+        if changes.placements or changes.tenants or changes.apps or changes.reloaded:
+            self.watch.nudge()
+        for name in changes.sites:
+            if name not in self.fleet.sites:
+                self.watch.forget(name)
+                self.peers.forget(name)
+                self.shares.forget(name)
+                self.desired.forget(name)
 
     async def _lead_loop(self) -> None:
         assert self.leadership is not None
@@ -199,22 +351,25 @@ class Hub:
             leading = await asyncio.to_thread(self.leadership.try_acquire)
             if leading and not self.leader:
                 log.info("leading: this hub runs placement and site health")
-                self.placement.trigger()
+                self.placement.trigger(full=True)
             elif self.leader and not leading:
                 log.warning("lost the lead: another hub runs the controllers")
             self.leader = leading
             await asyncio.sleep(self.config.leader_check)
 
-    async def _refresh_loop(self) -> None:
+    async def _prune_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.watch_refresh)
-            try:
-                await self.watch.refresh()
-            except Exception:
-                log.exception("watch refresh failed")
+            await asyncio.sleep(60.0)
+            self.shares.sweep(self.bells.sites())
+            if self.leader:
+                try:
+                    await asyncio.to_thread(self.store.feed.prune)
+                except Exception:
+                    log.exception("pruning the change feed failed")
 
     async def start(self) -> None:
-        """Start the background loops and the central DNS."""
+        """Read the fleet, then start the background loops and the central DNS."""
+        await self.follower.load()
         await self.watch.refresh()
         await self.routing.rebuild()
         if self.config.dns_port >= 0:
@@ -222,18 +377,22 @@ class Hub:
 
             self.dns = await start_central_dns(self)
         loops = [
-            self._refresh_loop(),
+            self.follower.run(),
+            self.watch.run(self.config.watch_refresh),
             self.heartbeats.run(),
             self.demand.run(),
+            self.reports.run(),
             self.routing.run(),
+            self.failures.run(),
         ]
         if self.config.controllers:
             assert self.leadership is not None
             # Decide the lead before serving, so /healthz is right from the first answer.
             self.leader = await asyncio.to_thread(self.leadership.try_acquire)
             if self.leader:
-                self.placement.trigger()
+                self.placement.trigger(full=True)
             loops += [self._lead_loop(), self.placement.run(), self.health.run()]
+        loops.append(self._prune_loop())
         self.tasks += [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self) -> None:
@@ -248,6 +407,8 @@ class Hub:
                 await task
         await self.heartbeats.flush()
         await self.demand.flush()
+        await self.reports.flush()
+        await self.failures.sync()
         if self.leadership is not None:
             self.leadership.release()
         self.store.close()
@@ -264,7 +425,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.stop()
 
 
-def get_hub(request: Request) -> Hub:
-    """Dependency: the hub of this app."""
+async def get_hub(request: Request) -> Hub:
+    """Dependency: the hub of this app (async: a plain function would cost every request a hop
+    to FastAPI's thread pool)."""
     hub: Hub = request.app.state.hub
     return hub

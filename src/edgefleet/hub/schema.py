@@ -81,6 +81,21 @@ heartbeats = Table(
     Column("problem", String(500), nullable=True),
 )
 
+feed = Table(
+    "feed",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    # The revision the writing transaction drew from the global counter: revisions are handed
+    # out in commit order, so "revision > R" finds everything committed after R.
+    Column("revision", BigInteger, nullable=False, index=True),
+    # What changed: Site, App, Tenant, Placement, Replicas, Token, Key, Demand or Event.
+    Column("kind", String(16), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("name", String(64), nullable=False),
+)
+
 site_reports = Table(
     "site_reports",
     metadata,
@@ -191,4 +206,18 @@ audit = Table(
     Index("ix_audit_time", "time"),
     Index("ix_audit_subject", "subject", "id"),
     Index("ix_audit_tenant", "tenant", "id"),
+)
+
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    # Failed authentications per source address, shared by the hub replicas: each source's
+    # token bucket as one time (``edgefleet.identity.failures``), in seconds since the epoch
+    # (floats: the same arithmetic on both engines).
+    Column("source", String(64), primary_key=True),
+    # When every failure of the source is forgiven.
+    Column("forgiven_at", Float, nullable=False),
+    # Its last failure: only a source that failed lately can be over its limit.
+    Column("failed_at", Float, nullable=False),
+    Index("ix_auth_failures_failed_at", "failed_at"),
 )

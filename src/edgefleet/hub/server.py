@@ -7,6 +7,7 @@ import socket
 import uvicorn
 
 from edgefleet.hub.api import create_app
+from edgefleet.hub.gateway import AgentGateway
 from edgefleet.hub.runtime import Hub, HubConfig
 
 
@@ -19,7 +20,7 @@ class _HubServer(uvicorn.Server):
         self._hub = hub
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._hub.watch.close()
+        self._hub.bells.close()
         self._hub.changes.close()
         self._hub.routing.close()
         await super().shutdown(sockets)
@@ -28,7 +29,8 @@ class _HubServer(uvicorn.Server):
 def serve(config: HubConfig, *, log_level: str = "info") -> None:
     """Serve the hub until interrupted (SIGINT/SIGTERM stop it cleanly)."""
     hub = Hub.build(config)
-    app = create_app(hub=hub)
+    # The agents' calls go straight to their routes; everything else through FastAPI.
+    app = AgentGateway(create_app(hub=hub), hub)
     server = _HubServer(
         uvicorn.Config(
             app,
@@ -38,6 +40,11 @@ def serve(config: HubConfig, *, log_level: str = "info") -> None:
             # Long-polls of thousands of agents stay open; keep-alive avoids reconnect churn.
             timeout_keep_alive=75,
             access_log=log_level == "debug",
+            # The hub trusts no forwarding header: the failed-authentication limit counts the
+            # direct peer's address.
+            proxy_headers=False,
+            # Ten thousand agents may connect within seconds of a hub's start.
+            backlog=16384,
             ssl_certfile=config.tls_cert,
             ssl_keyfile=config.tls_key,
         ),

@@ -6,9 +6,11 @@ from edgefleet.model.agent import (
     DesiredState,
     Event,
     Heartbeat,
+    HeartbeatAnswer,
     LocalScaling,
     ReplicaState,
     StatusReport,
+    WatchAnswer,
 )
 from edgefleet.model.demand import (
     AppDemand,
@@ -18,6 +20,16 @@ from edgefleet.model.demand import (
     SiteReporting,
 )
 from edgefleet.model.identity import JoinRequest, JoinResponse, PublicKey
+from edgefleet.model.lists import (
+    ITEM_HEADER,
+    MAX_APPLY,
+    MAX_PAGE,
+    Applied,
+    AppliedList,
+    ApplyList,
+    ListMeta,
+    apply_summary,
+)
 from edgefleet.model.objects import (
     API_VERSION,
     WORKLOAD_TYPES,
@@ -53,21 +65,38 @@ from edgefleet.model.objects import (
     parse_duration,
     parse_memory,
 )
-from edgefleet.model.routing import AppRoutes, RouteAccess, RouteEndpoint, RouteSite, RoutingTable
+from edgefleet.model.routing import (
+    AppRef,
+    AppRoutes,
+    RouteAccess,
+    RouteEndpoint,
+    RouteSite,
+    RoutingDelta,
+    RoutingTable,
+    RoutingUpdate,
+    routing_update,
+)
 from edgefleet.model.tenant import Tenant, TenantQuota, TenantSpec, TenantStatus
 
 __all__ = [
     "API_VERSION",
+    "ITEM_HEADER",
+    "MAX_APPLY",
+    "MAX_PAGE",
     "WORKLOAD_TYPES",
     "AccessRule",
     "App",
     "AppAssignment",
     "AppDemand",
     "AppPolicy",
+    "AppRef",
     "AppReport",
     "AppRoutes",
     "AppSpec",
     "AppStatus",
+    "Applied",
+    "AppliedList",
+    "ApplyList",
     "ContainerWorkload",
     "DemandReport",
     "DemandRow",
@@ -77,8 +106,10 @@ __all__ = [
     "FleetDemand",
     "FunctionWorkload",
     "Heartbeat",
+    "HeartbeatAnswer",
     "JoinRequest",
     "JoinResponse",
+    "ListMeta",
     "LocalScaling",
     "Location",
     "ObjectMeta",
@@ -91,7 +122,9 @@ __all__ = [
     "RouteAccess",
     "RouteEndpoint",
     "RouteSite",
+    "RoutingDelta",
     "RoutingTable",
+    "RoutingUpdate",
     "Scaling",
     "Site",
     "SiteAddresses",
@@ -112,7 +145,10 @@ __all__ = [
     "TenantSpec",
     "TenantStatus",
     "VmWorkload",
+    "WatchAnswer",
+    "apply_summary",
     "parse_cpu",
     "parse_duration",
     "parse_memory",
+    "routing_update",
 ]

@@ -63,6 +63,28 @@ class NewToken(TokenInfo):
     token: str = Field(description="The bearer token (shown once).")
 
 
+class JoinTokensRequest(_Base):
+    """Join tokens for many sites at once (bringing up a fleet, or a simulated one)."""
+
+    sites: list[str] = Field(
+        min_length=1, max_length=10_000, description="Sites to make one join token each for."
+    )
+    ttl: Duration = Field(default=3600.0, description="Seconds (or '30m', '24h') until expiry.")
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: float) -> float:
+        if not 60 <= value <= 30 * 86400:
+            raise ValueError("ttl of a join token must be between 60 s and 30 days")
+        return value
+
+
+class NewTokens(_Base):
+    """Tokens just made, each shown this once."""
+
+    items: list[NewToken] = Field(description="One per site asked, in the order asked.")
+
+
 class JoinTokenRequest(_Base):
     """How long a site's join token stays good."""
 

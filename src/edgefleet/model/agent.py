@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import Field
 
 from edgefleet.model.objects import Resources, SiteSelector, Workload, _Base
+from edgefleet.model.routing import RoutingUpdate
 
 
 class LocalScaling(_Base):
@@ -114,6 +115,27 @@ class Heartbeat(_Base):
         max_length=500,
         description="Why this site cannot run replicas now (e.g. its cluster's API does not "
         "answer); unset when it can.",
+    )
+
+
+class WatchAnswer(_Base):
+    """The answer to a site's long-poll: what changed of its desired state and of its share of
+    the routing table (``RoutingUpdate``: whole or a delta). One of the two at least."""
+
+    desired_state: DesiredState | None = Field(
+        default=None, description="The site's desired state, when its revision moved."
+    )
+    routes: RoutingUpdate | None = Field(
+        default=None, description="The site's share of the routing table, when it changed."
+    )
+
+
+class HeartbeatAnswer(_Base):
+    """The hub's answer to a heartbeat."""
+
+    heartbeat_interval: float = Field(
+        description="Seconds the hub asks between heartbeats (more in a big fleet); the agent "
+        "beats at this interval or its own, whichever is longer."
     )
 
 

@@ -84,3 +84,54 @@ class RoutingTable(_Base):
         description="Ids (jti) of site credentials revoked before they expire: refused by "
         "every site.",
     )
+
+
+class AppRef(_Base):
+    """An app by tenant and name."""
+
+    tenant: str
+    app: str
+
+
+class RoutingDelta(_Base):
+    """What changed in a site's share of the routing table since the version it holds."""
+
+    since: str = Field(description="The version this delta applies to.")
+    version: str = Field(description="The version the share has once the delta is applied.")
+    sites: list[RouteSite] = Field(
+        default_factory=list, description="Site records added or changed."
+    )
+    removed_sites: list[str] = Field(
+        default_factory=list, description="Sites no longer in the share."
+    )
+    apps: list[AppRoutes] = Field(
+        default_factory=list, description="Apps added or changed, each whole (its section)."
+    )
+    removed_apps: list[AppRef] = Field(
+        default_factory=list, description="Apps no longer in the share (deleted)."
+    )
+    signing_keys: list[PublicKey] | None = Field(
+        default=None, description="The hub's public keys, when they changed."
+    )
+    revoked_credentials: list[str] | None = Field(
+        default=None, description="The revoked site credentials, when they changed."
+    )
+
+
+class RoutingUpdate(_Base):
+    """An answer to a site's long-poll of its share of the routing table: the share whole (the
+    first time, or when the site's version is not the one the hub sent last) or a delta."""
+
+    table: RoutingTable | None = None
+    delta: RoutingDelta | None = None
+
+
+def routing_update(body: bytes) -> RoutingTable | RoutingDelta:
+    """The table or delta in a long-poll's answer (pydantic's ValidationError, a ValueError,
+    when it holds neither)."""
+    update = RoutingUpdate.model_validate_json(body)
+    if update.table is not None:
+        return update.table
+    if update.delta is not None:
+        return update.delta
+    raise ValueError("a routing update with neither a table nor a delta")

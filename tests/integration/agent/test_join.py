@@ -29,7 +29,8 @@ import uvicorn
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from edgefleet.agent.service import Agent, AgentConfig, JoinRefused, token_digest
+from edgefleet.agent.identity import token_digest
+from edgefleet.agent.service import Agent, AgentConfig, JoinRefused
 from edgefleet.hub.tls import HubPki, init_pki
 from edgefleet.identity.credentials import SigningKey, issue
 from edgefleet.localfleet import free_port
@@ -92,7 +93,7 @@ class FakeHub:
             self.calls.append(request.headers.get("authorization", ""))
             if self.refuse is not None:
                 return JSONResponse({"detail": self.refuse}, 401)
-            if what in ("desired-state", "routing-table"):
+            if what == "watch":
                 # A long-poll with nothing new: wait a little, like the real one waits longer.
                 await asyncio.sleep(min(float(request.query_params.get("timeout", 0)), 0.3))
                 return Response(status_code=204)

@@ -151,20 +151,24 @@ def test_long_poll_answers_at_once_waits_and_wakes(sqlite_fleet: LocalFleet) -> 
     base = sqlite_fleet.hub_url
     with sqlite_fleet.client() as client:
         client.apply(make_site("paris"))
-    url = f"{base}/api/v1/agent/sites/paris/desired-state"
+    url = f"{base}/api/v1/agent/sites/paris/watch"
     auth = sqlite_fleet.headers
-    first = httpx.get(url, params={"since": -1, "timeout": 5}, headers=auth)
+    first = httpx.get(url, params={"state": -1, "timeout": 5}, headers=auth)
     assert first.status_code == 200
-    revision = first.json()["revision"]
+    # The first answer: the desired state, and the site's share of the routing table whole.
+    revision = first.json()["desiredState"]["revision"]
+    share = first.json()["routes"]["table"]
+    assert share["version"] and [s["name"] for s in share["sites"]] == ["paris"]
     # Nothing changes: the poll waits out its timeout and says so with 204.
+    held = {"state": revision, "routes": share["version"]}
     started = time.monotonic()
-    assert httpx.get(url, params={"since": revision, "timeout": 1}, headers=auth).status_code == 204
+    assert httpx.get(url, params={**held, "timeout": 1}, headers=auth).status_code == 204
     assert time.monotonic() - started >= 0.9
     # A change wakes a waiting poll long before its timeout.
     answers: list[httpx.Response] = []
     waiter = threading.Thread(
         target=lambda: answers.append(
-            httpx.get(url, params={"since": revision, "timeout": 30}, timeout=40, headers=auth)
+            httpx.get(url, params={**held, "timeout": 30}, timeout=40, headers=auth)
         )
     )
     waiter.start()
@@ -173,8 +177,8 @@ def test_long_poll_answers_at_once_waits_and_wakes(sqlite_fleet: LocalFleet) -> 
         client.apply(make_app(placement={"replicas": 1}))
     waiter.join(timeout=20)
     assert answers and answers[0].status_code == 200
-    state = answers[0].json()
+    state = answers[0].json()["desiredState"]
     assert state["revision"] != revision
     assert [(a["app"], a["replicas"]) for a in state["apps"]] == [("hello", 1)]
-    nowhere = httpx.get(f"{base}/api/v1/agent/sites/nowhere/desired-state", headers=auth)
+    nowhere = httpx.get(f"{base}/api/v1/agent/sites/nowhere/watch", headers=auth)
     assert nowhere.status_code == 404

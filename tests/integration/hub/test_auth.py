@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ from edgefleet.hub.store import Store
 from edgefleet.identity import Role
 from edgefleet.identity.tokens import TokenKind
 from edgefleet.localfleet import LocalFleet, free_port
+from edgefleet.waiting import wait_for
 from tests.factories import make_app, make_site
 
 pytestmark = pytest.mark.slow
@@ -105,9 +107,16 @@ def expected(caller: Caller, method: str, template: str, tenant: str | None) -> 
         return "ok" if template == "/api/v1/routing-table" else "refused"
     if template == "/api/v1/routing-table":
         return "ok" if role in ("admin", "operator") else "refused"
+    if template == "/api/v1/apply":
+        # Each object is judged as its own PUT would be: the matrix applies an app of t1.
+        return (
+            "ok"
+            if role == "admin" or (role == "developer" and "t1" in caller.tenants)
+            else "refused"
+        )
     if template.startswith("/api/v1/tokens"):
         return "ok" if role == "admin" else "refused"
-    if template == "/api/v1/audit":
+    if template in ("/api/v1/audit", "/api/v1/join-tokens"):
         return "ok" if role in ("admin", "operator") else "refused"
     if template.startswith("/api/v1/sites"):
         if method == "GET" and template in (
@@ -185,9 +194,14 @@ def body_for(method: str, template: str, tenant: str | None, name: str) -> Any:
     """A valid body for a write to ``template`` (fresh names, so creates do not collide)."""
     if method not in ("POST", "PUT"):
         return None
+    if template == "/api/v1/apply":
+        app = make_app(name, tenant="t1").model_dump(mode="json", by_alias=True, exclude_none=True)
+        return {"apiVersion": "edgefleet.io/v1alpha1", "kind": "List", "items": [app]}
     if "/apps" in template:
         app = make_app(name, tenant=tenant or "t1")
         return app.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if template == "/api/v1/join-tokens":
+        return {"sites": ["s1"], "ttl": 600}
     if template.startswith("/api/v1/sites"):
         if template.endswith("join-tokens"):
             return {"ttl": 600}
@@ -331,8 +345,8 @@ def test_another_tenants_app_is_indistinguishable_from_a_missing_one(
 def test_token_shown_once_hashed_expires_and_revoked_everywhere(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """Two hub replicas on one PostgreSQL: a token revoked at one is refused by the other on
-    its very next request."""
+    """Two hub replicas on one PostgreSQL: a token revoked at one is refused by the other within
+    a feed poll, though the other had checked it and remembered it."""
     first = LocalFleet(
         workdir=tmp_path / "a", hub_port=free_port(), db=postgres_url, dns_port=free_port()
     )
@@ -352,7 +366,8 @@ def test_token_shown_once_hashed_expires_and_revoked_everywhere(
         try:
             with store.engine.connect() as conn:
                 dump = str(list(conn.exec_driver_sql("SELECT * FROM tokens")))
-            assert made.token.split("_")[2] not in dump  # only the hash is stored
+            # Only the hash is stored (the secret is base64url, which may hold "_").
+            assert made.token.removeprefix(f"efu_{made.id}_") not in dump
             expired, _ = Accounts(store.engine).create_token(
                 kind=TokenKind.USER,
                 name="old",
@@ -373,9 +388,18 @@ def test_token_shown_once_hashed_expires_and_revoked_everywhere(
         assert reply.status_code == 401 and "expired" in reply.json()["detail"]
         with first.client() as admin:
             admin.revoke_token(made.id)
-        reply = httpx.get(
-            f"{second.hub_url}/api/v1/whoami", headers={"Authorization": f"Bearer {made.token}"}
+        # The first hub refuses it at once; the second remembered it as good (its whoami above)
+        # and drops it when its change feed brings the revocation (a feed poll, 0.25 s).
+        mine = {"Authorization": f"Bearer {made.token}"}
+        reply = httpx.get(f"{first.hub_url}/api/v1/whoami", headers=mine)
+        assert reply.status_code == 401 and "revoked" in reply.json()["detail"]
+        refused = wait_for(
+            lambda: httpx.get(f"{second.hub_url}/api/v1/whoami", headers=mine).status_code == 401,
+            timeout=10,
+            what="the revocation to reach the second hub",
         )
+        assert refused
+        reply = httpx.get(f"{second.hub_url}/api/v1/whoami", headers=mine)
         assert reply.status_code == 401 and "revoked" in reply.json()["detail"]
 
 
@@ -397,6 +421,43 @@ def test_failed_authentications_are_rate_limited_per_source(tmp_path: Path) -> N
         assert httpx.get(url, headers=fleet.headers).status_code == 429
         # Health stays open.
         assert httpx.get(f"{fleet.hub_url}/healthz").status_code == 200
+
+
+def test_failed_authentications_are_limited_across_hub_replicas(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two hub replicas on one PostgreSQL: failures at one push the source over its limit at
+    the other too, within about a second (two exchanges with the store)."""
+    first, second = (
+        LocalFleet(
+            workdir=tmp_path / name,
+            hub_port=free_port(),
+            db=postgres_url,
+            dns_port=free_port(),
+            hub_args=["--auth-failure-burst", "3"],
+        )
+        for name in ("a", "b")
+    )
+    with first.running(), second.running():
+        first.start_hub()
+        second.start_hub()
+        at_second = f"{second.hub_url}/api/v1/sites"
+        assert httpx.get(at_second, headers=second.headers).status_code == 200
+        bad = {"Authorization": "Bearer efu_0123456789abcdef_" + "B" * 43}
+        at_first = f"{first.hub_url}/api/v1/sites"
+        assert [httpx.get(at_first, headers=bad).status_code for _ in range(3)] == [401] * 3
+        failed = time.monotonic()
+        # The second hub has seen no failure itself; even a good token is refused there now.
+        limited = wait_for(
+            lambda: (r := httpx.get(at_second, headers=second.headers)).status_code == 429 and r,
+            timeout=5.0,
+            interval=0.05,
+            what="the second hub to refuse the source",
+        )
+        shared_in = time.monotonic() - failed
+        assert int(limited.headers["retry-after"]) >= 1
+        assert "too many failed authentications" in limited.json()["detail"]
+    assert shared_in < 2.0, f"the second hub refused the source only after {shared_in:.2f} s"
 
 
 def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
@@ -487,9 +548,9 @@ def test_join_tokens_are_one_time_expiring_and_site_bound(sqlite_fleet: LocalFle
     assert trade(join, "paris").status_code == 401  # spent
     credential = first.json()["credential"]
     auth = {"Authorization": f"Bearer {credential}"}
-    own = httpx.get(f"{base}/api/v1/agent/sites/paris/desired-state", headers=auth)
+    own = httpx.get(f"{base}/api/v1/agent/sites/paris/watch", headers=auth)
     assert own.status_code == 200
-    other = httpx.get(f"{base}/api/v1/agent/sites/lyon/desired-state", headers=auth)
+    other = httpx.get(f"{base}/api/v1/agent/sites/lyon/watch", headers=auth)
     assert other.status_code == 403 and "paris" in other.json()["detail"]
     table = httpx.get(f"{base}/api/v1/routing-table", headers=auth).json()
     assert table["signingKeys"] and table["revokedCredentials"] == []
@@ -499,13 +560,13 @@ def test_join_tokens_are_one_time_expiring_and_site_bound(sqlite_fleet: LocalFle
     assert other_beat.status_code == 403
     beat["site"] = "paris"
     own_beat = httpx.post(f"{base}/api/v1/agent/sites/paris/heartbeat", json=beat, headers=auth)
-    assert own_beat.status_code == 204
+    assert own_beat.status_code == 200 and own_beat.json()["heartbeatInterval"] >= 0
     assert httpx.get(f"{base}/api/v1/apps", headers=auth).status_code == 403
     # Joining again (a reinstalled site) revokes the first credential.
     with sqlite_fleet.client() as admin:
         second = trade(admin.join_token("paris").token, "paris")
     assert second.status_code == 200
-    refused = httpx.get(f"{base}/api/v1/agent/sites/paris/desired-state", headers=auth)
+    refused = httpx.get(f"{base}/api/v1/agent/sites/paris/watch", headers=auth)
     assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
     with sqlite_fleet.client() as admin:
         sites = admin.list_tokens(kind="site", site="paris")

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from edgefleet.agent.demand import DemandCounter, DemandReporter
+from edgefleet.agent.hubclient import HubClient, PooledTransport
 from edgefleet.client import HubError
 from edgefleet.hub.demand import DEFAULT_TAU, window_rate
 from edgefleet.localfleet import LocalFleet, wait_for
@@ -122,13 +123,14 @@ def test_the_agents_reporter_speaks_the_hubs_language(
         counter = DemandCounter()
         for _ in range(30):
             counter.request("demo/hello", "paris", 0.2)
-        async with httpx.AsyncClient(
-            base_url=sqlite_fleet.hub_url, headers=sqlite_fleet.headers
-        ) as http:
+        hub = HubClient(PooledTransport(sqlite_fleet.hub_url), token=sqlite_fleet.admin_token)
+        try:
             reporter = DemandReporter(
-                "paris", counter, http, tmp_path, dns_tally=None, window=WINDOW
+                "paris", counter, hub, tmp_path, dns_tally=None, window=WINDOW
             )
             return await reporter.flush_once()
+        finally:
+            await hub.aclose()
 
     assert asyncio.run(report_once()) == 1
     with sqlite_fleet.client() as client:

@@ -30,7 +30,7 @@ def test_cache_round_trip_and_atomic_replace(tmp_path: Path) -> None:
     )
     cache.save(state)
     assert cache.load() == state
-    assert not (tmp_path / "state" / "desired.json.tmp").exists()
+    assert not (tmp_path / "state" / ".desired.json.tmp").exists()
 
 
 def test_unreadable_cache_is_ignored_with_a_warning(

@@ -16,12 +16,14 @@ import httpx
 import pytest
 
 from edgefleet.agent.demand import (
+    MAX_NETWORKS,
     PENDING_FILE,
     DemandCounter,
     DemandReporter,
     app_key,
     drain_dns_tally,
 )
+from edgefleet.agent.hubclient import HttpxTransport, HubClient
 from edgefleet.dns import DnsServer, Responder, StaticZone, Target
 from edgefleet.dns.server import UDP_MMSG_AVAILABLE
 from edgefleet.model import DemandReport
@@ -296,7 +298,8 @@ def reporters(hub: FakeHub, tmp_path: Path) -> Iterator[Callable[..., DemandRepo
     def make(counter: DemandCounter, clock: Clock, **kwargs: object) -> DemandReporter:
         http = httpx.AsyncClient(base_url="http://hub", transport=httpx.MockTransport(hub))
         clients.append(http)
-        return DemandReporter(SITE, counter, http, tmp_path, clock=clock, **kwargs)  # type: ignore[arg-type]
+        client = HubClient(HttpxTransport(http))
+        return DemandReporter(SITE, counter, client, tmp_path, clock=clock, **kwargs)
 
     yield make
     for http in clients:
@@ -460,7 +463,14 @@ def test_the_loop_reports_every_window(hub: FakeHub, tmp_path: Path) -> None:
         async with httpx.AsyncClient(
             base_url="http://hub", transport=httpx.MockTransport(hub)
         ) as http:
-            reporter = DemandReporter(SITE, counter, http, tmp_path, window=0.05, dns_tally=tally)
+            reporter = DemandReporter(
+                SITE,
+                counter,
+                HubClient(HttpxTransport(http)),
+                tmp_path,
+                window=0.05,
+                dns_tally=tally,
+            )
             task = asyncio.create_task(reporter.run())
             deadline = asyncio.get_running_loop().time() + 10
             while not hub.taken and asyncio.get_running_loop().time() < deadline:
@@ -479,4 +489,25 @@ def test_the_loop_reports_every_window(hub: FakeHub, tmp_path: Path) -> None:
 
 def test_the_window_must_be_sane(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="window"):
-        DemandReporter(SITE, DemandCounter(), httpx.AsyncClient(), tmp_path, window=0)
+        DemandReporter(
+            SITE,
+            DemandCounter(),
+            HubClient(HttpxTransport(httpx.AsyncClient())),
+            tmp_path,
+            window=0,
+        )
+
+
+def test_a_scan_from_many_networks_cannot_grow_a_report() -> None:
+    counter = DemandCounter(clock=lambda: 0.0)
+    for i in range(MAX_NETWORKS + 50):
+        counter.request("demo/hello", f"~10.{i // 256}.{i % 256}.0/24", 0.01)
+    counter.request("demo/hello", "paris", 0.01)
+    rows = counter.take(10.0).rows
+    origins = [origin for _, origin, *_ in rows]
+    # The first networks are kept, the rest counted as one unplaced origin; sites still count.
+    assert len(rows) == MAX_NETWORKS + 2
+    assert "paris" in origins
+    unplaced = next(row for row in rows if row[1] == "~")
+    assert unplaced[2] == 50
+    assert sum(row[2] for row in rows) == MAX_NETWORKS + 51

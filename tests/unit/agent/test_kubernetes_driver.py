@@ -803,5 +803,5 @@ def test_the_agent_makes_a_kubernetes_driver(tmp_path: Path) -> None:
         make_agent_driver("kubernetes", replace(config, kube_context="nowhere"))
     with pytest.raises(ValueError, match="namespace prefix"):
         make_agent_driver("kubernetes", replace(config, kube_namespace_prefix="EF"))
-    with pytest.raises(ValueError, match="use 'process' or 'kubernetes'"):
-        make_agent_driver("simulated", config)
+    with pytest.raises(ValueError, match="use 'process', 'kubernetes' or 'simulated'"):
+        make_agent_driver("lxc", config)

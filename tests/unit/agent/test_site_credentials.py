@@ -20,19 +20,18 @@ from typing import Any
 import httpx
 import pytest
 
-from edgefleet.agent.ingress import LocalReplicas, Peer, spilled_refusal
-from edgefleet.agent.service import (
-    Agent,
-    AgentConfig,
+from edgefleet.agent.identity import (
     CredentialFile,
-    OffloadRequest,
     SavedCredential,
     bearer,
     join_needed,
-    local_api,
     peer_keys,
     token_digest,
 )
+from edgefleet.agent.ingress import LocalReplicas, Peer, spilled_refusal
+from edgefleet.agent.local_api import OffloadRequest, local_api
+from edgefleet.agent.service import Agent, AgentConfig
+from edgefleet.agent.upstream import HttpxUpstream
 from edgefleet.identity.credentials import Keyring, SigningKey, issue
 from edgefleet.model import AppAssignment, ReplicaState, RouteSite, RoutingTable
 from tests.unit.agent.test_activator import HOST, KEY, LYON, World, assignment, call
@@ -350,7 +349,7 @@ def test_the_agent_checks_peers_with_the_newest_keys_and_revocations(tmp_path: P
             codes.append(replicas.status_code)
             replicas = await client.get("/_edgefleet/replicas", headers=auth(credential(None)))
             codes.append(replicas.status_code)
-        await agent._http.aclose()
+        await agent.hub.aclose()
         await agent._peer_http.aclose()
         await agent.ingress.aclose()
         return codes
@@ -369,7 +368,7 @@ def test_an_agent_without_a_credential_spills_to_nobody(
     warnings = [r for r in caplog.records if "has no credential" in r.getMessage()]
     assert len(warnings) == 1  # said once
     assert "EDGEFLEET_JOIN_TOKEN" in warnings[0].getMessage()
-    asyncio.run(agent._http.aclose())
+    asyncio.run(agent.hub.aclose())
     asyncio.run(agent._peer_http.aclose())
 
 
@@ -388,16 +387,17 @@ def test_asking_a_neighbour_for_an_offload_shows_this_sites_credential(tmp_path:
 
     def neighbour(request: httpx.Request) -> httpx.Response:
         asked.append(request)
-        return httpx.Response(202, json={"status": "accepted", "site": "lyon"})
+        accepted = json.dumps({"status": "accepted", "site": "lyon"}).encode()
+        return httpx.Response(202, stream=httpx.ByteStream(accepted))
 
     async def go() -> None:
         await agent._peer_http.aclose()
-        agent._peer_http = httpx.AsyncClient(transport=httpx.MockTransport(neighbour))
+        agent._peer_http = HttpxUpstream(httpx.MockTransport(neighbour))
         await agent._ask_neighbours(assignment())  # no credential: nobody is asked
         assert asked == []
         agent._use_credential(saved())
         await agent._ask_neighbours(assignment())
-        await agent._http.aclose()
+        await agent.hub.aclose()
         await agent._peer_http.aclose()
         await agent.ingress.aclose()
 
@@ -447,7 +447,7 @@ def test_the_credential_file_is_private_and_replaced_whole(tmp_path: Path) -> No
     first = saved("efj_1")
     # A temp file left by a crash, readable by all, must not make the credential readable.
     store.path.parent.mkdir()
-    leftover = store.path.with_name("credential.json.tmp")
+    leftover = store.path.with_name(".credential.json.tmp")
     leftover.write_text("{}")
     leftover.chmod(0o644)
     store.save(first)

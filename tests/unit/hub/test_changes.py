@@ -8,51 +8,73 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefleet.hub.changes import KINDS, Snapshot, Watcher, changed
+from edgefleet.hub.changes import KINDS, Changes, News, Watcher, kinds
+from edgefleet.hub.fleet import FleetChanges
 from edgefleet.hub.webui import WebUi
-
-BASE = Snapshot(
-    sites=1,
-    apps={"t1": 10, "t2": 20},
-    events={None: 5, "t1": 6, "t2": 7},
-    demand={"t1": 100},
-)
 
 
 def test_nothing_changed_tells_nothing() -> None:
-    assert changed(BASE, BASE, None) == frozenset()
-    assert changed(BASE, BASE, frozenset({"t1"})) == frozenset()
+    assert kinds(News(), None) == frozenset()
+    assert kinds(News(), frozenset({"t1"})) == frozenset()
 
 
 def test_sites_are_everyones_news() -> None:
-    after = Snapshot(sites=2, apps=BASE.apps, events=BASE.events, demand=BASE.demand)
-    assert changed(BASE, after, None) == {"sites"}
-    assert changed(BASE, after, frozenset({"t1"})) == {"sites"}
+    news = News(sites=True)
+    assert kinds(news, None) == {"sites"}
+    assert kinds(news, frozenset({"t1"})) == {"sites"}
+    assert kinds(news, frozenset()) == {"sites"}
 
 
 def test_a_tenants_changes_reach_only_those_who_see_it() -> None:
-    after = Snapshot(
-        sites=1,
-        apps={"t1": 10, "t2": 21},
-        events={None: 5, "t1": 6, "t2": 8},
-        demand={"t1": 100, "t2": 1},  # t2's first demand
-    )
-    assert changed(BASE, after, None) == {"apps", "events", "demand"}
-    assert changed(BASE, after, frozenset({"t2"})) == {"apps", "events", "demand"}
-    assert changed(BASE, after, frozenset({"t1"})) == frozenset()
-    assert changed(BASE, after, frozenset()) == frozenset()
-
-
-def test_a_tenant_that_goes_away_is_a_change() -> None:
-    after = Snapshot(sites=1, apps={"t1": 10}, events=BASE.events, demand={})
-    assert changed(BASE, after, frozenset({"t2"})) == {"apps"}
-    assert changed(BASE, after, frozenset({"t1"})) == {"demand"}
+    news = News(apps=frozenset({"t2"}), events=frozenset({"t2"}), demand=frozenset({"t2"}))
+    assert kinds(news, None) == {"apps", "events", "demand"}
+    assert kinds(news, frozenset({"t2"})) == {"apps", "events", "demand"}
+    assert kinds(news, frozenset({"t1", "t2"})) == {"apps", "events", "demand"}
+    assert kinds(news, frozenset({"t1"})) == frozenset()
+    assert kinds(news, frozenset()) == frozenset()
 
 
 def test_fleet_events_are_for_those_who_see_every_tenant() -> None:
-    after = Snapshot(sites=1, apps=BASE.apps, events={**BASE.events, None: 9}, demand=BASE.demand)
-    assert changed(BASE, after, None) == {"events"}
-    assert changed(BASE, after, frozenset({"t1", "t2"})) == frozenset()
+    news = News(events=frozenset({None}))
+    assert kinds(news, None) == {"events"}
+    assert kinds(news, frozenset({"t1", "t2"})) == frozenset()
+
+
+def test_the_news_of_a_feed_update() -> None:
+    changes = FleetChanges(
+        sites={"paris"},
+        apps={("t1", "web")},
+        placements={("t2", "api")},
+        replica_apps={("t3", "db")},
+        demand={("t4", "shop")},
+        events={"", "t5"},
+    )
+    news = News.of(changes)
+    assert news == News(
+        sites=True,
+        apps=frozenset({"t1", "t2", "t3"}),
+        events=frozenset({None, "t5"}),
+        demand=frozenset({"t4"}),
+    )
+    # A replica report changes the sites' counts and the apps' statuses, nothing else.
+    report = News.of(FleetChanges(replicas={"paris"}, replica_apps={("t1", "web")}))
+    assert report == News(sites=True, apps=frozenset({"t1"}))
+
+
+def test_a_new_watcher_is_told_everything_then_only_its_news() -> None:
+    async def scenario() -> list[list[str] | None]:
+        changes = Changes()
+        mine = changes.watch(frozenset({"t1"}))
+        told = [await mine.next(1.0)]
+        changes.follow(FleetChanges(apps={("t2", "other")}))
+        told.append(await mine.next(0.05))
+        changes.follow(FleetChanges(apps={("t1", "web")}, sites={"paris"}))
+        told.append(await mine.next(1.0))
+        changes.close()
+        told.append(await mine.next(1.0))
+        return told
+
+    assert asyncio.run(scenario()) == [list(KINDS), [], ["sites", "apps"], None]
 
 
 def test_a_watcher_gets_changes_merged_in_order_then_none_once_closed() -> None:

@@ -17,11 +17,13 @@ from edgefleet.hub.demand import (
     DemandState,
     absorb,
     decayed,
+    place_origins,
     window_end,
     window_rate,
 )
 from edgefleet.hub.store import DemandStore
 from edgefleet.model import DemandReport, DemandRow
+from edgefleet.routing.origins import NetworkIndex
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -225,3 +227,33 @@ def test_submit_answers_only_once_the_batch_is_written() -> None:
 def test_tau_must_be_positive() -> None:
     with pytest.raises(ValueError, match="tau"):
         DemandBuffer(cast(DemandStore, FakeStore()), tau=0.0)
+
+
+def test_client_networks_are_placed_at_the_site_that_holds_them() -> None:
+    networks = NetworkIndex()
+    networks.put("new-york", ["100.64.3.0/24"])
+    networks.put("paris", ["100.64.1.0/24"])
+    report = DemandReport(
+        site="london",
+        seq=1,
+        window_start=datetime(2026, 1, 1, tzinfo=UTC),
+        window_seconds=10,
+        rows=[
+            ("demo/hello", "london", 5, 0.5, 1),
+            # Clients of new-york, seen from two of its networks' addresses: one row.
+            ("demo/hello", "~100.64.3.0/24", 7, 0.7, 0),
+            ("demo/hello", "new-york", 1, 0.1, 0),
+            # Nobody's network, and a malformed one: london's own, as before.
+            ("demo/hello", "~192.0.2.0/24", 2, 0.2, 0),
+            ("demo/hello", "~", 1, 0.1, 0),
+        ],
+    )
+    placed = place_origins(report, networks)
+    rows = {(key, origin): (n, round(busy, 3), q) for key, origin, n, busy, q in placed.rows}
+    assert rows == {
+        ("demo/hello", "london"): (8, 0.8, 1),
+        ("demo/hello", "new-york"): (8, 0.8, 0),
+    }
+    # A report with site names only is left as it is.
+    plain = report.model_copy(update={"rows": [("demo/hello", "paris", 1, 0.1, 0)]})
+    assert place_origins(plain, networks) is plain

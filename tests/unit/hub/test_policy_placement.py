@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgefleet.hub.placement_controller import PlacementController
-from edgefleet.hub.store import AppId, SiteShare, Store
+from edgefleet.hub.placement_controller import Placer, decide, priority
+from edgefleet.hub.store import AppId, SiteShare
 from edgefleet.model import App, AppDemand, Event, SitePhase, Tenant
 from edgefleet.placement.explicit import CPU_EPSILON
 from edgefleet.placement.policy import effective_regions
@@ -23,7 +22,8 @@ REGIONS = ["eu-west", "eu-north", "us-east"]
 
 
 class FakeStore:
-    """What the controller reads and writes, in memory."""
+    """What the controller reads and writes, in memory: sites, apps, tenants and demand in, the
+    decisions of each pass applied as the store would."""
 
     def __init__(
         self,
@@ -39,50 +39,31 @@ class FakeStore:
         self.placed: dict[AppId, dict[str, SiteShare]] = {}
         self.statuses: dict[AppId, tuple[int, str | None]] = {}
         self.recorded: list[Event] = []
-        # The parts of the store the controller uses, as the real one has them.
-        self.objects = SimpleNamespace(
-            list_sites=self.list_sites,
-            list_apps=self.list_apps,
-            list_tenants=self.list_tenants,
-            set_app_placement_status=self.set_app_placement_status,
-        )
-        self.placement = SimpleNamespace(shares=self.shares, write=self.write)
-        self.demand = SimpleNamespace(matrix=self.demand_matrix)
-        self.events = SimpleNamespace(add=self.add_events)
-
-    def list_sites(self) -> list[Any]:
-        return self.sites
-
-    def list_apps(self) -> list[App]:
-        return self.apps
-
-    def list_tenants(self) -> list[Tenant]:
-        return self.tenants
-
-    def shares(self) -> dict[AppId, dict[str, SiteShare]]:
-        return {key: dict(by_site) for key, by_site in self.placed.items()}
-
-    def demand_matrix(self, now: datetime, tau: float) -> dict[AppId, list[AppDemand]]:
-        return self.demand_rows
-
-    def write(self, placement: Mapping[AppId, tuple[int, Mapping[str, SiteShare]]]) -> set[str]:
-        for key, (_, by_site) in placement.items():
-            self.placed[key] = {s: share for s, share in by_site.items() if share.placed}
-        return set()
-
-    def set_app_placement_status(self, statuses: Mapping[AppId, tuple[int, str | None]]) -> None:
-        self.statuses.update(statuses)
-
-    def add_events(self, new: Sequence[Event]) -> None:
-        self.recorded.extend(new)
+        self.placer = Placer()
 
 
-async def _nothing() -> None:
-    return None
-
-
-def reconcile(store: FakeStore) -> None:
-    PlacementController(cast(Store, store), on_written=_nothing).reconcile()
+def reconcile(store: FakeStore, *, full: bool = True) -> None:
+    """One pass of the controller's placement over ``store`` (a full one unless ``full`` is
+    False: then the placer works from its memory, as it does between feed updates)."""
+    apps = priority(store.apps)
+    placed, shortfalls = store.placer.place(
+        apps=apps,
+        sites={site.metadata.name: site for site in store.sites},
+        changed_sites=None if full else set(),
+        tenants={t.metadata.name: t.spec for t in store.tenants},
+        current=store.placed,
+        demand=store.demand_rows,
+        now=T0,
+    )
+    decision = decide(apps, placed, shortfalls, store.placed, T0)
+    for key, (_, by_site) in decision.placement.items():
+        store.placed[key] = {s: share for s, share in by_site.items() if share.placed}
+    store.statuses.update(decision.statuses)
+    for app in store.apps:
+        status = decision.statuses.get((app.metadata.tenant or "", app.metadata.name))
+        if status is not None:
+            app.status.observed_generation, app.status.message = status
+    store.recorded.extend(decision.events)
 
 
 def ready_site(name: str, region: str, lat: float = 48.0, lon: float = 2.0) -> Any:
@@ -204,8 +185,8 @@ def fleets(draw: st.DrawFn) -> FakeStore:
 def test_placement_stays_in_residency_and_within_quota_pass_after_pass(store: FakeStore) -> None:
     regions = {s.metadata.name: s.spec.region for s in store.sites}
     policies = {t.metadata.name: t.spec for t in store.tenants}
-    for _ in range(2):  # the second pass starts from the first one's result
-        reconcile(store)
+    for full in (True, False):  # the second pass starts from the first one's result
+        reconcile(store, full=full)
         for app in store.apps:
             key = (app.metadata.tenant or "", app.metadata.name)
             allowed = effective_regions(policies.get(key[0]), app.spec)

@@ -52,7 +52,7 @@ export function mountAppDetail(container, ctx, { tenant, name }) {
 
   const alert = h("div", { class: "message-slot" });
   const replicasBody = h("div");
-  const smallMap = createWorldMap({ className: "world-map small", radiusScale: 2 });
+  const smallMap = createWorldMap({ className: "world-map small" });
   const demandBody = h("div");
   const dnsBody = h("div");
   const chartBody = h("div");
@@ -576,6 +576,7 @@ export function mountAppDetail(container, ctx, { tenant, name }) {
     disposed = true;
     unsubscribe.forEach((off) => off());
     refreshers.forEach((r) => r.dispose());
+    smallMap.dispose();
     if (deletion.dialog.open) deletion.dialog.close();
   };
 }

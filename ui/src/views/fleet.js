@@ -23,6 +23,8 @@ function countsText(counts) {
 /** Mount the fleet view into `container`; returns the function that unmounts it. */
 export function mountFleet(container, ctx) {
   let sites = null;
+  /** More pages of the first site list are still coming. */
+  let loadingMore = false;
   let sitesError = null;
   let loads = new Map();
   let demandError = null;
@@ -154,6 +156,7 @@ export function mountFleet(container, ctx) {
       loads,
       selected,
       highlight: region === null ? null : (site) => site.spec.region === region,
+      loading: loadingMore,
     });
     setText(mapNote, demandError ? `Load unknown: ${detailText(demandError.detail) || demandError.message}` : "");
   }
@@ -257,7 +260,9 @@ export function mountFleet(container, ctx) {
     const filtered = matching.length !== sites.length;
     setText(
       countText,
-      `showing ${shown.length} of ${matching.length}` + (filtered ? ` (of ${sites.length} sites in all)` : ""),
+      `showing ${shown.length} of ${matching.length}` +
+        (filtered ? ` (of ${sites.length} sites in all)` : "") +
+        (loadingMore ? ", more loading" : ""),
     );
   }
 
@@ -290,18 +295,23 @@ export function mountFleet(container, ctx) {
   }
 
   const unsubscribe = [
-    ctx.data.use("sites", (value, error) => {
-      sitesError = error;
-      if (value) sites = value;
-      showMessage(
-        sitesAlert,
-        "alert",
-        sitesError && sitesError.status !== 0
-          ? `Could not read the sites: ${detailText(sitesError.detail)}`
-          : null,
-      );
-      renderAll();
-    }),
+    ctx.data.use(
+      "sites",
+      (value, error, { partial }) => {
+        sitesError = error;
+        if (value) sites = value;
+        loadingMore = partial;
+        showMessage(
+          sitesAlert,
+          "alert",
+          sitesError && sitesError.status !== 0
+            ? `Could not read the sites: ${detailText(sitesError.detail) || sitesError.message}`
+            : null,
+        );
+        renderAll();
+      },
+      { partial: true },
+    ),
     ctx.data.use("demand", (value, error) => {
       demandError = error;
       loads = loadBySite(value || []);
@@ -317,6 +327,7 @@ export function mountFleet(container, ctx) {
     unmounted = true;
     unsubscribe.forEach((off) => off());
     detail?.dispose();
+    map.dispose();
   };
 }
 
@@ -332,6 +343,6 @@ function legend() {
         ` ${phase}`,
       ),
     ),
-    h("li", { class: "muted", text: "Circle size: requests per second from clients near the site" }),
+    h("li", { class: "muted", text: "Dot size: requests per second from clients near the site" }),
   );
 }

@@ -42,6 +42,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -58,8 +59,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from edgefleet.files import write_atomic
 from edgefleet.model import AppAssignment, ProcessWorkload, ReplicaState
 from edgefleet.model.objects import Workload
 
@@ -324,6 +324,20 @@ def _boot_id() -> str:
         return ""
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP right now (DNS servers bind both)."""
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind((host, 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+
+
 def port_free(host: str, port: int) -> bool:
     """Whether a listener could bind ``host:port`` now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -339,15 +353,10 @@ def port_free(host: str, port: int) -> bool:
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write a record atomically (tmp file, fsync, rename): a reader sees old or new, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     # 0600: the record holds the workload's environment, which may carry secrets.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    write_atomic(
+        path, json.dumps(data, indent=2, sort_keys=True).encode(), mode=0o600, durable=False
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -383,9 +392,26 @@ def _tail(path: Path, lines: int) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
 
 
-def _not_a_probe(record: logging.LogRecord) -> bool:
-    """Logging filter: drop httpx's INFO line per request for health probes (one a second each)."""
-    return not (record.threadName or "").startswith(_PROBE_THREAD)
+PROBE_BODY_MAX = 64 * 1024
+"""Bytes of a health answer read (the rest is dropped with the connection)."""
+
+
+def probe_health(host: str, port: int, path: str, timeout: float) -> bool:
+    """``GET path`` on a new connection, as kubelet probes (a kept-alive connection to a dead
+    process would fail the probe, not the process): True on a 2xx answer within ``timeout``
+    seconds for the connection and as much for each read."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        # The answer is read before closing, and the replica told not to wait for another
+        # request: a socket closed with unread data resets the connection under the replica.
+        connection.request("GET", path, headers={"Connection": "close"})
+        answer = connection.getresponse()
+        answer.read(PROBE_BODY_MAX)
+        return 200 <= answer.status < 300
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
 
 
 def _describe_exit(code: int | None) -> str:
@@ -531,7 +557,6 @@ class ProcessDriver:
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._last_fingerprint: _Fingerprint | None = None
-        self._http: httpx.Client | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
@@ -548,18 +573,9 @@ class ProcessDriver:
                 raise RuntimeError("ProcessDriver.start() may be called once, before close()")
             self._on_change = on_change
             self._adopt_locked()
-        # Probes need no proxy (trust_env=False) and no keep-alive (a fresh connection per
-        # probe, as kubelet does: a pooled connection to a dead process would fail a probe).
-        self._http = httpx.Client(
-            timeout=self._probe_timeout,
-            trust_env=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix=f"{_PROBE_THREAD}-{self.site}"
         )
-        # Idempotent: addFilter ignores a filter already there.
-        logging.getLogger("httpx").addFilter(_not_a_probe)
         self._thread = threading.Thread(
             target=self._run, name=f"process-driver-{self.site}", daemon=True
         )
@@ -637,9 +653,6 @@ class ProcessDriver:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if self._http is not None:
-            self._http.close()
-            self._http = None
 
     def stop_all(self) -> None:
         """Stop every replica (SIGTERM, SIGKILL after the grace period) and wait for them.
@@ -686,7 +699,7 @@ class ProcessDriver:
 
     def _tick(self) -> None:
         """One supervision round: probe if due, then apply exits, probes, stops and the plan."""
-        targets: list[tuple[_Replica, int, str]] = []
+        targets: list[tuple[_Replica, int, tuple[int, str]]] = []
         with self._lock:
             now = time.monotonic()
             everyone = now >= self._next_probe
@@ -695,14 +708,14 @@ class ProcessDriver:
             if everyone or now >= self._next_startup_probe:
                 self._next_startup_probe = now + self._startup_probe_interval
                 targets = [
-                    (replica, replica.pid, self._health_url(replica, replica.port))
+                    (replica, replica.pid, (replica.port, replica.workload.health_path))
                     for replica in self._replicas()
                     if replica.pid is not None
                     and replica.port is not None
                     and (everyone or not replica.has_been_ready)
                 ]
         # Probes run without the lock: converge() and observe() must not wait for slow replicas.
-        results = self._probe_all([url for _, _, url in targets])
+        results = self._probe_all([health for _, _, health in targets])
         if self._closing.is_set():
             return  # close() came first: act on nothing more, the replicas stay as they are
         with self._lock:
@@ -724,20 +737,15 @@ class ProcessDriver:
             except Exception:
                 log.exception("site %s: on_change callback failed", self.site)
 
-    def _probe_all(self, urls: list[str]) -> list[bool]:
-        if not urls or self._pool is None:
-            return [False] * len(urls)
-        return list(self._pool.map(self._probe, urls))
+    def _probe_all(self, targets: list[tuple[int, str]]) -> list[bool]:
+        """Probe each ``(port, health path)`` on the site address, in parallel."""
+        if not targets or self._pool is None:
+            return [False] * len(targets)
+        return list(self._pool.map(self._probe, targets))
 
-    def _probe(self, url: str) -> bool:
-        client = self._http
-        if client is None:
-            return False
-        try:
-            response = client.get(url)
-        except (httpx.HTTPError, OSError):
-            return False
-        return response.is_success
+    def _probe(self, target: tuple[int, str]) -> bool:
+        port, path = target
+        return probe_health(self.host, port, path, self._probe_timeout)
 
     def _sleep_time(self, now: float) -> float:
         """Until the next probe round, restart or kill deadline; short while stops are pending."""
@@ -751,10 +759,6 @@ class ProcessDriver:
             # Exits are polled (non-children cannot be waited on); a fixed port may wait on one.
             wake_at.append(now + 0.05)
         return max(0.01, min(wake_at) - now)
-
-    def _health_url(self, replica: _Replica, port: int | None) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{port}{replica.workload.health_path}"
 
     # -- State transitions (all under the lock) -----------------------------------------------
 

@@ -7,87 +7,127 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
-from edgefleet.hub.demand import ORIGIN_MAX
+from edgefleet.hub.demand import ORIGIN_MAX, place_origins
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.model import DemandReport, DesiredState, Heartbeat, RoutingTable, StatusReport
+from edgefleet.model import (
+    DemandReport,
+    Heartbeat,
+    HeartbeatAnswer,
+    StatusReport,
+    WatchAnswer,
+)
 
 router = APIRouter(prefix="/api/v1/agent/sites/{site}", tags=["agent"])
 HubDep = Annotated[Hub, Depends(get_hub)]
 
+TABLE_WAIT = 2.0
+"""Seconds a watch waits for the routing table to hold a site just created."""
+
 
 async def _known(hub: Hub, site: str) -> None:
-    await asyncio.to_thread(hub.store.objects.get_site, site)
+    """404 unless ``site`` exists: from the hub's picture of the fleet, else from the store (a
+    site created at another hub a moment ago)."""
+    if site not in hub.fleet.sites:
+        await asyncio.to_thread(hub.store.objects.get_site, site)
 
 
 @router.get(
-    "/desired-state",
-    response_model=DesiredState,
-    responses={204: {"description": "Nothing changed before the timeout."}},
+    "/watch",
+    response_model=WatchAnswer,
+    responses={
+        204: {"description": "Nothing changed before the timeout."},
+        503: {"description": "The hub is catching up with the fleet's changes: ask again."},
+    },
 )
-async def watch_desired_state(
+async def watch(
     site: str,
     hub: HubDep,
-    since: int = -1,
+    state: int = -1,
+    routes: str = "",
     timeout: Annotated[float, Query(ge=0)] = 30.0,
-) -> DesiredState | Response:
-    """Long-poll: the site's desired state as soon as its revision differs from ``since``.
+) -> Response:
+    """Long-poll: as soon as the site's desired state has a revision other than ``state``, or
+    its share of the routing table changed since version ``routes`` (whole when ``routes`` is
+    not the version this hub sent it last, else a delta), the news; 204 if nothing changed
+    before ``timeout`` seconds (capped by the hub). A waiting agent holds no thread.
 
-    Answers at once when it already differs, else waits up to ``timeout`` seconds (capped by the
-    hub) and answers 204 if nothing changed. A waiting agent holds no thread.
+    "Other than", not "above": an agent whose cached revision is ahead of the hub (the hub's
+    database was restored from a backup) must still get the hub's state.
     """
     await _known(hub, site)
-    changed = await hub.watch.wait(site, since, min(timeout, hub.config.max_watch_timeout))
-    if not changed:
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return await asyncio.to_thread(hub.store.placement.desired_state, site)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, hub.config.max_watch_timeout)
+    # A site created a moment ago: its share is sent once the table holds the site itself.
+    settled = loop.time() + TABLE_WAIT
+    while hub.routing.route_site(site) is None and loop.time() < settled:
+        await hub.routing.wait(hub.routing.version, settled - loop.time())
+    while True:
+        if site not in hub.fleet.sites:
+            await _known(hub, site)  # deleted meanwhile: 404
+        desired = None
+        revision = hub.watch.revision(site)
+        if revision != state:
+            # The answer for revision R is built from a picture that includes R.
+            if not await hub.follower.caught_up(revision, timeout=5.0):
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    "the hub is catching up with the fleet's changes: ask again",
+                    headers={"Retry-After": "1"},
+                )
+            desired = hub.desired.body(site, revision)
+        share = hub.shares.answer(site, routes)
+        if desired is not None or share is not None:
+            return Response(
+                b'{"desiredState":'
+                + (desired or b"null")
+                + b',"routes":'
+                + (share or b"null")
+                + b"}",
+                media_type="application/json",
+            )
+        left = deadline - loop.time()
+        if left <= 0 or not await hub.bells.wait(site, left):
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get(
-    "/routing-table",
-    response_model=RoutingTable,
-    responses={204: {"description": "Nothing changed before the timeout."}},
+@router.post(
+    "/status",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={503: {"description": "The hub could not write the report now; send it again."}},
 )
-async def watch_routing_table(
-    site: str,
-    hub: HubDep,
-    since: str = "",
-    timeout: Annotated[float, Query(ge=0)] = 30.0,
-) -> RoutingTable | Response:
-    """Long-poll: the fleet's routing table as soon as its version differs from ``since``."""
-    await _known(hub, site)
-    if not await hub.routing.wait(since, min(timeout, hub.config.max_watch_timeout)):
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return hub.routing.table
-
-
-@router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
 async def report_status(site: str, report: StatusReport, hub: HubDep) -> None:
-    """Replace the site's observed replicas with the agent's report."""
+    """Replace the site's observed replicas with the agent's report; answered once written
+    (reports are written in batches, a transaction for all those of a moment)."""
     if report.site != site:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"report is for site {report.site!r}, URL names {site!r}",
         )
     await _known(hub, site)
-    await asyncio.to_thread(hub.store.observed.save_report, report)
+    if not await hub.reports.submit(report):
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the hub could not write this status report now: send it again later",
+            headers={"Retry-After": "2"},
+        )
     hub.heartbeats.beat(site, report.observed_revision, hub.heartbeats.problem(site))
-    hub.routing.trigger()
+    hub.wrote()
 
 
-@router.post("/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
-async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> None:
-    """I am alive. Buffered in memory and written in batches."""
+@router.post("/heartbeat", response_model=HeartbeatAnswer)
+async def heartbeat(site: str, beat: Heartbeat, hub: HubDep) -> HeartbeatAnswer:
+    """I am alive. Buffered in memory and written in batches; the answer says how often to
+    beat (less often in a big fleet)."""
     if beat.site != site:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"heartbeat is for site {beat.site!r}, URL names {site!r}",
         )
-    if site not in hub.known_sites:
-        await _known(hub, site)
-        hub.known_sites.add(site)
+    await _known(hub, site)
     hub.heartbeats.beat(site, beat.observed_revision, beat.problem)
     if beat.probes:
         hub.peers.record(site, beat.probes)
+    return HeartbeatAnswer(heartbeat_interval=hub.heartbeat_interval())
 
 
 @router.post(
@@ -104,6 +144,7 @@ async def report_demand(site: str, report: DemandReport, hub: HubDep) -> None:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"demand report is for site {report.site!r}, URL names {site!r}",
         )
+    report = place_origins(report, hub.networks)
     for index, row in enumerate(report.rows):
         if len(row[1]) > ORIGIN_MAX:
             raise HTTPException(
@@ -111,9 +152,7 @@ async def report_demand(site: str, report: DemandReport, hub: HubDep) -> None:
                 f"rows[{index}]: the origin is {len(row[1])} characters long; a site name "
                 f"has at most {ORIGIN_MAX}",
             )
-    if site not in hub.known_sites:
-        await _known(hub, site)
-        hub.known_sites.add(site)
+    await _known(hub, site)
     if not await hub.demand.submit(report):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -3,43 +3,89 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
+from edgefleet.hub import paging
 from edgefleet.hub.auth import PrincipalDep, visible_tenants
 from edgefleet.hub.policy import check_apply
-from edgefleet.hub.routes.common import ObjectList, apply_object, record_event
+from edgefleet.hub.routes.common import (
+    APP_APPLIED,
+    ObjectList,
+    apply_object,
+    record_event,
+)
+from edgefleet.hub.routes.lists import Continue, Limit, after, answer
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.hub.store import utcnow
+from edgefleet.identity import Principal
 from edgefleet.model import App, AppDemand
 
 router = APIRouter(prefix="/api/v1", tags=["apps"])
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
-@router.get("/apps", response_model=ObjectList[App], response_model_exclude_none=True)
+@router.get(
+    "/apps",
+    response_model=ObjectList[App],
+    response_model_exclude_none=True,
+    responses={400: {"description": "The continue token is not one of this list."}},
+)
 def list_all_apps(
-    hub: HubDep, principal: PrincipalDep, tenant: str | None = None
-) -> dict[str, Any]:
-    """Apps of every tenant the caller may see (or of ``tenant``)."""
-    visible = visible_tenants(principal)
-    items = [
-        a
-        for a in hub.store.objects.list_apps(tenant)
-        if visible is None or a.metadata.tenant in visible
-    ]
-    return {"kind": "AppList", "items": items}
+    hub: HubDep,
+    principal: PrincipalDep,
+    tenant: str | None = None,
+    limit: Limit = None,
+    continue_: Continue = None,
+) -> Response:
+    """Apps of every tenant the caller may see (or of ``tenant``), by tenant and name: every
+    one, or a page of ``limit``."""
+    if tenant is not None:
+        return _tenant_page(hub, tenant, principal, limit=limit, token=continue_)
+    start = after(continue_, paging.ALL_APPS)
+    page = hub.store.objects.page_apps(
+        tenants=visible_tenants(principal),
+        after=(start[0], start[1]) if start else None,
+        limit=limit,
+    )
+    return answer(
+        App, page, paging.ALL_APPS, lambda app: [app.metadata.tenant or "", app.metadata.name]
+    )
 
 
 @router.get(
-    "/tenants/{tenant}/apps", response_model=ObjectList[App], response_model_exclude_none=True
+    "/tenants/{tenant}/apps",
+    response_model=ObjectList[App],
+    response_model_exclude_none=True,
+    responses={400: {"description": "The continue token is not one of this list."}},
 )
-def list_apps(tenant: str, hub: HubDep) -> dict[str, Any]:
-    """The apps of one tenant."""
-    return {"kind": "AppList", "items": hub.store.objects.list_apps(tenant)}
+def list_apps(
+    tenant: str,
+    hub: HubDep,
+    principal: PrincipalDep,
+    limit: Limit = None,
+    continue_: Continue = None,
+) -> Response:
+    """The apps of one tenant, by name: every one, or a page of ``limit``."""
+    return _tenant_page(hub, tenant, principal, limit=limit, token=continue_)
+
+
+def _tenant_page(
+    hub: Hub, tenant: str, principal: Principal, *, limit: int | None, token: str | None
+) -> Response:
+    """A page of one tenant's apps (none if the caller may not see the tenant)."""
+    list_id = paging.tenant_apps(tenant)
+    start = after(token, list_id)
+    visible = visible_tenants(principal)
+    page = hub.store.objects.page_apps(
+        tenants=[tenant] if visible is None or tenant in visible else [],
+        after=(tenant, start[0]) if start else None,
+        limit=limit,
+    )
+    return answer(App, page, list_id, lambda app: [app.metadata.name])
 
 
 def _check_path(app: App, tenant: str, name: str | None = None) -> None:
@@ -68,8 +114,7 @@ def create_app(tenant: str, app: App, hub: HubDep) -> App:
     check_apply(hub, app)
     stored, _ = hub.store.objects.put(app, create_only=True)
     record_event(hub, stored, "Created", f"generation {stored.metadata.generation}")
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
     assert isinstance(stored, App)
     return stored
 
@@ -90,7 +135,7 @@ def apply_app(tenant: str, name: str, app: App, hub: HubDep, response: Response)
     """Create or update an app (``apply``); a stale ``resourceVersion`` gets 409."""
     _check_path(app, tenant, name)
     check_apply(hub, app)
-    return apply_object(hub, app, response, "generation {generation}")
+    return apply_object(hub, app, response, APP_APPLIED)
 
 
 @router.delete("/tenants/{tenant}/apps/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -98,8 +143,7 @@ async def delete_app(tenant: str, name: str, hub: HubDep) -> None:
     """Delete an app; every site running it is told to stop its replicas."""
     await asyncio.to_thread(hub.store.objects.delete_app, tenant, name)
     await hub.watch.refresh()
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
 
 
 @router.get("/tenants/{tenant}/apps/{name}/logs", response_class=PlainTextResponse)

@@ -11,7 +11,6 @@ from edgefleet.dns.routed import ZONE
 from edgefleet.hub.auth import PrincipalDep
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.routing.answer import choose, locate
-from edgefleet.routing.convert import route_table
 from edgefleet.routing.table import Origin
 
 router = APIRouter(prefix="/api/v1/dns", tags=["dns"])
@@ -44,7 +43,7 @@ def explain(
     if not principal.in_tenant(tenant):
         # Another tenant's app: the same answer as one that does not exist.
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no app {app!r} in tenant {tenant!r}")
-    table = route_table(hub.routing.table)
+    table = hub.routing.table
     prefix = 0
     if site is not None:
         if site not in table.sites:

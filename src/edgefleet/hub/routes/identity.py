@@ -9,10 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from edgefleet.hub.accounts import AuditEntry, Refused, TokenRecord, new_jti
+from edgefleet.hub.accounts import Refused, TokenRecord, new_jti
 from edgefleet.hub.auth import PrincipalDep, bearer, source_of
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.hub.store import utcnow
+from edgefleet.hub.store import NotFound, utcnow
+from edgefleet.hub.store.audit import AuditEntry
 from edgefleet.identity import Role
 from edgefleet.identity.credentials import issue
 from edgefleet.identity.tokens import TokenKind, parse
@@ -20,7 +21,9 @@ from edgefleet.model import JoinRequest, JoinResponse
 from edgefleet.model.access import (
     AuditRecord,
     JoinTokenRequest,
+    JoinTokensRequest,
     NewToken,
+    NewTokens,
     TokenInfo,
     TokenRequest,
     WhoAmI,
@@ -114,11 +117,13 @@ def get_token(id: str, hub: HubDep) -> TokenInfo:
 
 @router.delete("/tokens/{id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(id: str, hub: HubDep) -> None:
-    """Revoke a token or a site credential: refused by every hub replica from the next request
-    on, and by every site once the routing table carries it."""
-    record = hub.accounts.revoke(id)
-    if record.kind == TokenKind.SITE:
-        hub.routing.trigger()
+    """Revoke a token or a site credential: refused by this hub from the next request on, by
+    every other hub within a poll of the change feed, and by every site once its share of the
+    routing table carries it."""
+    hub.accounts.revoke(id)
+    hub.tokens.drop([id])
+    hub.revoked_now([id])  # a site credential: this hub's checks refuse it from now on
+    hub.wrote()
 
 
 @router.post(
@@ -144,6 +149,41 @@ def create_join_token(
     return NewToken(**_info(record).model_dump(), token=made.token)
 
 
+@router.post(
+    "/join-tokens",
+    response_model=NewTokens,
+    response_model_exclude_none=True,
+    status_code=status.HTTP_201_CREATED,
+)
+async def create_join_tokens(
+    request: JoinTokensRequest, hub: HubDep, principal: PrincipalDep
+) -> NewTokens:
+    """One-time join tokens for many sites at once (each as ``POST /sites/{name}/join-tokens``
+    makes one); 404 naming the sites that do not exist, and then none is made."""
+    wanted = list(dict.fromkeys(request.sites))
+    missing = [name for name in wanted if name not in hub.fleet.sites]
+    if missing:
+        # The picture may be a poll behind a site just created: ask the store.
+        found = {
+            s.metadata.name for s in await asyncio.to_thread(hub.store.objects.bare_sites, missing)
+        }
+        missing = [name for name in missing if name not in found]
+    if missing:
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
+        raise NotFound(f"no such site: {shown}; create the sites first")
+    made = await asyncio.to_thread(
+        hub.accounts.create_join_tokens,
+        wanted,
+        ttl=timedelta(seconds=request.ttl),
+        created_by=principal.subject,
+    )
+    return NewTokens(
+        items=[NewToken(**_info(record).model_dump(), token=token.token) for token, record in made]
+    )
+
+
 @router.post("/agent/join", response_model=JoinResponse, tags=["agent"])
 async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse:
     """An agent trades its site's one-time join token (``Authorization: Bearer``) for the
@@ -160,8 +200,8 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
                 status.HTTP_403_FORBIDDEN,
                 f"this join token is for site {record.site!r}, not {body.site!r}",
             )
-        hub.store.objects.get_site(body.site)
-        hub.accounts.spend_join_token(record)
+        if body.site not in hub.fleet.sites:
+            hub.store.objects.get_site(body.site)  # a site just made at another hub, or 404
         key = hub.signing_keys()[0]
         jti = new_jti()
         now = utcnow()
@@ -174,9 +214,8 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
             now=now,
             jti=jti,
         )
-        hub.accounts.add_site_credential(
-            jti=jti, site=body.site, expires_at=expires, created_by=record.name
-        )
+        revoked = hub.accounts.join(record, jti=jti, site=body.site, expires_at=expires)
+        hub.revoked_now(revoked)  # this hub refuses the site's earlier credentials from now on
         return JoinResponse(
             site=body.site,
             credential=credential,
@@ -192,7 +231,7 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
             status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
         ) from None
     log.info("site %s joined: earlier credentials of the site are revoked", body.site)
-    hub.routing.trigger()
+    hub.wrote()
     return answer
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
 from edgefleet.geo import estimated_rtt_ms, nearest
-from edgefleet.hub.routes.common import ObjectList, apply_object, record_event
+from edgefleet.hub import paging
+from edgefleet.hub.routes.common import (
+    SITE_APPLIED,
+    ObjectList,
+    apply_object,
+    record_event,
+)
+from edgefleet.hub.routes.lists import Continue, Limit, after, answer
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.hub.store import NotFound
 from edgefleet.model import (
@@ -23,10 +30,17 @@ router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
-@router.get("", response_model=ObjectList[Site], response_model_exclude_none=True)
-def list_sites(hub: HubDep) -> dict[str, Any]:
-    """Every site with its observed status."""
-    return {"kind": "SiteList", "items": hub.store.objects.list_sites()}
+@router.get(
+    "",
+    response_model=ObjectList[Site],
+    response_model_exclude_none=True,
+    responses={400: {"description": "The continue token is not one of this list."}},
+)
+def list_sites(hub: HubDep, limit: Limit = None, continue_: Continue = None) -> Response:
+    """Sites with their observed status, by name: every one, or a page of ``limit``."""
+    start = after(continue_, paging.SITES)
+    page = hub.store.objects.page_sites(after=start[0] if start else None, limit=limit)
+    return answer(Site, page, paging.SITES, lambda site: [site.metadata.name])
 
 
 @router.post(
@@ -40,8 +54,7 @@ def create_site(site: Site, hub: HubDep) -> Site:
     """Create a site; 409 if one of that name exists."""
     stored, _ = hub.store.objects.put(site, create_only=True)
     record_event(hub, stored, "Created", "site created")
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
     assert isinstance(stored, Site)
     return stored
 
@@ -65,7 +78,7 @@ def apply_site(name: str, site: Site, hub: HubDep, response: Response) -> Site:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"metadata.name {site.metadata.name!r} does not match the URL's {name!r}",
         )
-    return apply_object(hub, site, response, "site applied")
+    return apply_object(hub, site, response, SITE_APPLIED)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -73,9 +86,7 @@ async def delete_site(name: str, hub: HubDep) -> None:
     """Delete a site. Its agent is told to run nothing."""
     await asyncio.to_thread(hub.store.objects.delete_site, name)
     hub.watch.forget(name)
-    hub.known_sites.discard(name)
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
 
 
 @router.get("/{name}/replicas")

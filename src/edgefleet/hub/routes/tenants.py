@@ -8,12 +8,14 @@ it lifts the policy and leaves the apps.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
+from edgefleet.hub import paging
 from edgefleet.hub.auth import PrincipalDep, visible_tenants
 from edgefleet.hub.routes.common import OUTCOME_HEADER, ObjectList
+from edgefleet.hub.routes.lists import Continue, Limit, after, answer
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.hub.store import Outcome, utcnow
 from edgefleet.model import Event, Tenant
@@ -29,7 +31,7 @@ def _record(hub: Hub, name: str, reason: str, message: str) -> None:
     )
 
 
-def _describe(tenant: Tenant) -> str:
+def describe_policy(tenant: Tenant) -> str:
     """The policy in one line, for events."""
     spec = tenant.spec
     quota = spec.quota
@@ -58,18 +60,25 @@ def _describe(tenant: Tenant) -> str:
 async def _changed(hub: Hub) -> None:
     """A policy changed: place again, route again, and wake the sites whose apps it governs."""
     await hub.watch.refresh()
-    hub.placement.trigger()
-    hub.routing.trigger()
+    hub.wrote()
 
 
-@router.get("", response_model=ObjectList[Tenant], response_model_exclude_none=True)
-def list_tenants(hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Every tenant with a policy that the caller may see, with what its apps take now."""
-    visible = visible_tenants(principal)
-    items = [
-        t for t in hub.store.objects.list_tenants() if visible is None or t.metadata.name in visible
-    ]
-    return {"kind": "TenantList", "items": items}
+@router.get(
+    "",
+    response_model=ObjectList[Tenant],
+    response_model_exclude_none=True,
+    responses={400: {"description": "The continue token is not one of this list."}},
+)
+def list_tenants(
+    hub: HubDep, principal: PrincipalDep, limit: Limit = None, continue_: Continue = None
+) -> Response:
+    """Tenants with a policy that the caller may see, with what their apps take now, by name:
+    every one, or a page of ``limit``."""
+    start = after(continue_, paging.TENANTS)
+    page = hub.store.objects.page_tenants(
+        names=visible_tenants(principal), after=start[0] if start else None, limit=limit
+    )
+    return answer(Tenant, page, paging.TENANTS, lambda tenant: [tenant.metadata.name])
 
 
 @router.post(
@@ -82,7 +91,7 @@ def list_tenants(hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
 async def create_tenant(tenant: Tenant, hub: HubDep) -> Tenant:
     """Create a tenant's policy; 409 if it has one."""
     stored, _ = await asyncio.to_thread(hub.store.objects.put, tenant, create_only=True)
-    await asyncio.to_thread(_record, hub, stored.metadata.name, "Created", _describe(stored))
+    await asyncio.to_thread(_record, hub, stored.metadata.name, "Created", describe_policy(stored))
     await _changed(hub)
     return stored
 
@@ -114,7 +123,7 @@ async def apply_tenant(name: str, tenant: Tenant, hub: HubDep, response: Respons
     response.headers[OUTCOME_HEADER] = outcome.value
     if outcome != Outcome.UNCHANGED:
         reason = "Created" if outcome == Outcome.CREATED else "Updated"
-        await asyncio.to_thread(_record, hub, name, reason, _describe(stored))
+        await asyncio.to_thread(_record, hub, name, reason, describe_policy(stored))
         await _changed(hub)
     if outcome == Outcome.CREATED:
         response.status_code = status.HTTP_201_CREATED

@@ -8,7 +8,10 @@ One module per concern, each a small class over the same engine:
 - ``observed``: heartbeats, status reports and replica counts from the agents;
 - ``demand``: decayed demand per app and origin site;
 - ``events``: what happened, for ``describe``;
-- ``leadership``: which hub process runs the controllers.
+- ``feed``: what each committed transaction changed, for every hub to follow;
+- ``leadership``: which hub process runs the controllers;
+- ``auth_failures``: failed authentications per source address, shared by the hub replicas;
+- ``audit``: the audit entry of a requested change, written in that change's transaction.
 
 ``Store`` holds one of each; ``engine`` has the shared pieces (errors, the revision counter).
 """
@@ -21,6 +24,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from edgefleet.hub.store.auth_failures import AuthFailures
 from edgefleet.hub.store.demand import DemandStore
 from edgefleet.hub.store.engine import (
     AppId,
@@ -33,8 +37,9 @@ from edgefleet.hub.store.engine import (
     utcnow,
 )
 from edgefleet.hub.store.events import EventStore
+from edgefleet.hub.store.feed import Change, Feed, FeedKind, FellBehind
 from edgefleet.hub.store.leadership import Leadership
-from edgefleet.hub.store.objects import ObjectStore
+from edgefleet.hub.store.objects import ObjectStore, Page, Written
 from edgefleet.hub.store.observed import ObservedStore, ReplicaCount
 from edgefleet.hub.store.placement import PlacementStore, SiteShare
 from edgefleet.hub.store.revisions import SiteRevisions
@@ -58,6 +63,10 @@ class Store:
         """Decayed demand."""
         self.events = EventStore(self.engine)
         """Events."""
+        self.feed = Feed(self.engine)
+        """What each transaction changed, in commit order."""
+        self.auth_failures = AuthFailures(self.engine)
+        """Failed authentications per source address, shared by the hub replicas."""
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
@@ -76,20 +85,27 @@ class Store:
 
 __all__ = [
     "AppId",
+    "AuthFailures",
+    "Change",
     "Conflict",
     "DemandStore",
     "EventStore",
+    "Feed",
+    "FeedKind",
+    "FellBehind",
     "Leadership",
     "NotFound",
     "ObjectStore",
     "ObservedStore",
     "Outcome",
+    "Page",
     "PlacementStore",
     "ReplicaCount",
     "SiteRevisions",
     "SiteShare",
     "Store",
     "StoreError",
+    "Written",
     "aware",
     "utcnow",
 ]

@@ -21,7 +21,9 @@ from edgefleet.hub.demand import (
     absorb,
 )
 from edgefleet.hub.schema import demand, demand_reports, objects
+from edgefleet.hub.store import feed
 from edgefleet.hub.store.engine import AppId, aware, insert_missing, utcnow
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.model import AppDemand, DemandReport, DemandRow, SiteReporting
 
 
@@ -180,6 +182,7 @@ class DemandStore:
                 ),
                 updates,
             )
+            feed.record(conn, [(FeedKind.DEMAND, t, a) for t, a, _ in keys])
         return len(taken)
 
     def reporting(self, site: str) -> SiteReporting:

@@ -28,6 +28,9 @@ AppId = tuple[str, str]
 class StoreError(Exception):
     """Base of the errors the API maps to HTTP status codes."""
 
+    item: int | None = None
+    """In a write of several objects (``ObjectStore.put_many``): the index of the one refused."""
+
 
 class NotFound(StoreError):
     """No such object (404)."""
@@ -76,14 +79,17 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+_NEXT_REVISION = (
+    update(counters)
+    .where(counters.c.name == "revision")
+    .values(value=counters.c.value + 1)
+    .returning(counters.c.value)
+)
+
+
 def next_revision(conn: Connection) -> int:
     """The next value of the global revision counter (locks its row until commit)."""
-    value: int = conn.execute(
-        update(counters)
-        .where(counters.c.name == "revision")
-        .values(value=counters.c.value + 1)
-        .returning(counters.c.value)
-    ).scalar_one()
+    value: int = conn.execute(_NEXT_REVISION).scalar_one()
     return value
 
 

@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from sqlalchemy import Engine, delete, func, insert, select
 
 from edgefleet.hub.schema import events
+from edgefleet.hub.store import feed
 from edgefleet.hub.store.engine import aware
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.model import Event
 
 
@@ -19,6 +21,7 @@ class EventStore:
 
     def add(self, new: Iterable[Event]) -> None:
         """Append events."""
+        new = list(new)
         rows = [
             {
                 "time": e.time,
@@ -34,6 +37,7 @@ class EventStore:
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(insert(events), rows)
+                feed.record(conn, [(FeedKind.EVENT, e.tenant or "", "") for e in new])
 
     def list(
         self,

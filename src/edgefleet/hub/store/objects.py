@@ -3,17 +3,36 @@
 A write is one transaction, a compare-and-swap on the resourceVersion read (SQLite has no
 ``SELECT ... FOR UPDATE``; the same swap makes concurrent writers safe on PostgreSQL). Status is
 composed at read time: an app's from its assignments and the replica counts agents report, a
-site's from its phase, its last heartbeat and report, a tenant's from what its apps take.
+site's from its phase, its last heartbeat and report, a tenant's from what its apps take. The
+writes operators ask for (put, delete) carry the request's audit entry in their transaction
+(``edgefleet.hub.store.audit``).
+
+Lists are read a page at a time by key (keyset paging: sites and tenants by name, apps by tenant
+and name, all on the ``(kind, tenant, name)`` unique index): a page reads only its own rows and
+composes status only for them, and a page's position survives writes and deletes between pages.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from edgefleet.hub.schema import (
@@ -26,15 +45,19 @@ from edgefleet.hub.schema import (
     site_reports,
     site_revisions,
 )
+from edgefleet.hub.store import feed
+from edgefleet.hub.store.audit import audited, note_outcome
 from edgefleet.hub.store.engine import (
     AppId,
     Conflict,
     NotFound,
     Outcome,
+    StoreError,
     aware,
     next_revision,
     utcnow,
 )
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.hub.store.observed import ReplicaCount
 from edgefleet.hub.store.revisions import bump_sites
 from edgefleet.model import (
@@ -54,6 +77,38 @@ from edgefleet.model import (
 
 Obj = TypeVar("Obj", Site, App, Tenant)
 
+_CHUNK = 500
+"""Keys per ``IN`` list: SQLite caps the parameters of one statement."""
+
+
+@dataclass(frozen=True)
+class Page(Generic[Obj]):
+    """Some objects of a list, in the list's order, and how many come after them."""
+
+    items: list[Obj]
+    """The objects of this page, with their status."""
+    remaining: int
+    """How many objects of the list come after the last of ``items`` (0: this is the last page).
+    Counted when the page is read; writes may change it before the next page is."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one write did to one object."""
+
+    kind: str
+    """Site, App or Tenant."""
+    tenant: str | None
+    """The app's tenant; None for fleet-scoped objects."""
+    name: str
+    """The object's name."""
+    outcome: Outcome
+    """Created, configured or unchanged."""
+    resource_version: str
+    """The object's resourceVersion after the write."""
+    generation: int
+    """The object's generation after the write."""
+
 
 class ObjectStore:
     """Sites, apps and tenants. Thread-safe: each call takes its own connection."""
@@ -71,13 +126,31 @@ class ObjectStore:
                 raise NotFound(missing)
             return read(conn, [row])[0]
 
-    def _fleet_scoped(self, kind: str, read: Callable[..., list[Obj]]) -> list[Obj]:
-        """Every fleet-scoped object of ``kind``, by name, read with its status by ``read``."""
+    def _page(
+        self,
+        kind: str,
+        read: Callable[..., list[Obj]],
+        *,
+        where: Sequence[ColumnElement[bool]],
+        key: Sequence[Any],
+        after: Sequence[str] | None,
+        limit: int | None,
+    ) -> Page[Obj]:
+        """The objects of ``kind`` matching ``where`` whose ``key`` columns come after
+        ``after``, in key order, at most ``limit`` of them, read with their status by ``read``."""
+        match = [objects.c.kind == kind, *where]
+        query = select(objects).where(*match, *_after(key, after)).order_by(*key)
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(objects).where(objects.c.kind == kind).order_by(objects.c.name)
-            ).all()
-            return read(conn, rows)
+            rows = conn.execute(query).all()
+            remaining = 0
+            if limit is not None and len(rows) == limit:
+                last = [getattr(rows[-1], column.name) for column in key]
+                remaining = conn.execute(
+                    select(func.count()).select_from(objects).where(*match, *_after(key, last))
+                ).scalar_one()
+            return Page(read(conn, rows), remaining)
 
     def sites_digest(self) -> int:
         """One number for what a dashboard shows of every site: its revision, phase, message
@@ -108,13 +181,112 @@ class ObjectStore:
             )
         )
 
+    # -- bare objects: spec, metadata and the status the hub itself writes ---------------------
+
+    def bare_sites(self, names: Collection[str] | None = None) -> list[Site]:
+        """Sites (all, or those of ``names`` that exist) with only their phase and message as
+        status: what the hub keeps in memory (``edgefleet.hub.fleet``), without the observed
+        parts that agents' reports change every second."""
+        return [
+            Site(
+                metadata=meta_of(row),
+                spec=SiteSpec.model_validate(row.spec),
+                status=SiteStatus(
+                    phase=row.status.get("phase", "Pending"), message=row.status.get("message")
+                ),
+            )
+            for row in self._rows("Site", None if names is None else [("", n) for n in names])
+        ]
+
+    def site_versions(self, names: Collection[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Of each of ``names`` that exists: its resourceVersion and status (phase, message),
+        without its spec: what tells a phase change from a new spec."""
+        wanted = sorted(set(names))
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                for row in conn.execute(
+                    select(objects.c.name, objects.c.resource_version, objects.c.status).where(
+                        objects.c.kind == "Site",
+                        objects.c.tenant == "",
+                        objects.c.name.in_(wanted[start : start + _CHUNK]),
+                    )
+                ):
+                    out[row.name] = (str(row.resource_version), row.status)
+        return out
+
+    def bare_apps(self, keys: Collection[AppId] | None = None) -> list[App]:
+        """Apps (all, or those of ``keys`` that exist) with only the status placement writes
+        (observed generation and message)."""
+        return [
+            App(
+                metadata=meta_of(row),
+                spec=AppSpec.model_validate(row.spec),
+                status=AppStatus(
+                    observed_generation=row.status.get("observedGeneration"),
+                    message=row.status.get("message"),
+                ),
+            )
+            for row in self._rows("App", keys)
+        ]
+
+    def bare_apps_of(self, tenant: str) -> list[App]:
+        """The apps of one tenant, as ``bare_apps`` gives them."""
+        query = select(objects).where(objects.c.kind == "App", objects.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query.order_by(objects.c.name)))
+        return [
+            App(
+                metadata=meta_of(row),
+                spec=AppSpec.model_validate(row.spec),
+                status=AppStatus(
+                    observed_generation=row.status.get("observedGeneration"),
+                    message=row.status.get("message"),
+                ),
+            )
+            for row in rows
+        ]
+
+    def bare_tenants(self, names: Collection[str] | None = None) -> list[Tenant]:
+        """Tenants' policies (all, or those of ``names`` that exist), without usage."""
+        return [
+            Tenant(metadata=meta_of(row), spec=TenantSpec.model_validate(row.spec))
+            for row in self._rows("Tenant", None if names is None else [("", n) for n in names])
+        ]
+
+    def _rows(self, kind: str, keys: Collection[tuple[str, str]] | None) -> list[Any]:
+        """Rows of ``kind``, all or those whose (tenant, name) is in ``keys``, by key."""
+        query = select(objects).where(objects.c.kind == kind)
+        with self.engine.connect() as conn:
+            if keys is None:
+                return list(conn.execute(query.order_by(objects.c.tenant, objects.c.name)))
+            wanted = sorted(set(keys))
+            out: list[Any] = []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                out.extend(
+                    conn.execute(query.where(tuple_(objects.c.tenant, objects.c.name).in_(chunk)))
+                )
+            return sorted(out, key=lambda r: (r.tenant, r.name))
+
     def get_site(self, name: str) -> Site:
         """One site with its observed status; NotFound if absent."""
         return self._one("Site", "", name, f"site {name!r} not found", self._sites)
 
     def list_sites(self) -> list[Site]:
         """Every site, by name."""
-        return self._fleet_scoped("Site", self._sites)
+        return self.page_sites().items
+
+    def page_sites(self, *, after: str | None = None, limit: int | None = None) -> Page[Site]:
+        """Sites by name: those after ``after``, at most ``limit`` (None: all of them)."""
+        return self._page(
+            "Site",
+            self._sites,
+            where=[objects.c.tenant == ""],
+            key=[objects.c.name],
+            after=None if after is None else [after],
+            limit=limit,
+        )
 
     def get_app(self, tenant: str, name: str) -> App:
         """One app with its observed status; NotFound if absent."""
@@ -123,12 +295,25 @@ class ObjectStore:
 
     def list_apps(self, tenant: str | None = None) -> list[App]:
         """Every app (of one tenant if given), by tenant and name."""
-        query = select(objects).where(objects.c.kind == "App")
-        if tenant is not None:
-            query = query.where(objects.c.tenant == tenant)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(objects.c.tenant, objects.c.name)).all()
-            return self._apps(conn, rows)
+        return self.page_apps(tenants=None if tenant is None else [tenant]).items
+
+    def page_apps(
+        self,
+        *,
+        tenants: Collection[str] | None = None,
+        after: AppId | None = None,
+        limit: int | None = None,
+    ) -> Page[App]:
+        """Apps by tenant and name: of ``tenants`` (None: of every tenant), those after the
+        (tenant, name) ``after``, at most ``limit`` (None: all of them)."""
+        return self._page(
+            "App",
+            self._apps,
+            where=[] if tenants is None else [objects.c.tenant.in_(sorted(set(tenants)))],
+            key=[objects.c.tenant, objects.c.name],
+            after=after,
+            limit=limit,
+        )
 
     def get_tenant(self, name: str) -> Tenant:
         """One tenant's policy, with what its apps take now; NotFound if absent."""
@@ -136,12 +321,33 @@ class ObjectStore:
 
     def list_tenants(self) -> list[Tenant]:
         """Every tenant with a policy, by name."""
-        return self._fleet_scoped("Tenant", self._tenants)
+        return self.page_tenants().items
+
+    def page_tenants(
+        self,
+        *,
+        names: Collection[str] | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Tenant]:
+        """Tenants with a policy by name: of ``names`` (None: every one), those after
+        ``after``, at most ``limit`` (None: all of them)."""
+        where = [objects.c.tenant == ""]
+        if names is not None:
+            where.append(objects.c.name.in_(sorted(set(names))))
+        return self._page(
+            "Tenant",
+            self._tenants,
+            where=where,
+            key=[objects.c.name],
+            after=None if after is None else [after],
+            limit=limit,
+        )
 
     def delete_tenant(self, name: str) -> set[str]:
         """Delete a tenant's policy (its apps stay, now without it); returns the sites running
         its apps, whose desired state changed."""
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             if object_row(conn, "Tenant", "", name, for_update=True) is None:
                 raise NotFound(f"tenant {name!r} not found")
             conn.execute(
@@ -151,6 +357,7 @@ class ObjectStore:
             )
             sites = tenant_sites(conn, name)
             bump_sites(conn, sites)
+            feed.record(conn, [(FeedKind.TENANT, "", name)])
         return sites
 
     @overload
@@ -170,84 +377,127 @@ class ObjectStore:
         A tenant's policy that changes gives the sites running its apps a new desired state
         (residency and offload terms travel with each assignment).
         """
+        with audited(self.engine) as conn:
+            written = self._put(conn, obj, create_only=create_only)
+            note_outcome(written.outcome)
+        stored: Site | App | Tenant
+        if written.kind == "Site":
+            stored = self.get_site(written.name)
+        elif written.kind == "Tenant":
+            stored = self.get_tenant(written.name)
+        else:
+            stored = self.get_app(written.tenant or "", written.name)
+        return stored, written.outcome
+
+    def put_many(
+        self, objs: Sequence[Site | App | Tenant], *, create_only: bool = False
+    ) -> list[Written]:
+        """Create or update every object of ``objs``, in order, in one transaction: all of them
+        or none. Each is written exactly as ``put`` writes it alone. A refusal (Conflict,
+        NotFound) carries the index of the object refused in its ``item``."""
+        written = []
+        with audited(self.engine) as conn:
+            for index, obj in enumerate(objs):
+                try:
+                    written.append(self._put(conn, obj, create_only=create_only))
+                except StoreError as exc:
+                    exc.item = index
+                    raise
+        return written
+
+    def _put(self, conn: Connection, obj: Site | App | Tenant, *, create_only: bool) -> Written:
+        """Write one object inside the caller's transaction (see ``put``)."""
         kind, tenant, name = obj.kind, obj.metadata.tenant or "", obj.metadata.name
         spec = obj.spec.model_dump(mode="json", by_alias=True)
         meta = {"labels": obj.metadata.labels, "annotations": obj.metadata.annotations}
-        try:
-            with self.engine.begin() as conn:
-                row = object_row(conn, kind, tenant, name, for_update=True)
-                if row is None:
-                    if obj.metadata.resource_version is not None:
-                        raise NotFound(
-                            f"{kind.lower()} {name!r} does not exist: drop "
-                            "metadata.resourceVersion to create it"
-                        )
-                    conn.execute(
-                        insert(objects).values(
-                            uid=str(uuid.uuid4()),
-                            kind=kind,
-                            tenant=tenant,
-                            name=name,
-                            generation=1,
-                            resource_version=next_revision(conn),
-                            meta=meta,
-                            spec=spec,
-                            status={},
-                            created_at=utcnow(),
-                        )
-                    )
-                    outcome = Outcome.CREATED
-                else:
-                    if create_only:
-                        raise Conflict(f"{kind.lower()} {name!r} already exists")
-                    wanted = obj.metadata.resource_version
-                    if wanted is not None and wanted != str(row.resource_version):
-                        raise Conflict(
-                            f"{kind.lower()} {name!r} was changed since version {wanted} "
-                            f"(now {row.resource_version}): get it again and reapply"
-                        )
-                    outcome = Outcome.UNCHANGED
-                    if row.spec != spec or row.meta != meta:
-                        # Compare-and-swap on the version read: SQLite has no SELECT FOR UPDATE,
-                        # and this is also what makes concurrent writers safe on PostgreSQL.
-                        result = conn.execute(
-                            update(objects)
-                            .where(
-                                objects.c.uid == row.uid,
-                                objects.c.resource_version == row.resource_version,
-                            )
-                            .values(
-                                spec=spec,
-                                meta=meta,
-                                generation=row.generation + (row.spec != spec),
-                                resource_version=next_revision(conn),
-                            )
-                        )
-                        if result.rowcount != 1:
-                            raise Conflict(
-                                f"{kind.lower()} {name!r} was changed concurrently: "
-                                "get it again and reapply"
-                            )
-                        outcome = Outcome.CONFIGURED
-                if kind == "Tenant" and (row is None or row.spec != spec):
-                    bump_sites(conn, tenant_sites(conn, name))
-        except IntegrityError as exc:
-            raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
-        stored: Site | App | Tenant
-        if kind == "Site":
-            stored = self.get_site(name)
-        elif kind == "Tenant":
-            stored = self.get_tenant(name)
+        row = object_row(conn, kind, tenant, name, for_update=True)
+        if row is None:
+            if obj.metadata.resource_version is not None:
+                raise NotFound(
+                    f"{kind.lower()} {name!r} does not exist: drop "
+                    "metadata.resourceVersion to create it"
+                )
+            version, generation = next_revision(conn), 1
+            try:
+                # A duplicate (a concurrent create) aborts the transaction on PostgreSQL: the
+                # whole write, or apply of many, is refused and may be retried.
+                conn.execute(
+                    _INSERT,
+                    {
+                        "uid": str(uuid.uuid4()),
+                        "kind": kind,
+                        "tenant": tenant,
+                        "name": name,
+                        "generation": generation,
+                        "resource_version": version,
+                        "meta": meta,
+                        "spec": spec,
+                        "status": {},
+                        "created_at": utcnow(),
+                    },
+                )
+            except IntegrityError as exc:
+                raise Conflict(f"{kind.lower()} {name!r} was created concurrently: retry") from exc
+            outcome = Outcome.CREATED
         else:
-            stored = self.get_app(tenant, name)
-        return stored, outcome
+            if create_only:
+                raise Conflict(f"{kind.lower()} {name!r} already exists")
+            wanted = obj.metadata.resource_version
+            if wanted is not None and wanted != str(row.resource_version):
+                raise Conflict(
+                    f"{kind.lower()} {name!r} was changed since version {wanted} "
+                    f"(now {row.resource_version}): get it again and reapply"
+                )
+            version, generation = row.resource_version, row.generation
+            outcome = Outcome.UNCHANGED
+            if row.spec != spec or row.meta != meta:
+                version, generation = next_revision(conn), generation + (row.spec != spec)
+                # Compare-and-swap on the version read: SQLite has no SELECT FOR UPDATE, and
+                # this is also what makes concurrent writers safe on PostgreSQL.
+                result = conn.execute(
+                    update(objects)
+                    .where(
+                        objects.c.uid == row.uid,
+                        objects.c.resource_version == row.resource_version,
+                    )
+                    .values(spec=spec, meta=meta, generation=generation, resource_version=version)
+                )
+                if result.rowcount != 1:
+                    raise Conflict(
+                        f"{kind.lower()} {name!r} was changed concurrently: "
+                        "get it again and reapply"
+                    )
+                outcome = Outcome.CONFIGURED
+        if outcome != Outcome.UNCHANGED:
+            feed.record(conn, [(FeedKind(kind), tenant, name)], revision=version)
+        if kind == "Tenant" and (row is None or row.spec != spec):
+            bump_sites(conn, tenant_sites(conn, name), revision=version)
+        return Written(
+            kind=kind,
+            tenant=tenant or None,
+            name=name,
+            outcome=outcome,
+            resource_version=str(version),
+            generation=generation,
+        )
 
     def delete_site(self, name: str) -> set[str]:
         """Delete a site and everything observed of it; returns the sites whose state changed."""
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             if object_row(conn, "Site", "", name, for_update=True) is None:
                 raise NotFound(f"site {name!r} not found")
             conn.execute(delete(objects).where(objects.c.kind == "Site", objects.c.name == name))
+            placed = conn.execute(
+                select(assignments.c.tenant, assignments.c.app).where(assignments.c.site == name)
+            ).all()
+            feed.record(
+                conn,
+                [
+                    (FeedKind.SITE, "", name),
+                    (FeedKind.REPLICAS, "", name),
+                    *((FeedKind.PLACEMENT, t, a) for t, a in placed),
+                ],
+            )
             for table in (
                 assignments,
                 site_revisions,
@@ -262,7 +512,7 @@ class ObjectStore:
 
     def delete_app(self, tenant: str, name: str) -> set[str]:
         """Delete an app and its assignments in one go; returns the sites that must react."""
-        with self.engine.begin() as conn:
+        with audited(self.engine) as conn:
             if object_row(conn, "App", tenant, name, for_update=True) is None:
                 raise NotFound(f"app {name!r} not found in tenant {tenant!r}")
             conn.execute(
@@ -287,16 +537,35 @@ class ObjectStore:
             )
             conn.execute(delete(demand).where(demand.c.tenant == tenant, demand.c.app == name))
             bump_sites(conn, sites)
+            feed.record(
+                conn,
+                [
+                    (FeedKind.APP, tenant, name),
+                    (FeedKind.PLACEMENT, tenant, name),
+                    *((FeedKind.REPLICAS, "", site) for site in sites),
+                ],
+            )
         return sites
 
     def set_site_phase(self, name: str, phase: str, message: str | None) -> None:
         """Record the health verdict of a site (status only: no new resourceVersion)."""
+        self.set_site_phases({name: (phase, message)})
+
+    def set_site_phases(self, phases: Mapping[str, tuple[str, str | None]]) -> None:
+        """Record the health verdicts of sites, (phase, message) each, in one transaction."""
+        if not phases:
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 update(objects)
-                .where(objects.c.kind == "Site", objects.c.name == name)
-                .values(status={"phase": phase, "message": message})
+                .where(objects.c.kind == "Site", objects.c.name == bindparam("b_name"))
+                .values(status=bindparam("b_status")),
+                [
+                    {"b_name": name, "b_status": {"phase": phase, "message": message}}
+                    for name, (phase, message) in sorted(phases.items())
+                ],
             )
+            feed.record(conn, [(FeedKind.SITE, "", name) for name in phases])
 
     def set_app_placement_status(self, statuses: Mapping[AppId, tuple[int, str | None]]) -> None:
         """Record, per app, the generation placed and why it fell short (status only)."""
@@ -313,6 +582,7 @@ class ObjectStore:
                     )
                     .values(status={"observedGeneration": generation, "message": message})
                 )
+            feed.record(conn, [(FeedKind.APP, tenant, name) for tenant, name in statuses])
 
     # -- composition of status -------------------------------------------------------------
 
@@ -451,15 +721,36 @@ class ObjectStore:
         return out
 
 
+def _after(key: Sequence[Any], after: Sequence[str] | None) -> list[ColumnElement[bool]]:
+    """The condition that a row's ``key`` columns come after the values ``after`` (none when
+    None). A row value comparison: one range scan of the (kind, tenant, name) index on both
+    engines, in the same order as ORDER BY on the same columns."""
+    if after is None:
+        return []
+    if len(after) != len(key):
+        raise ValueError(f"the key has {len(key)} values, not {len(after)}")
+    if len(key) == 1:
+        return [key[0] > after[0]]
+    return [tuple_(*key) > tuple_(*after)]
+
+
+# Built once: a statement built per call costs more to build than to run on SQLite, and an
+# apply of many objects runs these once per object.
+_ROW = select(objects).where(
+    objects.c.kind == bindparam("kind"),
+    objects.c.tenant == bindparam("tenant"),
+    objects.c.name == bindparam("name"),
+)
+_ROW_FOR_UPDATE = _ROW.with_for_update()
+_INSERT = insert(objects)
+
+
 def object_row(
     conn: Connection, kind: str, tenant: str, name: str, *, for_update: bool = False
 ) -> Any:
-    query = select(objects).where(
-        objects.c.kind == kind, objects.c.tenant == tenant, objects.c.name == name
-    )
-    if for_update:
-        query = query.with_for_update()
-    return conn.execute(query).first()
+    """The row of one object, or None; ``for_update`` locks it until commit (PostgreSQL)."""
+    query = _ROW_FOR_UPDATE if for_update else _ROW
+    return conn.execute(query, {"kind": kind, "tenant": tenant, "name": name}).first()
 
 
 def meta_of(row: Any) -> ObjectMeta:

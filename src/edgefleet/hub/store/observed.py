@@ -6,7 +6,7 @@ never bumps an object's resourceVersion nor rewrites its spec.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select
 
 from edgefleet.hub.schema import heartbeats, replica_counts, site_reports
+from edgefleet.hub.store import feed
 from edgefleet.hub.store.engine import aware, upsert, utcnow
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.model import ReplicaState, StatusReport
 
 
@@ -52,6 +54,20 @@ class ObservedStore:
                 for row in conn.execute(select(heartbeats.c.site, heartbeats.c.at))
             }
 
+    def beats_of(self, sites: Collection[str]) -> dict[str, tuple[datetime, str | None]]:
+        """The last heartbeat written of each of ``sites`` that has one: (time, problem)."""
+        wanted = sorted(set(sites))
+        out: dict[str, tuple[datetime, str | None]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                for row in conn.execute(
+                    select(heartbeats.c.site, heartbeats.c.at, heartbeats.c.problem).where(
+                        heartbeats.c.site.in_(wanted[start : start + 500])
+                    )
+                ):
+                    out[row.site] = (aware(row.at), row.problem)
+        return out
+
     def heartbeat_problems(self) -> dict[str, str]:
         """Sites whose last heartbeat said they cannot run replicas, with why."""
         with self.engine.connect() as conn:
@@ -66,18 +82,28 @@ class ObservedStore:
 
     def save_report(self, report: StatusReport) -> None:
         """Replace a site's observed replicas with the agent's report."""
+        self.save_reports([report])
+
+    def save_reports(self, reports: Sequence[StatusReport]) -> None:
+        """Replace the observed replicas of each reporting site (the last report of a site
+        counts), in one transaction."""
+        latest = {report.site: report for report in reports}
+        if not latest:
+            return
         now = utcnow()
         counts: list[dict[str, Any]] = []
-        for app in report.apps:
-            counts.append(
-                {
-                    "site": report.site,
-                    "tenant": app.tenant,
-                    "app": app.app,
-                    "running": sum(r.state != "stopped" for r in app.replicas),
-                    "ready": sum(r.ready for r in app.replicas),
-                }
-            )
+        for report in latest.values():
+            for app in report.apps:
+                counts.append(
+                    {
+                        "site": report.site,
+                        "tenant": app.tenant,
+                        "app": app.app,
+                        "running": sum(r.state != "stopped" for r in app.replicas),
+                        "ready": sum(r.ready for r in app.replicas),
+                    }
+                )
+        sites = sorted(latest)
         with self.engine.begin() as conn:
             upsert(
                 conn,
@@ -91,16 +117,26 @@ class ObservedStore:
                         "replicas": [a.model_dump(mode="json", by_alias=True) for a in report.apps],
                         "at": now,
                     }
+                    for report in (latest[site] for site in sites)
                 ],
                 keys=("site",),
             )
-            conn.execute(delete(replica_counts).where(replica_counts.c.site == report.site))
+            feed.record(conn, [(FeedKind.REPLICAS, "", site) for site in sites])
+            for start in range(0, len(sites), 500):
+                conn.execute(
+                    delete(replica_counts).where(
+                        replica_counts.c.site.in_(sites[start : start + 500])
+                    )
+                )
             if counts:
                 conn.execute(insert(replica_counts), counts)
             upsert(
                 conn,
                 heartbeats,
-                [{"site": report.site, "at": now, "observed_revision": report.observed_revision}],
+                [
+                    {"site": site, "at": now, "observed_revision": latest[site].observed_revision}
+                    for site in sites
+                ],
                 keys=("site",),
             )
 
@@ -124,3 +160,24 @@ class ObservedStore:
                 select(site_reports.c.agent_endpoint).where(site_reports.c.site == site)
             ).scalar()
         return value
+
+    def replica_counts(
+        self, sites: Collection[str] | None = None
+    ) -> dict[str, dict[tuple[str, str], ReplicaCount]]:
+        """What agents reported running, per site (all, or ``sites``) and (tenant, app)."""
+        out: dict[str, dict[tuple[str, str], ReplicaCount]] = {}
+        query = select(replica_counts)
+        with self.engine.connect() as conn:
+            if sites is None:
+                rows = list(conn.execute(query))
+            else:
+                wanted = sorted(set(sites))
+                rows = []
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    rows.extend(conn.execute(query.where(replica_counts.c.site.in_(chunk))))
+        for row in rows:
+            out.setdefault(row.site, {})[(row.tenant, row.app)] = ReplicaCount(
+                row.running, row.ready
+            )
+        return out

@@ -7,13 +7,16 @@ so an agent is woken only when its own share changed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, and_, delete, select, tuple_
+from sqlalchemy import Engine, and_, bindparam, delete, func, select, tuple_
 
 from edgefleet.hub.schema import assignments, objects, site_revisions
+from edgefleet.hub.store import feed
 from edgefleet.hub.store.engine import AppId, upsert
+from edgefleet.hub.store.feed import FeedKind
 from edgefleet.hub.store.objects import tenant_specs
 from edgefleet.hub.store.revisions import bump_sites
 from edgefleet.model import (
@@ -22,6 +25,7 @@ from edgefleet.model import (
     DesiredState,
     LocalScaling,
     PlacementMode,
+    TenantSpec,
 )
 from edgefleet.placement.policy import effective_regions
 
@@ -67,6 +71,46 @@ class PlacementStore:
                 )
         return dict(out)
 
+    def generations(self, apps: Collection[AppId] | None = None) -> dict[AppId, int]:
+        """The app generation each app (all, or ``apps``) was last placed from."""
+        query = select(
+            assignments.c.tenant, assignments.c.app, func.max(assignments.c.generation)
+        ).group_by(assignments.c.tenant, assignments.c.app)
+        out: dict[AppId, int] = {}
+        with self.engine.connect() as conn:
+            if apps is None:
+                rows = list(conn.execute(query))
+            else:
+                wanted = sorted(set(apps))
+                rows = []
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    rows.extend(
+                        conn.execute(
+                            query.where(tuple_(assignments.c.tenant, assignments.c.app).in_(chunk))
+                        )
+                    )
+        for tenant, app, generation in rows:
+            out[(tenant, app)] = int(generation)
+        return out
+
+    def shares_of(self, apps: Collection[AppId]) -> dict[AppId, dict[str, SiteShare]]:
+        """The placement of ``apps`` (those with none are missing)."""
+        out: dict[AppId, dict[str, SiteShare]] = defaultdict(dict)
+        wanted = sorted(set(apps))
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in conn.execute(
+                    select(assignments).where(
+                        tuple_(assignments.c.tenant, assignments.c.app).in_(chunk)
+                    )
+                ):
+                    out[(row.tenant, row.app)][row.site] = SiteShare(
+                        row.replicas, row.min_replicas, row.max_replicas
+                    )
+        return dict(out)
+
     def write(
         self, placement: Mapping[AppId, tuple[int, Mapping[str, int | SiteShare]]]
     ) -> set[str]:
@@ -77,9 +121,9 @@ class PlacementStore:
         Only rows that differ are written; only those sites get a new revision.
         """
         changed: set[str] = set()
+        if not placement:
+            return changed
         with self.engine.begin() as conn:
-            if not placement:
-                return changed
             current: dict[AppId, dict[str, tuple[SiteShare, int]]] = defaultdict(dict)
             keys = list(placement)
             for row in conn.execute(
@@ -89,6 +133,9 @@ class PlacementStore:
                     SiteShare(row.replicas, row.min_replicas, row.max_replicas),
                     row.generation,
                 )
+            gone: list[dict[str, str]] = []
+            rows: list[dict[str, Any]] = []
+            apps: set[AppId] = set()
             for app_id, (generation, given) in placement.items():
                 tenant, app = app_id
                 by_site = {
@@ -96,36 +143,38 @@ class PlacementStore:
                     for site, share in given.items()
                 }
                 before = current.get(app_id, {})
-                for site in set(before) - {s for s, share in by_site.items() if share.placed}:
-                    conn.execute(
-                        delete(assignments).where(
-                            assignments.c.site == site,
-                            assignments.c.tenant == tenant,
-                            assignments.c.app == app,
-                        )
-                    )
+                for site in sorted(set(before) - {s for s, sh in by_site.items() if sh.placed}):
+                    gone.append({"b_site": site, "b_tenant": tenant, "b_app": app})
                     changed.add(site)
+                    apps.add(app_id)
                 for site, share in by_site.items():
                     if not share.placed or before.get(site) == (share, generation):
                         continue
-                    upsert(
-                        conn,
-                        assignments,
-                        [
-                            {
-                                "site": site,
-                                "tenant": tenant,
-                                "app": app,
-                                "replicas": share.replicas,
-                                "generation": generation,
-                                "min_replicas": share.min_replicas,
-                                "max_replicas": share.max_replicas,
-                            }
-                        ],
-                        keys=("site", "tenant", "app"),
+                    rows.append(
+                        {
+                            "site": site,
+                            "tenant": tenant,
+                            "app": app,
+                            "replicas": share.replicas,
+                            "generation": generation,
+                            "min_replicas": share.min_replicas,
+                            "max_replicas": share.max_replicas,
+                        }
                     )
                     changed.add(site)
-            bump_sites(conn, changed)
+                    apps.add(app_id)
+            if gone:
+                conn.execute(
+                    delete(assignments).where(
+                        assignments.c.site == bindparam("b_site"),
+                        assignments.c.tenant == bindparam("b_tenant"),
+                        assignments.c.app == bindparam("b_app"),
+                    ),
+                    gone,
+                )
+            upsert(conn, assignments, rows, keys=("site", "tenant", "app"))
+            revision = bump_sites(conn, changed)
+            feed.record(conn, [(FeedKind.PLACEMENT, t, a) for t, a in apps], revision=revision)
         return changed
 
     def desired_state(self, site: str) -> DesiredState:
@@ -148,32 +197,45 @@ class PlacementStore:
                 .order_by(assignments.c.tenant, assignments.c.app)
             ).all()
             policies = tenant_specs(conn, {row.tenant for row in rows})
-        apps = []
-        for row in rows:
-            spec = AppSpec.model_validate(row.spec)
-            policy = policies.get(row.tenant)
-            regions = effective_regions(policy, spec)
-            apps.append(
-                AppAssignment(
-                    tenant=row.tenant,
-                    app=row.app,
-                    generation=row.generation,
-                    replicas=row.replicas,
-                    workload=spec.workload,
-                    resources=spec.resources,
-                    scaling=_local_scaling(spec, row.min_replicas, row.max_replicas),
-                    selector=(
-                        spec.placement.selector
-                        if spec.placement.mode == PlacementMode.TRAFFIC
-                        else None
-                    ),
-                    regions=None if regions is None else sorted(regions),
-                    # Replicas a neighbour starts are outside placement: they would escape the
-                    # tenant's quota.
-                    may_offload=policy is None or policy.quota.unlimited,
-                )
+        apps = [
+            assignment_of(
+                row.tenant,
+                row.app,
+                generation=row.generation,
+                share=SiteShare(row.replicas, row.min_replicas, row.max_replicas),
+                spec=AppSpec.model_validate(row.spec),
+                policy=policies.get(row.tenant),
             )
+            for row in rows
+        ]
         return DesiredState(site=site, revision=revision or 0, apps=apps)
+
+
+def assignment_of(
+    tenant: str,
+    app: str,
+    *,
+    generation: int,
+    share: SiteShare,
+    spec: AppSpec,
+    policy: TenantSpec | None,
+) -> AppAssignment:
+    """What a site's agent must run of one app: its share, the app's workload and resources,
+    the bounds it scales within, and what it may offload where (residency, quota)."""
+    regions = effective_regions(policy, spec)
+    return AppAssignment(
+        tenant=tenant,
+        app=app,
+        generation=generation,
+        replicas=share.replicas,
+        workload=spec.workload,
+        resources=spec.resources,
+        scaling=_local_scaling(spec, share.min_replicas, share.max_replicas),
+        selector=spec.placement.selector if spec.placement.mode == PlacementMode.TRAFFIC else None,
+        regions=None if regions is None else sorted(regions),
+        # Replicas a neighbour starts are outside placement: they would escape the tenant's quota.
+        may_offload=policy is None or policy.quota.unlimited,
+    )
 
 
 def _local_scaling(

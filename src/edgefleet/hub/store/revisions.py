@@ -15,13 +15,18 @@ from edgefleet.hub.schema import site_revisions
 from edgefleet.hub.store.engine import next_revision, upsert
 
 
-def bump_sites(conn: Connection, sites: Iterable[str]) -> int | None:
-    """Give ``sites`` a new desired-state revision in the transaction of ``conn``; returns it
-    (None when there is no site)."""
+def bump_sites(
+    conn: Connection, sites: Iterable[str], *, revision: int | None = None
+) -> int | None:
+    """Give ``sites`` a new desired-state revision in the transaction of ``conn`` (``revision``
+    if the transaction drew one already, else the next); returns it (None when there is no
+    site). A transaction's feed rows must carry a revision at least as high: a hub serves a
+    site's state at revision R only from a picture of the fleet that includes R."""
     names = sorted(set(sites))
     if not names:
         return None
-    revision = next_revision(conn)
+    if revision is None:
+        revision = next_revision(conn)
     upsert(
         conn,
         site_revisions,
