@@ -369,6 +369,8 @@ class _Request:
     key: str
     hops: int
     origin: str
+    counted: str
+    """The origin the request's demand is counted under (``Ingress._origins``)."""
     body: _Body
     receive: Receive
 
@@ -548,17 +550,21 @@ class Ingress:
 
     # -- one request ---------------------------------------------------------------------------
 
-    def _origin(self, scope: Scope, hops: int) -> str:
-        """The site the client is nearest to: as the spilling neighbour said, else located."""
+    def _origins(self, scope: Scope, hops: int) -> tuple[str, str]:
+        """The site the client is nearest to (as the spilling neighbour said, else located,
+        else this site), and the origin its demand is counted under: the same, or for a client
+        no site of this share holds, its network, for the hub to place."""
         if hops > 0:
             said = _header(scope, ORIGIN_HEADER)
             if said and _LABEL.match(said.decode("latin-1")):
-                return said.decode("latin-1")
+                return said.decode("latin-1"), said.decode("latin-1")
         client = scope.get("client")
         if not client:
-            return self.site
-        # A client no site of this share holds: its network, for the hub to place.
-        return self._locate(client[0]) or network_origin(client[0]) or self.site
+            return self.site, self.site
+        located = self._locate(client[0])
+        if located is not None:
+            return located, located
+        return self.site, (network_origin(client[0]) if hops == 0 else None) or self.site
 
     def _local(self, key: str) -> list[ReplicaState]:
         return [r for r in self.replicas.get().get(key, ()) if r.state != _STOPPED]
@@ -584,11 +590,13 @@ class Ingress:
                 return
         hops = _hops(scope)
         started = time.monotonic()
+        origin, counted_as = self._origins(scope, hops)
         request = _Request(
             scope=scope,
             key=key,
             hops=hops,
-            origin=self._origin(scope, hops),
+            origin=origin,
+            counted=counted_as,
             body=_Body(receive),
             receive=receive,
         )
@@ -621,7 +629,7 @@ class Ingress:
             if counted:
                 self._count_out(key)
         if served_here and self._on_request is not None:
-            self._on_request(key, request.origin, time.monotonic() - started)
+            self._on_request(key, request.counted, time.monotonic() - started)
 
     def _count_in(self, key: str) -> bool:
         count = self.in_flight.get(key, 0) + 1

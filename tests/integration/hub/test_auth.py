@@ -571,8 +571,12 @@ def test_join_tokens_are_one_time_expiring_and_site_bound(sqlite_fleet: LocalFle
     with sqlite_fleet.client() as admin:
         sites = admin.list_tokens(kind="site", site="paris")
         assert [t.state for t in sites] == ["revoked", "active"]
-        table = admin.routing_table()
-    assert sites[0].id in table.revoked_credentials
+        # The routing table tells every site once the hub's feed brings the revocation.
+        wait_for(
+            lambda: sites[0].id in admin.routing_table().revoked_credentials,
+            timeout=10,
+            what="the revocation in the routing table",
+        )
 
 
 def test_audit_records_who_what_when_and_the_result(sqlite_fleet: LocalFleet) -> None:

@@ -117,9 +117,14 @@ def test_placement_follows_a_policy_changed_under_running_apps(sqlite_fleet: Loc
             "tenant acme is at its replica quota (3): 3 of 4 replicas placed"
         )
         assert client.get_tenant("acme").status.replicas == 3
-        # The routing table tells every DNS and ingress the app's regions.
-        routes = {(a.tenant, a.app): a for a in client.routing_table().apps}
-        assert routes[("acme", "shop")].regions == ["us-east"]
+
+        # The routing table tells every DNS and ingress the app's regions (it follows the
+        # feed on its own, a moment after placement may have).
+        def regions() -> list[str] | None:
+            routes = {(a.tenant, a.app): a for a in client.routing_table().apps}
+            return routes[("acme", "shop")].regions
+
+        assert wait_for(lambda: regions() == ["us-east"], timeout=10, what="the app's regions")
         # Deleting the policy lifts it: the app gets all its replicas again.
         client.delete_tenant("acme")
         wait_for(

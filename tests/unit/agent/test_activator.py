@@ -496,3 +496,23 @@ def test_a_spilled_request_at_a_full_site_waits_for_a_slot_there() -> None:
     assert asyncio.run(go()).status_code == 200
     assert [r.url.host for r in world.seen] == ["127.0.80.1"]  # never passed on again
     assert order == [True], "forwarded only once a slot was free"
+
+
+def test_a_client_no_site_here_holds_is_counted_by_its_network() -> None:
+    """Its demand goes to the hub as its network, which the hub places; access and what the
+    request says to neighbours still take this site as its origin."""
+    world = World([replica(0)])
+
+    async def go() -> httpx.Response:
+        ingress, _ = world.build()
+        far = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=ingress, client=("198.51.100.9", 40000)),
+            base_url="http://127.0.80.1:8080",
+        )
+        async with far:
+            reply = await far.get("/", headers={"Host": HOST})
+        await ingress.aclose()
+        return reply
+
+    assert asyncio.run(go()).status_code == 200
+    assert world.demand[0][:2] == (KEY, "~198.51.100.0/24")
