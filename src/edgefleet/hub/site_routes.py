@@ -421,7 +421,12 @@ class SiteShares:
         share.polled = now
         if since != share.sent or not share.sent:
             return self._whole(site, share)
-        if not share.pending or now < share.sent_at + self.every:
+        if not share.pending:
+            return None
+        if now < share.sent_at + self.every:
+            # News, not due yet: the agent waits from now on, so its bell must ring when the
+            # news is due (a ring scheduled earlier may have found nobody waiting).
+            self._ring([site])
             return None
         for key in share.stale:
             if key in self._table.apps:
