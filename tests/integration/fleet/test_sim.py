@@ -107,6 +107,14 @@ def test_a_site_record_change_reaches_only_the_shares_that_name_it(
     sims: tuple[LocalFleet, SimProcess],
 ) -> None:
     fleet, sim = sims
+
+    def quiet() -> bool:
+        # No routing news for a few seconds: what the fleet did before has reached every share.
+        first = sim.stats()["routes_taken"]
+        time.sleep(2.5)
+        return bool(sim.stats()["routes_taken"] == first)
+
+    wait_for(quiet, timeout=60, what="the shares to settle")
     name = sim.names()[-1]
     site = _get(fleet, f"/api/v1/sites/{name}")
     before = sim.stats()
