@@ -29,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from edgefleet.model import AppDemand, DemandReport, DemandRow
-from edgefleet.routing.origins import NetworkIndex, reported_network
+from edgefleet.routing.origins import MAX_NETWORKS, NETWORK_MARK, NetworkIndex, reported_network
 
 if TYPE_CHECKING:
     from edgefleet.hub.store import DemandStore
@@ -171,19 +172,26 @@ def absorb(
 def place_origins(report: DemandReport, networks: NetworkIndex) -> DemandReport:
     """``report`` with each client network its site could not place (``~198.51.100.0/24``)
     replaced by the site whose networks hold it, or by the reporting site when none does;
-    rows that come to name one origin are summed."""
-    if not any(origin.startswith("~") for _, origin, *_ in report.rows):
+    rows that come to name one origin are summed. ValueError, saying where, for a report with
+    more client networks of one app than a site counts (``MAX_NETWORKS``): each costs a lookup
+    here, on the hub's loop."""
+    if not any(origin.startswith(NETWORK_MARK) for _, origin, *_ in report.rows):
         return report
-    summed: dict[tuple[str, str], list[float]] = {}
+    per_app = Counter(key for key, origin, *_ in report.rows if origin.startswith(NETWORK_MARK))
+    for key, count in per_app.items():
+        if count > MAX_NETWORKS + 1:
+            raise ValueError(
+                f"{count} client networks for {key}; a site reports at most {MAX_NETWORKS} "
+                "(and the rest as one unplaced origin)"
+            )
+    summed: dict[tuple[str, str], tuple[int, float, int]] = {}
     for key, origin, requests, busy, queries in report.rows:
-        network = reported_network(origin)
-        if network is not None or origin.startswith("~"):
+        if origin.startswith(NETWORK_MARK):
+            network = reported_network(origin)
             origin = (networks.locate(network) if network is not None else None) or report.site
-        counts = summed.setdefault((key, origin), [0, 0.0, 0])
-        counts[0] += requests
-        counts[1] += busy
-        counts[2] += queries
-    rows = [(key, origin, int(c[0]), c[1], int(c[2])) for (key, origin), c in summed.items()]
+        n, b, q = summed.get((key, origin), (0, 0.0, 0))
+        summed[(key, origin)] = (n + requests, b + busy, q + queries)
+    rows = [(key, origin, *counts) for (key, origin), counts in summed.items()]
     return report.model_copy(update={"rows": rows})
 
 
