@@ -46,8 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.hub.health import heartbeat_interval
-from edgefleet.localfleet import LocalFleet, SimProcess, free_port
+from edgefleet.localfleet import LocalFleet, SimProcess, free_port, scratch_database
 
 TARGETS = {
     "hub_cpu": 50.0,
@@ -100,27 +99,6 @@ def wait(check: Callable[[], bool], timeout: float, every: float = 0.2) -> float
             return time.monotonic() - started
         time.sleep(every)
     return None
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A new, empty database on the server of ``admin_url``; dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
-    name = f"ef_bench_{uuid.uuid4().hex[:10]}"
-    server = admin_url.rpartition("/")[0]
-    admin = create_engine(
-        f"{server}/postgres".replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # -- the hub, seen through its API ------------------------------------------------------------
@@ -258,7 +236,7 @@ def run(size: int, db: str, hubs: int, args: argparse.Namespace, root: Path) -> 
     with contextlib.ExitStack() as stack:
         url = None
         if db == "postgresql":
-            url = stack.enter_context(postgres_database(args.postgres))
+            url = stack.enter_context(scratch_database(args.postgres, prefix="ef_bench_"))
         fleets: list[LocalFleet] = []
         for i in range(hubs):
             fleet = LocalFleet(
