@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 
-from edgefleet.agent.drivers.process import ProcessDriver, free_port, port_free
+from edgefleet.agent.drivers.process import ProcessDriver
 from edgefleet.client import Client
 from edgefleet.model import Site
+from edgefleet.ports import free_port, port_free
 from edgefleet.waiting import wait_for
 
 __all__ = ["LocalFleet", "SimProcess", "free_port", "scratch_database", "wait_for"]

@@ -67,9 +67,12 @@ class NetworkIndex:
     def put(self, site: str, networks: Iterable[Network | str]) -> None:
         """Set the networks of ``site`` (replacing what it had; text is parsed, host bits
         ignored)."""
+        given = list(networks)
+        if site in self._of and [str(n) for n in given] == [str(n) for n in self._of[site]]:
+            return  # the same networks (a site's phase changed, say): nothing to redo
         self.drop(site)
         kept = [
-            n if not isinstance(n, str) else ipaddress.ip_network(n, strict=False) for n in networks
+            n if not isinstance(n, str) else ipaddress.ip_network(n, strict=False) for n in given
         ]
         self._of[site] = kept
         for network in kept:
