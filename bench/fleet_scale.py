@@ -382,16 +382,14 @@ def run(size: int, db: str, hubs: int, args: argparse.Namespace, root: Path) -> 
             live = sum(s.get("ready", 0) for s in status.get("sites", []) if s["site"] not in gone)
             return bool(live >= spread)
 
-        detect_check = {"done": None}
-
         def both() -> bool:
-            if detect_check["done"] is None and detected():
-                detect_check["done"] = time.monotonic() - started  # type: ignore[assignment]
-            return detect_check["done"] is not None and elsewhere()
+            # The death is seen first (its time kept in the row), then the replicas moved.
+            if row.detect_s is None and detected():
+                row.detect_s = time.monotonic() - started
+            return row.detect_s is not None and elsewhere()
 
         row.moved_s = wait(both, timeout=120, every=1.0)
-        row.detect_s = detect_check["done"]
-        print(f"  failover: detected {row.detect_s}, moved {row.moved_s}", flush=True)
+        print(f"  failover: detected {fmt(row.detect_s)} s, moved {fmt(row.moved_s)} s", flush=True)
         if hubs > 1:
             row.failover = leader_failover(fleets, sims, api)
     return row
