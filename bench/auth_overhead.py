@@ -22,15 +22,13 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgefleet.localfleet import LocalFleet, free_port
+from edgefleet.localfleet import LocalFleet, free_port, scratch_database
 from tests.factories import make_site
 
 
@@ -104,20 +102,8 @@ def main() -> None:
     run(None, "SQLite", args.requests)
     base = os.environ.get("EDGEFLEET_TEST_POSTGRES")
     if base:
-        server = base.rpartition("/")[0]
-        name = f"ef_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(
-            f"{server}/postgres".replace("postgresql://", "postgresql+psycopg://", 1),
-            isolation_level="AUTOCOMMIT",
-        )
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            run(f"{server}/{name}", "PostgreSQL", args.requests)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+        with scratch_database(base, prefix="ef_bench_") as url:
+            run(url, "PostgreSQL", args.requests)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefleet.hub.health import heartbeat_interval
-from edgefleet.localfleet import LocalFleet, SimProcess, free_port
+from edgefleet.localfleet import LocalFleet, SimProcess, free_port, scratch_database
 
 TARGETS = {
     "hub_cpu": 50.0,
@@ -100,27 +99,6 @@ def wait(check: Callable[[], bool], timeout: float, every: float = 0.2) -> float
             return time.monotonic() - started
         time.sleep(every)
     return None
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A new, empty database on the server of ``admin_url``; dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
-    name = f"ef_bench_{uuid.uuid4().hex[:10]}"
-    server = admin_url.rpartition("/")[0]
-    admin = create_engine(
-        f"{server}/postgres".replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # -- the hub, seen through its API ------------------------------------------------------------
@@ -258,7 +236,7 @@ def run(size: int, db: str, hubs: int, args: argparse.Namespace, root: Path) -> 
     with contextlib.ExitStack() as stack:
         url = None
         if db == "postgresql":
-            url = stack.enter_context(postgres_database(args.postgres))
+            url = stack.enter_context(scratch_database(args.postgres, prefix="ef_bench_"))
         fleets: list[LocalFleet] = []
         for i in range(hubs):
             fleet = LocalFleet(
@@ -404,16 +382,14 @@ def run(size: int, db: str, hubs: int, args: argparse.Namespace, root: Path) -> 
             live = sum(s.get("ready", 0) for s in status.get("sites", []) if s["site"] not in gone)
             return bool(live >= spread)
 
-        detect_check = {"done": None}
-
         def both() -> bool:
-            if detect_check["done"] is None and detected():
-                detect_check["done"] = time.monotonic() - started  # type: ignore[assignment]
-            return detect_check["done"] is not None and elsewhere()
+            # The death is seen first (its time kept in the row), then the replicas moved.
+            if row.detect_s is None and detected():
+                row.detect_s = time.monotonic() - started
+            return row.detect_s is not None and elsewhere()
 
         row.moved_s = wait(both, timeout=120, every=1.0)
-        row.detect_s = detect_check["done"]
-        print(f"  failover: detected {row.detect_s}, moved {row.moved_s}", flush=True)
+        print(f"  failover: detected {fmt(row.detect_s)} s, moved {fmt(row.moved_s)} s", flush=True)
         if hubs > 1:
             row.failover = leader_failover(fleets, sims, api)
     return row

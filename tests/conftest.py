@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from sqlalchemy import create_engine, text
 
 from edgefleet.hub.store import Store
-from edgefleet.localfleet import LocalFleet, free_port
+from edgefleet.localfleet import LocalFleet, free_port, scratch_database
 
 POSTGRES_ENV = "EDGEFLEET_TEST_POSTGRES"
 
@@ -37,20 +35,8 @@ def postgres_url() -> Iterator[str]:
     base = _postgres_admin_url()
     if not base:
         pytest.skip(f"{POSTGRES_ENV} is not set: run 'make test' (it starts PostgreSQL)")
-    name = f"ef_{uuid.uuid4().hex[:12]}"
-    server, _, _db = base.rpartition("/")
-    admin = create_engine(
-        f"{server}/postgres".replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(base) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,38 @@ from typing import Any
 
 import httpx
 
-from edgefleet.agent.drivers.process import ProcessDriver, free_port, port_free
+from edgefleet.agent.drivers.process import ProcessDriver
 from edgefleet.client import Client
 from edgefleet.model import Site
+from edgefleet.ports import free_port, port_free
 from edgefleet.waiting import wait_for
 
-__all__ = ["LocalFleet", "SimProcess", "free_port", "wait_for"]
+__all__ = ["LocalFleet", "SimProcess", "free_port", "scratch_database", "wait_for"]
+
+
+@contextlib.contextmanager
+def scratch_database(url: str, *, prefix: str = "ef_") -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of ``url`` (any database there; the
+    server's ``postgres`` database is used to make and drop it), dropped afterwards, with
+    whatever sessions still use it."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    server = url.rpartition("/")[0]
+    admin = create_engine(
+        f"{server}/postgres".replace("postgresql://", "postgresql+psycopg://", 1),
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield f"{server}/{name}"
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 @dataclass

@@ -34,7 +34,7 @@ from edgefleet.agent.cache import ModelCache
 from edgefleet.agent.hubclient import HubClient, HubUnreachable
 from edgefleet.agent.ingress import ZONE, parse_app_host
 from edgefleet.model import DemandReport, DemandRow
-from edgefleet.routing.origins import NETWORK_MARK
+from edgefleet.routing.origins import MAX_NETWORKS, NETWORK_MARK
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,6 @@ class DemandWindow:
     """End of the window, seconds since the epoch."""
     rows: tuple[DemandRow, ...]
     """``(tenant/app, origin, requests, busy seconds, DNS queries)``, by app and origin."""
-
-
-MAX_NETWORKS = 256
-"""Client networks (origins no site here could place) counted per app and window at most; more
-are counted as one unplaced origin, so a scan from many networks cannot grow a report."""
 
 
 class DemandCounter:

@@ -53,6 +53,7 @@ from edgefleet.agent.upstream import (
     UpstreamError,
     UpstreamPool,
 )
+from edgefleet.asgi import header
 from edgefleet.identity.credentials import CredentialClaims, CredentialError
 from edgefleet.model import AppAssignment, ReplicaState
 from edgefleet.routing.origins import network_origin
@@ -388,20 +389,13 @@ def _all_full(ready: Sequence[ReplicaState], outstanding: Mapping[str, int], lim
 
 
 def _hops(scope: Scope) -> int:
-    value = _header(scope, HOPS_HEADER)
+    value = header(scope, HOPS_HEADER)
     if value is None:
         return 0
     try:
         return max(0, int(value))
     except ValueError:
         return 0
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
 
 
 _INTERNAL_HEADERS = (HOPS_HEADER, ORIGIN_HEADER, CREDENTIAL_HEADER)
@@ -414,9 +408,9 @@ def _passed_on(scope: Scope) -> bool:
 
 
 def _has_body(scope: Scope) -> bool:
-    if _header(scope, b"transfer-encoding") is not None:
+    if header(scope, b"transfer-encoding") is not None:
         return True
-    length = _header(scope, b"content-length")
+    length = header(scope, b"content-length")
     return length is not None and length.strip() not in (b"", b"0")
 
 
@@ -537,7 +531,7 @@ class Ingress:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route by ``Host``: an app name goes to its replicas, anything else to ``fallback``."""
         if scope["type"] in ("http", "websocket"):
-            host = _header(scope, b"host")
+            host = header(scope, b"host")
             target = parse_app_host(host.decode("latin-1")) if host else None
             if target is not None:
                 if scope["type"] == "websocket":
@@ -555,7 +549,7 @@ class Ingress:
         else this site), and the origin its demand is counted under: the same, or for a client
         no site of this share holds, its network, for the hub to place."""
         if hops > 0:
-            said = _header(scope, ORIGIN_HEADER)
+            said = header(scope, ORIGIN_HEADER)
             if said and _LABEL.match(said.decode("latin-1")):
                 return said.decode("latin-1"), said.decode("latin-1")
         client = scope.get("client")
@@ -574,7 +568,7 @@ class Ingress:
     ) -> None:
         key = f"{tenant}/{app}"
         if self._verify_credential is not None and _passed_on(scope):
-            said = _header(scope, CREDENTIAL_HEADER)
+            said = header(scope, CREDENTIAL_HEADER)
             refusal = spilled_refusal(
                 said.decode("latin-1") if said is not None else None, self._verify_credential
             )

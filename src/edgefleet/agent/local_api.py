@@ -13,7 +13,6 @@ or body that does not validate (as the hub's gateway answers agents).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
@@ -26,6 +25,16 @@ from starlette.types import Receive, Scope, Send
 from edgefleet.agent.drivers.base import Driver
 from edgefleet.agent.identity import bearer
 from edgefleet.agent.ingress import LocalReplicas
+from edgefleet.asgi import (
+    JSON,
+    BodyTooLarge,
+    header,
+    invalid,
+    json_body,
+    lifespan,
+    read_body,
+    respond,
+)
 from edgefleet.identity.credentials import CredentialClaims, CredentialError
 from edgefleet.model import AppAssignment, ReplicaState
 
@@ -37,7 +46,6 @@ MAX_BODY = 1024 * 1024
 
 _REPLICAS: TypeAdapter[dict[str, list[ReplicaState]]] = TypeAdapter(dict[str, list[ReplicaState]])
 _TAIL: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=1, le=10_000)])
-_JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 
 
@@ -67,13 +75,7 @@ class Refused(Exception):
 
 def _invalid(error: ValidationError, where: tuple[str, ...]) -> Refused:
     """422 for a query parameter or body that does not validate, located as FastAPI does."""
-    return Refused(
-        422,
-        [
-            {"type": e.get("type"), "loc": [*where, *e.get("loc", ())], "msg": str(e.get("msg"))}
-            for e in error.errors()
-        ],
-    )
+    return Refused(422, invalid(error, where))
 
 
 class LocalApi:
@@ -101,7 +103,7 @@ class LocalApi:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request (or the server's lifespan messages)."""
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1000})
@@ -111,19 +113,16 @@ class LocalApi:
             status, content_type, body = await self._route(scope, receive, method)
             headers: dict[str, str] = {}
         except Refused as refused:
-            status, content_type, body = refused.status, _JSON, _json({"detail": refused.detail})
+            status, content_type, body = refused.status, JSON, json_body({"detail": refused.detail})
             headers = refused.headers
+        except BodyTooLarge as exc:
+            status, content_type, body = 413, JSON, json_body({"detail": str(exc)})
+            headers = {}
         except Exception:
             log.exception("unhandled error on %s %s", method, scope["path"])
-            status, content_type, body = 500, _JSON, _json({"detail": "internal error"})
+            status, content_type, body = 500, JSON, json_body({"detail": "internal error"})
             headers = {}
-        fields = [
-            (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": fields})
-        await send({"type": "http.response.body", "body": body})
+        await respond(send, status, body, headers, content_type)
 
     async def _route(self, scope: Scope, receive: Receive, method: str) -> tuple[int, bytes, bytes]:
         path: str = scope["path"]
@@ -152,12 +151,12 @@ class LocalApi:
         # without the hub. Served from the same cached view as the ingress: every neighbour
         # probes twice a second.
         ready = ready_counts(self.replicas_view.get())
-        return 200, _JSON, _json({"status": "ok", "site": self.site, "ready": ready})
+        return 200, JSON, json_body({"status": "ok", "site": self.site, "ready": ready})
 
     async def _replicas(self, scope: Scope) -> tuple[int, bytes, bytes]:
         self._fleet_member(scope)
         observed = await asyncio.to_thread(self.driver.observe)
-        return 200, _JSON, _REPLICAS.dump_json(observed, by_alias=True)
+        return 200, JSON, _REPLICAS.dump_json(observed, by_alias=True)
 
     async def _logs(self, scope: Scope, tenant: str, app: str) -> tuple[int, bytes, bytes]:
         self._fleet_member(scope)
@@ -178,7 +177,7 @@ class LocalApi:
         if claims.site is None:
             raise Refused(403, f"site {self.site} takes offloads from sites, not the hub")
         try:
-            request = OffloadRequest.model_validate_json(await _read(receive))
+            request = OffloadRequest.model_validate_json(await read_body(receive, MAX_BODY))
         except ValidationError as exc:
             raise _invalid(exc, ("body",)) from None
         if claims.site != request.requester:
@@ -190,14 +189,15 @@ class LocalApi:
         refusal = "this site takes no offload" if self.offload is None else self.offload(request)
         if refusal is not None:
             raise Refused(409, refusal)
-        return 202, _JSON, _json({"status": "accepted", "site": self.site})
+        return 202, JSON, json_body({"status": "accepted", "site": self.site})
 
     # -- who asks ------------------------------------------------------------------------------
 
     def _caller(self, scope: Scope) -> CredentialClaims:
         """The claims of the request's credential; 401 without a good one."""
         challenge = {"WWW-Authenticate": "Bearer"}
-        token = bearer(_authorization(scope))
+        raw = header(scope, b"authorization")
+        token = bearer(raw.decode("latin-1") if raw is not None else None)
         if token is None:
             raise Refused(
                 401,
@@ -234,42 +234,3 @@ def local_api(
     ``verify_credential`` checks a credential against the fleet's keys (``CredentialError``).
     """
     return LocalApi(driver, site, replicas_view, offload, verify_credential=verify_credential)
-
-
-def _authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return str(value.decode("latin-1"))
-    return None
-
-
-async def _read(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise Refused(413, f"a body of at most {MAX_BODY} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Nothing to start or stop: say so to the server."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value).encode()

@@ -29,12 +29,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from edgefleet.hub.batches import GroupCommit
 from edgefleet.model import AppDemand, DemandReport, DemandRow
-from edgefleet.routing.origins import NetworkIndex, reported_network
+from edgefleet.routing.origins import MAX_NETWORKS, NETWORK_MARK, NetworkIndex, reported_network
 
 if TYPE_CHECKING:
     from edgefleet.hub.store import DemandStore
@@ -171,19 +174,26 @@ def absorb(
 def place_origins(report: DemandReport, networks: NetworkIndex) -> DemandReport:
     """``report`` with each client network its site could not place (``~198.51.100.0/24``)
     replaced by the site whose networks hold it, or by the reporting site when none does;
-    rows that come to name one origin are summed."""
-    if not any(origin.startswith("~") for _, origin, *_ in report.rows):
+    rows that come to name one origin are summed. ValueError, saying where, for a report with
+    more client networks of one app than a site counts (``MAX_NETWORKS``): each costs a lookup
+    here, on the hub's loop."""
+    if not any(origin.startswith(NETWORK_MARK) for _, origin, *_ in report.rows):
         return report
-    summed: dict[tuple[str, str], list[float]] = {}
+    per_app = Counter(key for key, origin, *_ in report.rows if origin.startswith(NETWORK_MARK))
+    for key, count in per_app.items():
+        if count > MAX_NETWORKS + 1:
+            raise ValueError(
+                f"{count} client networks for {key}; a site reports at most {MAX_NETWORKS} "
+                "(and the rest as one unplaced origin)"
+            )
+    summed: dict[tuple[str, str], tuple[int, float, int]] = {}
     for key, origin, requests, busy, queries in report.rows:
-        network = reported_network(origin)
-        if network is not None or origin.startswith("~"):
+        if origin.startswith(NETWORK_MARK):
+            network = reported_network(origin)
             origin = (networks.locate(network) if network is not None else None) or report.site
-        counts = summed.setdefault((key, origin), [0, 0.0, 0])
-        counts[0] += requests
-        counts[1] += busy
-        counts[2] += queries
-    rows = [(key, origin, int(c[0]), c[1], int(c[2])) for (key, origin), c in summed.items()]
+        n, b, q = summed.get((key, origin), (0, 0.0, 0))
+        summed[(key, origin)] = (n + requests, b + busy, q + queries)
+    rows = [(key, origin, *counts) for (key, origin), counts in summed.items()]
     return report.model_copy(update={"rows": rows})
 
 
@@ -215,38 +225,30 @@ class DemandBuffer:
         self.tau = tau
         """Time constant of the decayed rates, seconds."""
         self._period = period
-        self._limit = limit
         self._prune_every = prune_every
-        self._pending: list[DemandReport] = []
-        self._waiters: list[asyncio.Future[bool] | None] = []
-        """Per pending report, the future its sender waits on (``submit``), or None."""
+        self._commit: GroupCommit[DemandReport, int] = GroupCommit(
+            self._record, what="demand reports", period=period, limit=limit
+        )
+
+    def _record(self, batch: Sequence[DemandReport]) -> int:
+        return self._store.record(list(batch), self.tau)
 
     @property
     def pending(self) -> int:
         """Reports received and not yet written."""
-        return len(self._pending)
+        return self._commit.pending
 
     def add(self, report: DemandReport) -> bool:
         """Take a report (no I/O); False when ``limit`` reports already wait (store away).
 
         Refusing beats dropping: the agent keeps a refused report queued and sends it again.
         """
-        return self._take(report, None)
-
-    def _take(self, report: DemandReport, waiter: asyncio.Future[bool] | None) -> bool:
-        if len(self._pending) >= self._limit:
-            return False
-        self._pending.append(report)
-        self._waiters.append(waiter)
-        return True
+        return self._commit.add(report)
 
     async def submit(self, report: DemandReport) -> bool:
         """Take a report and return once it is written: True; False when the buffer is full or
         the write failed (the sender keeps the report and sends it again)."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if not self._take(report, done):
-            return False
-        return await done
+        return await self._commit.submit(report)
 
     async def flush(self) -> int:
         """Write what has been collected; returns the reports taken (resends not counted).
@@ -254,22 +256,7 @@ class DemandBuffer:
         When the write fails, reports that a sender waits for are given back to their senders
         (``submit`` returns False; they resend), the others are kept for the next flush.
         """
-        if not self._pending:
-            return 0
-        batch, self._pending = self._pending, []
-        waiters, self._waiters = self._waiters, []
-        try:
-            taken = await asyncio.to_thread(self._store.record, batch, self.tau)
-        except Exception:
-            log.exception("demand flush failed; %d reports kept or refused", len(batch))
-            kept = [r for r, w in zip(batch, waiters, strict=True) if w is None]
-            no_waiter: list[asyncio.Future[bool] | None] = [None] * len(kept)
-            self._pending = kept + self._pending
-            self._waiters = no_waiter + self._waiters
-            _settle(waiters, False)
-            return 0
-        _settle(waiters, True)
-        return taken
+        return await self._commit.flush() or 0
 
     async def prune(self) -> int:
         """Delete rows idle for longer than the retention; returns how many."""
@@ -289,12 +276,6 @@ class DemandBuffer:
             if loop.time() >= next_prune:
                 next_prune = loop.time() + self._prune_every
                 await self.prune()
-
-
-def _settle(waiters: list[asyncio.Future[bool] | None], result: bool) -> None:
-    for done in waiters:
-        if done is not None and not done.done():  # a sender that gave up cancelled it
-            done.set_result(result)
 
 
 __all__ = [

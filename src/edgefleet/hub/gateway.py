@@ -13,9 +13,8 @@ same whichever way they are reached.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs
 
@@ -23,6 +22,7 @@ from fastapi import HTTPException, Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from edgefleet.asgi import BodyTooLarge, header, invalid, json_body, read_body, respond
 from edgefleet.hub.auth import EmptyList, check, list_body
 from edgefleet.hub.routes import agent as routes
 from edgefleet.hub.store import NotFound
@@ -65,10 +65,7 @@ def _body(model: type[BaseModel], body: bytes) -> Any:
 class _Invalid(Exception):
     def __init__(self, error: ValidationError, where: tuple[str, ...]) -> None:
         super().__init__(str(error))
-        self.detail = [
-            {"type": e.get("type"), "loc": [*where, *e.get("loc", ())], "msg": str(e.get("msg"))}
-            for e in error.errors()
-        ]
+        self.detail = invalid(error, where)
 
 
 async def _watch(hub: Hub, site: str, query: dict[str, list[str]], _: bytes) -> Any:
@@ -129,9 +126,8 @@ class AgentGateway:
         self, scope: Scope, receive: Receive, send: Send, site: str, what: str, call: Call
     ) -> None:
         hub = self.hub
-        authorization = next(
-            (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
-        )
+        raw = header(scope, b"authorization")
+        authorization = raw.decode("latin-1") if raw is not None else None
         client = scope.get("client")
         try:
             await check(
@@ -142,71 +138,32 @@ class AgentGateway:
                 source=client[0] if client else "unknown",
                 params={"site": site},
             )
-            body = await _read(receive) if scope["method"] == "POST" else b""
+            body = await read_body(receive, MAX_BODY) if scope["method"] == "POST" else b""
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             result = await call(hub, site, query, body)
         except HTTPException as exc:
-            await _send(send, exc.status_code, _json({"detail": exc.detail}), exc.headers)
+            await respond(send, exc.status_code, json_body({"detail": exc.detail}), exc.headers)
             return
         except NotFound as exc:
-            await _send(send, 404, _json({"detail": str(exc)}))
+            await respond(send, 404, json_body({"detail": str(exc)}))
             return
         except EmptyList as exc:
-            await _send(send, 200, _json(list_body(exc.kind)))
+            await respond(send, 200, json_body(list_body(exc.kind)))
             return
         except _Invalid as exc:
-            await _send(send, 422, _json({"detail": exc.detail}))
+            await respond(send, 422, json_body({"detail": exc.detail}))
             return
-        except _TooLarge:
-            await _send(send, 413, _json({"detail": f"a body of at most {MAX_BODY} bytes"}))
+        except BodyTooLarge as exc:
+            await respond(send, 413, json_body({"detail": str(exc)}))
             return
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await _send(send, 500, _json({"detail": "internal error"}))
+            await respond(send, 500, json_body({"detail": "internal error"}))
             return
         if isinstance(result, Response):
-            await _send(send, result.status_code, bytes(result.body), None, result.media_type)
+            media = result.media_type.encode() if result.media_type else None
+            await respond(send, result.status_code, bytes(result.body), None, media)
         elif isinstance(result, BaseModel):
-            await _send(send, 200, result.model_dump_json(by_alias=True).encode())
+            await respond(send, 200, result.model_dump_json(by_alias=True).encode())
         else:
-            await _send(send, 204, b"")
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value).encode()
-
-
-async def _send(
-    send: Send,
-    status: int,
-    body: bytes,
-    headers: Mapping[str, str] | None = None,
-    media_type: str | None = "application/json",
-) -> None:
-    fields = [(b"content-length", str(len(body)).encode())]
-    if body and media_type:
-        fields.append((b"content-type", media_type.encode()))
-    for name, value in (headers or {}).items():
-        fields.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    await send({"type": "http.response.start", "status": status, "headers": fields})
-    await send({"type": "http.response.body", "body": body if status != 204 else b""})
+            await respond(send, 204, b"")

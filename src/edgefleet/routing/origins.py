@@ -19,6 +19,10 @@ NETWORK_MARK = "~"
 and cannot)."""
 V4_PREFIX = 24
 V6_PREFIX = 56
+MAX_NETWORKS = 256
+"""Client networks a site counts per app and window at most (more are counted as one unplaced
+origin, ``NETWORK_MARK`` alone): a scan from many networks cannot grow a report, and a hub
+refuses a report that holds more."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,18 +61,24 @@ class NetworkIndex:
     def __init__(self) -> None:
         self._by_length: dict[tuple[int, int], dict[int, set[str]]] = {}
         self._of: dict[str, list[Network]] = {}
+        self._lengths: dict[int, list[int]] = {}
+        """Per IP version, the prefix lengths in use, longest first."""
 
     def put(self, site: str, networks: Iterable[Network | str]) -> None:
         """Set the networks of ``site`` (replacing what it had; text is parsed, host bits
         ignored)."""
+        given = list(networks)
+        if site in self._of and [str(n) for n in given] == [str(n) for n in self._of[site]]:
+            return  # the same networks (a site's phase changed, say): nothing to redo
         self.drop(site)
         kept = [
-            n if not isinstance(n, str) else ipaddress.ip_network(n, strict=False) for n in networks
+            n if not isinstance(n, str) else ipaddress.ip_network(n, strict=False) for n in given
         ]
         self._of[site] = kept
         for network in kept:
             slot = self._by_length.setdefault((network.version, network.prefixlen), {})
             slot.setdefault(int(network.network_address), set()).add(site)
+        self._sort()
 
     def drop(self, site: str) -> None:
         """Forget ``site``'s networks."""
@@ -82,16 +92,19 @@ class NetworkIndex:
                     del slot[int(network.network_address)]
             if not slot:
                 self._by_length.pop(key, None)
+        self._sort()
+
+    def _sort(self) -> None:
+        lengths: dict[int, list[int]] = {}
+        for version, length in self._by_length:
+            lengths.setdefault(version, []).append(length)
+        self._lengths = {version: sorted(found, reverse=True) for version, found in lengths.items()}
 
     def locate(self, network: Network) -> str | None:
         """The site whose network holds all of ``network``, by longest prefix; None if none."""
         value = int(network.network_address)
         bits = network.max_prefixlen
-        lengths = sorted(
-            (length for version, length in self._by_length if version == network.version),
-            reverse=True,
-        )
-        for length in lengths:
+        for length in self._lengths.get(network.version, ()):
             if length > network.prefixlen:
                 continue
             mask = ((1 << length) - 1) << (bits - length) if length else 0

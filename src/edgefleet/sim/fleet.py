@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import resource
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -157,25 +158,23 @@ class SimFleet:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         tls = tls_context(config.ca) if config.hub.startswith("https") else None
-        # The sites' calls share a few connections; each site's long-poll holds one of its own.
-        self.pool = UpstreamPool(
-            max_per_host=256,
-            idle_timeout=IDLE_TIMEOUT,
-            connect_timeout=30.0,
-            acquire_timeout=60.0,
-            tls=tls,
-        )
+
+        # The sites' calls share a few connections; each site's long-poll holds one of its own;
+        # heartbeats never wait behind a burst of reports, as each real site's do not.
+        def pool(connections: int) -> UpstreamPool:
+            return UpstreamPool(
+                max_per_host=connections,
+                idle_timeout=IDLE_TIMEOUT,
+                connect_timeout=30.0,
+                acquire_timeout=60.0,
+                tls=tls,
+            )
+
+        self.pool = pool(256)
         self.long_pool = UpstreamPool(
             max_per_host=1 << 22, idle_timeout=IDLE_TIMEOUT, connect_timeout=30.0, tls=tls
         )
-        # Heartbeats never wait behind a burst of reports, as each real site's do not.
-        self.beat_pool = UpstreamPool(
-            max_per_host=256,
-            idle_timeout=IDLE_TIMEOUT,
-            connect_timeout=30.0,
-            acquire_timeout=60.0,
-            tls=tls,
-        )
+        self.beat_pool = pool(256)
         self.transport = PooledTransport(
             config.hub, pool=self.pool, long_pool=self.long_pool, beat_pool=self.beat_pool
         )
@@ -219,9 +218,11 @@ class SimFleet:
         return running
 
     def _dir(self, name: str) -> Path:
-        # Only the demand queue is ever written there (and only with demand).
-        root = self._state_dir or Path(f"/tmp/edgefleet-sim-{os.getpid()}")
-        return root / name
+        # Only the demand queue is ever written there (and only with demand): a directory of
+        # this process's own, not a name another user of the machine could make first.
+        if self._state_dir is None:
+            self._state_dir = Path(tempfile.mkdtemp(prefix="edgefleet-sim-"))
+        return self._state_dir / name
 
     async def start(self, sites: dict[str, str | None]) -> None:
         """Start a site per name of ``sites`` (with its join token, or None to call the hub

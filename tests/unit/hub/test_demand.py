@@ -23,7 +23,7 @@ from edgefleet.hub.demand import (
 )
 from edgefleet.hub.store import DemandStore
 from edgefleet.model import DemandReport, DemandRow
-from edgefleet.routing.origins import NetworkIndex
+from edgefleet.routing.origins import MAX_NETWORKS, NetworkIndex
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -257,3 +257,21 @@ def test_client_networks_are_placed_at_the_site_that_holds_them() -> None:
     # A report with site names only is left as it is.
     plain = report.model_copy(update={"rows": [("demo/hello", "paris", 1, 0.1, 0)]})
     assert place_origins(plain, networks) is plain
+
+
+def test_a_report_with_more_client_networks_than_a_site_counts_is_refused() -> None:
+    rows: list[DemandRow] = [
+        ("demo/hello", f"~10.{i // 256}.{i % 256}.0/24", 1, 0.0, 0) for i in range(MAX_NETWORKS + 2)
+    ]
+    report = DemandReport(
+        site="london",
+        seq=1,
+        window_start=datetime(2026, 1, 1, tzinfo=UTC),
+        window_seconds=10,
+        rows=rows,
+    )
+    with pytest.raises(ValueError, match=f"a site reports at most {MAX_NETWORKS}"):
+        place_origins(report, NetworkIndex())
+    # As many as a site sends (its networks and one unplaced origin) are taken.
+    taken = report.model_copy(update={"rows": rows[: MAX_NETWORKS + 1]})
+    assert place_origins(taken, NetworkIndex()).rows == [("demo/hello", "london", 257, 0.0, 0)]

@@ -49,7 +49,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -62,6 +61,7 @@ from typing import Any
 from edgefleet.files import write_atomic
 from edgefleet.model import AppAssignment, ProcessWorkload, ReplicaState
 from edgefleet.model.objects import Workload
+from edgefleet.ports import port_free
 
 log = logging.getLogger(__name__)
 
@@ -322,33 +322,6 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP right now (DNS servers bind both)."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind((host, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-
-
-def port_free(host: str, port: int) -> bool:
-    """Whether a listener could bind ``host:port`` now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # As servers do (http.server too): a port in TIME_WAIT is free for them.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -144,7 +144,10 @@ async def report_demand(site: str, report: DemandReport, hub: HubDep) -> None:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"demand report is for site {report.site!r}, URL names {site!r}",
         )
-    report = place_origins(report, hub.networks)
+    try:
+        report = place_origins(report, hub.networks)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     for index, row in enumerate(report.rows):
         if len(row[1]) > ORIGIN_MAX:
             raise HTTPException(
