@@ -20,7 +20,7 @@ from edgefleet.agent.upstream import Upstream, UpstreamError, UpstreamPool
 from edgefleet.dns.routed import RoutedZone
 from edgefleet.dns.zone import Client, Lookup
 from edgefleet.geo import estimated_rtt_ms, great_circle_km, nearest
-from edgefleet.routing.access import allows
+from edgefleet.routing.access import allows, region_holding
 from edgefleet.routing.answer import ClientAddress, choose, locate
 from edgefleet.routing.table import AppId, Origin, RouteTable, SitePoint
 
@@ -223,12 +223,18 @@ class EdgeZone(RoutedZone):
 
     def admit(self, key: str, client: ClientAddress | None, origin: str | None) -> str | None:
         """Why the ingress refuses a client the app ``key`` (``tenant/app``), or None to let it
-        in: by the client's address and the region of ``origin``, the site it is nearest to
+        in: by the client's address and its region, that of ``origin`` (the site it is nearest
+        to, None when no site of this share holds it), else of the region whose networks hold it
         (``edgefleet.routing.access``)."""
         access = self.table.access.get(app_id(key))
         if access is None:
             return None
-        return allows(access, client, self.region(origin))
+        region = (
+            self.region(origin)
+            if origin is not None
+            else region_holding(self.table.region_networks, client)
+        )
+        return allows(access, client, region)
 
     def peers(
         self, tenant: str, app: str, *, limit: int = 2, wakeable: bool = False

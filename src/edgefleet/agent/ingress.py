@@ -372,6 +372,9 @@ class _Request:
     origin: str
     counted: str
     """The origin the request's demand is counted under (``Ingress._origins``)."""
+    located: str | None
+    """The site the client is nearest to as known (named by the spilling neighbour, or holding
+    the client's address), None when no site of this share holds it: what access is judged by."""
     body: _Body
     receive: Receive
 
@@ -456,7 +459,7 @@ class Ingress:
         timeout: httpx.Timeout | None = None,
         credential: Callable[[], str | None] | None = None,
         verify_credential: Callable[[str], CredentialClaims] | None = None,
-        admit: Callable[[str, str | None, str], str | None] | None = None,
+        admit: Callable[[str, str | None, str | None], str | None] | None = None,
     ) -> None:
         """Serve ``site``'s apps, whose replicas listen on ``address``.
 
@@ -474,7 +477,8 @@ class Ingress:
         are not checked; the agent always gives it.
 
         ``admit(key, client address, origin site)`` says why a client may not reach an app
-        (its access rules), None to let it in; unset: everyone may. A request a neighbour
+        (its access rules), None to let it in; unset: everyone may. The origin is None for a
+        client no site of this share holds. A request a neighbour
         passed on is judged by the address that neighbour saw (``client_address``) and the
         origin it named: what the neighbour judged it by already.
         """
@@ -544,21 +548,23 @@ class Ingress:
 
     # -- one request ---------------------------------------------------------------------------
 
-    def _origins(self, scope: Scope, hops: int) -> tuple[str, str]:
+    def _origins(self, scope: Scope, hops: int) -> tuple[str, str, str | None]:
         """The site the client is nearest to (as the spilling neighbour said, else located,
-        else this site), and the origin its demand is counted under: the same, or for a client
-        no site of this share holds, its network, for the hub to place."""
+        else this site); the origin its demand is counted under: the same, or for a client no
+        site of this share holds, its network, for the hub to place; and the site as known
+        (None for that client)."""
         if hops > 0:
             said = header(scope, ORIGIN_HEADER)
             if said and _LABEL.match(said.decode("latin-1")):
-                return said.decode("latin-1"), said.decode("latin-1")
+                return said.decode("latin-1"), said.decode("latin-1"), said.decode("latin-1")
         client = scope.get("client")
         if not client:
-            return self.site, self.site
+            return self.site, self.site, None
         located = self._locate(client[0])
         if located is not None:
-            return located, located
-        return self.site, (network_origin(client[0]) if hops == 0 else None) or self.site
+            return located, located, located
+        counted = (network_origin(client[0]) if hops == 0 else None) or self.site
+        return self.site, counted, None
 
     def _local(self, key: str) -> list[ReplicaState]:
         return [r for r in self.replicas.get().get(key, ()) if r.state != _STOPPED]
@@ -584,18 +590,19 @@ class Ingress:
                 return
         hops = _hops(scope)
         started = time.monotonic()
-        origin, counted_as = self._origins(scope, hops)
+        origin, counted_as, located = self._origins(scope, hops)
         request = _Request(
             scope=scope,
             key=key,
             hops=hops,
             origin=origin,
             counted=counted_as,
+            located=located,
             body=_Body(receive),
             receive=receive,
         )
         if self._admit is not None:
-            refusal = self._admit(key, client_address(scope, hops), request.origin)
+            refusal = self._admit(key, client_address(scope, hops), request.located)
             if refusal is not None:
                 log.debug("ingress: refused %s: %s", key, refusal)
                 await _plain(send, 403, refusal + "\n")

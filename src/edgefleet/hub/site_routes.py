@@ -13,6 +13,10 @@ credentials reaches every site; a change of a site's record reaches the sites wh
 it. So an app at ten thousand sites that changes at one touches a few dozen shares, and a hub
 with ten thousand agents sends a few dozen small answers, not ten thousand whole tables.
 
+Every share also holds the client networks of each region an app's access rule names
+(``edgefleet.routing.regions``): a change of those (a site of such a region came, went or
+changed its networks; a rule named a region more or less) reaches every share.
+
 The hub keeps a share for each site that asked for one (and forgets it after a few minutes of
 silence). A version is ``<hub>.<n>``: an agent that comes with a version this hub did not send
 last (it talked to another hub, or an answer was lost) gets its share whole again.
@@ -34,11 +38,13 @@ from edgefleet.model import (
     AppRef,
     AppRoutes,
     RouteEndpoint,
+    RouteRegion,
     RouteSite,
     RoutingDelta,
     RoutingTable,
     RoutingUpdate,
 )
+from edgefleet.routing.regions import RegionNetworks
 from edgefleet.routing.share import (
     EndpointIndex,
     Neighbourhoods,
@@ -73,6 +79,9 @@ class _Share:
     """Site records that changed (or came, or went) since ``sent``."""
     identity: bool = False
     """The keys or revocations changed since ``sent``."""
+    regions: set[str] = field(default_factory=set)
+    """Regions whose networks changed, or that rules came to name or stopped naming, since
+    ``sent``."""
     stale: set[AppId] = field(default_factory=set)
     """Apps whose section a change may have moved: computed again when the share is next sent."""
     polled: float = field(default_factory=time.monotonic)
@@ -83,7 +92,7 @@ class _Share:
 
     @property
     def pending(self) -> bool:
-        return bool(self.apps or self.records or self.identity or self.stale)
+        return bool(self.apps or self.records or self.identity or self.regions or self.stale)
 
 
 class SiteShares:
@@ -114,6 +123,9 @@ class SiteShares:
         self._table = RouteTable(version="")
         self._hoods = Neighbourhoods(self.params.neighbourhood)
         self._index: dict[AppId, EndpointIndex] = {}
+        self._regions = RegionNetworks()
+        self._named: frozenset[str] = frozenset()
+        """Regions the apps' access rules name."""
         self._far: dict[AppId, dict[str, float]] = {}
         """Per app, the sites whose section looked beyond their neighbourhood, and how far."""
         self._shares: dict[str, _Share] = {}
@@ -142,8 +154,12 @@ class SiteShares:
             for key in table.apps:
                 self._reindex(key, None)
             self._far = {}
+            self._regions = RegionNetworks()
+            self._regions.update(table.sites, table.sites)
+            was_named, self._named = self._named, _named(table)
             for name, share in self._shares.items():
                 self._fill(name, share)
+                share.regions |= was_named | self._named
             self._bells.ring(self._shares)
             return
         touched: dict[str, set[AppId]] = {}
@@ -234,6 +250,14 @@ class SiteShares:
         if changes.identity:
             for share in self._shares.values():
                 share.identity = True
+            rung = set(self._shares)
+        regions = self._regions.update(table.sites, changes.sites) & self._named
+        if changes.meta:
+            was_named, self._named = self._named, _named(table)
+            regions |= was_named ^ self._named
+        if regions:
+            for share in self._shares.values():
+                share.regions |= regions
             rung = set(self._shares)
         # Only the shares this change gave news: a report costs its neighbourhood, not the
         # fleet.
@@ -344,6 +368,11 @@ class SiteShares:
     def _record(self, name: str) -> RouteSite | None:
         return self._routing.route_site(name)
 
+    def _region(self, name: str) -> RouteRegion:
+        return RouteRegion.model_construct(
+            name=name, networks=[str(n) for n in self._regions.networks(name)]
+        )
+
     def _whole(self, site: str, share: _Share) -> bytes:
         if share.stale:
             self._fill(site, share)
@@ -354,6 +383,7 @@ class SiteShares:
         share.apps.clear()
         share.records.clear()
         share.identity = False
+        share.regions.clear()
         records = [r for r in (self._record(n) for n in sorted(share.sites)) if r is not None]
         table = RoutingTable.model_construct(
             version=share.sent,
@@ -362,6 +392,7 @@ class SiteShares:
             apps=[self._app(key, share.sections[key]) for key in sorted(share.sections)],
             signing_keys=list(self._routing.signing_keys),
             revoked_credentials=list(self._routing.revoked),
+            regions=[self._region(name) for name in sorted(self._named)],
         )
         return (
             RoutingUpdate.model_construct(table=table, delta=None)
@@ -396,10 +427,13 @@ class SiteShares:
             ],
             signing_keys=list(self._routing.signing_keys) if share.identity else None,
             revoked_credentials=list(self._routing.revoked) if share.identity else None,
+            regions=[self._region(n) for n in sorted(share.regions) if n in self._named],
+            removed_regions=[n for n in sorted(share.regions) if n not in self._named],
         )
         share.apps.clear()
         share.records.clear()
         share.identity = False
+        share.regions.clear()
         return (
             RoutingUpdate.model_construct(table=None, delta=delta)
             .model_dump_json(by_alias=True)
@@ -462,3 +496,13 @@ class SiteShares:
     def held(self) -> int:
         """Shares kept now."""
         return len(self._shares)
+
+
+def _named(table: RouteTable) -> frozenset[str]:
+    """The regions the access rules of the table's apps name."""
+    return frozenset(
+        region
+        for access in table.access.values()
+        for rule in access.rules
+        for region in rule.regions
+    )

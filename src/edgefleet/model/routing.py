@@ -45,6 +45,15 @@ class RouteAccess(_Base):
     regions: list[str] = Field(default_factory=list, description="Allowed client regions.")
 
 
+class RouteRegion(_Base):
+    """The client networks of one region: every network of its sites, merged. A share carries
+    the regions an app's access rule names, so that a site without every site's record can tell
+    whether a client it cannot place is of an allowed region."""
+
+    name: str
+    networks: list[str] = Field(default_factory=list, description="Client networks (CIDR).")
+
+
 class AppRoutes(_Base):
     """The sites serving one app."""
 
@@ -84,6 +93,11 @@ class RoutingTable(_Base):
         description="Ids (jti) of site credentials revoked before they expire: refused by "
         "every site.",
     )
+    regions: list[RouteRegion] = Field(
+        default_factory=list,
+        description="The client networks of each region an access rule names (in a site's "
+        "share; the whole table has every site's networks instead).",
+    )
 
 
 class AppRef(_Base):
@@ -115,6 +129,12 @@ class RoutingDelta(_Base):
     )
     revoked_credentials: list[str] | None = Field(
         default=None, description="The revoked site credentials, when they changed."
+    )
+    regions: list[RouteRegion] = Field(
+        default_factory=list, description="Regions whose client networks changed, each whole."
+    )
+    removed_regions: list[str] = Field(
+        default_factory=list, description="Regions no access rule names any more."
     )
 
 

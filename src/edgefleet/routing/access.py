@@ -11,10 +11,12 @@ fleet: the region of the site the client is nearest to):
 - an edge DNS: the region of its own site (anycast brought the client to it);
 - the central DNS: the region of the site whose client networks hold the client's ECS subnet,
   else its source address (``locate``); an unlocated client has no region;
-- an ingress: the region of the site the request's origin names: the site whose networks hold
-  the client's address, else the ingress's own site; a request spilled by a neighbour is judged
-  by the address that neighbour saw (the last ``X-Forwarded-For`` entry) and the origin it
-  named, which is what the neighbour judged it by already.
+- an ingress: the region of the site whose networks hold the client's address, among the sites
+  of its share of the table; else the region whose networks hold it (``region_holding``: the
+  share carries the networks of every region an access rule names); else none, so a client
+  from a network no site serves passes a rule by its networks only. A request spilled by a
+  neighbour is judged by the address that neighbour saw (the last ``X-Forwarded-For`` entry)
+  and the origin it named, which is what the neighbour judged it by already.
 
 A subnet (ECS) passes a network only if the network holds the whole subnet: the answer is
 cached for every client in it.
@@ -22,12 +24,19 @@ cached for every client in it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from edgefleet.routing.answer import ClientAddress, _as_prefix
 from edgefleet.routing.table import AccessRule, AppAccess, Network
 
-__all__ = ["AccessRule", "AppAccess", "allows", "distinct_networks", "holding"]
+__all__ = [
+    "AccessRule",
+    "AppAccess",
+    "allows",
+    "distinct_networks",
+    "holding",
+    "region_holding",
+]
 
 
 def allows(
@@ -61,6 +70,26 @@ def holding(networks: Sequence[Network], client: ClientAddress | None) -> frozen
     if prefix is None:
         return frozenset()
     return frozenset(i for i, network in enumerate(networks) if _holds(network, prefix))
+
+
+def region_holding(
+    region_networks: Mapping[str, Sequence[Network]], client: ClientAddress | None
+) -> str | None:
+    """The region whose networks hold ``client`` (address or subnet, as ``allows`` takes it), by
+    longest prefix, equal prefixes to the first name; None when none does."""
+    prefix = _prefix(client)
+    if prefix is None:
+        return None
+    best: tuple[int, str] | None = None
+    for region, networks in region_networks.items():
+        for network in networks:
+            if _holds(network, prefix) and (
+                best is None
+                or network.prefixlen > best[0]
+                or (network.prefixlen == best[0] and region < best[1])
+            ):
+                best = (network.prefixlen, region)
+    return best[1] if best is not None else None
 
 
 def distinct_networks(accesses: Iterable[AppAccess]) -> tuple[Network, ...]:

@@ -78,4 +78,5 @@ def route_table(wire: RoutingTable) -> RouteTable:
         latency_bounds=bounds,
         residency=residency,
         access=access,
+        region_networks={r.name: tuple(ip_network(n) for n in r.networks) for r in wire.regions},
     )

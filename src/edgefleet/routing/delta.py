@@ -7,7 +7,7 @@ equals ``b`` for any shares ``a`` and ``b``.
 
 from __future__ import annotations
 
-from edgefleet.model import AppRef, AppRoutes, RoutingDelta, RoutingTable
+from edgefleet.model import AppRef, AppRoutes, RouteRegion, RoutingDelta, RoutingTable
 
 
 def diff(old: RoutingTable, new: RoutingTable) -> RoutingDelta:
@@ -16,6 +16,8 @@ def diff(old: RoutingTable, new: RoutingTable) -> RoutingDelta:
     new_sites = {s.name: s for s in new.sites}
     old_apps = {(a.tenant, a.app): a for a in old.apps}
     new_apps = {(a.tenant, a.app): a for a in new.apps}
+    old_regions = {r.name: r for r in old.regions}
+    new_regions = {r.name: r for r in new.regions}
     return RoutingDelta(
         since=old.version,
         version=new.version,
@@ -32,6 +34,8 @@ def diff(old: RoutingTable, new: RoutingTable) -> RoutingDelta:
             if old.revoked_credentials == new.revoked_credentials
             else list(new.revoked_credentials)
         ),
+        regions=[r for name, r in sorted(new_regions.items()) if old_regions.get(name) != r],
+        removed_regions=sorted(old_regions.keys() - new_regions.keys()),
     )
 
 
@@ -50,6 +54,10 @@ def apply_delta(table: RoutingTable, delta: RoutingDelta) -> RoutingTable:
     for ref in delta.removed_apps:
         apps.pop((ref.tenant, ref.app), None)
     apps.update({(a.tenant, a.app): a for a in delta.apps})
+    regions: dict[str, RouteRegion] = {r.name: r for r in table.regions}
+    for name in delta.removed_regions:
+        regions.pop(name, None)
+    regions.update({r.name: r for r in delta.regions})
     return RoutingTable(
         version=delta.version,
         zone=table.zone,
@@ -63,4 +71,5 @@ def apply_delta(table: RoutingTable, delta: RoutingDelta) -> RoutingTable:
             if delta.revoked_credentials is None
             else list(delta.revoked_credentials)
         ),
+        regions=[regions[n] for n in sorted(regions)],
     )

@@ -114,6 +114,9 @@ class RouteTable:
     access: Mapping[AppId, AppAccess] = field(default_factory=dict)
     """Who may reach apps that have access rules (``edgefleet.routing.access``); an app
     missing here lets everyone in."""
+    region_networks: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
+    """In a site's share: the client networks of each region an access rule names, for a client
+    none of the share's sites holds (the whole table has every site's networks instead)."""
 
 
 @dataclass(frozen=True)

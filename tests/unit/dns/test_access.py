@@ -3,6 +3,8 @@ app does not let in, through the responder and its caches, wire in and wire out.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 import dns.edns
 import dns.flags
 import dns.message
@@ -12,7 +14,15 @@ import dns.rdatatype
 from edgefleet.agent.edge import EdgeZone
 from edgefleet.dns import Responder
 from edgefleet.hub.dns import CentralZone
-from edgefleet.model import AppRoutes, RouteAccess, RouteEndpoint, RouteSite, RoutingTable
+from edgefleet.model import (
+    AppRoutes,
+    RouteAccess,
+    RouteEndpoint,
+    RouteRegion,
+    RouteSite,
+    RoutingTable,
+)
+from edgefleet.routing.access import region_holding
 from edgefleet.routing.convert import route_table
 
 NAME = "shop.acme.edge.internal."
@@ -117,6 +127,39 @@ def test_the_ingress_asks_the_edge_zone_with_the_origins_region() -> None:
     )
     assert zone.admit("acme/open", "203.0.113.9", "boston") is None
     assert zone.admit("acme/shop", None, "nowhere") is not None  # unknown origin: no region
+
+
+def test_an_ingress_with_a_share_finds_the_region_of_a_client_no_site_of_it_holds() -> None:
+    # Boston's share holds no Paris record; it carries eu-west's networks because a rule names
+    # the region.
+    share = table(EU_ONLY).model_copy(deep=True)
+    share.sites = [s for s in share.sites if s.name == "boston"]
+    share.regions = [RouteRegion(name="eu-west", networks=["198.51.100.0/24", "192.0.2.0/25"])]
+    zone = EdgeZone("boston", address="127.0.9.2")
+    zone.update(hub_table=route_table(share))
+    assert zone.locate("198.51.100.9") is None
+    assert zone.admit("acme/shop", "198.51.100.9", None) is None
+    assert zone.admit("acme/shop", "192.0.2.9", None) is None
+    # A client of a Boston network is placed there; one of no known network has no region.
+    assert zone.admit("acme/shop", "203.0.113.9", zone.locate("203.0.113.9")) is not None
+    assert zone.admit("acme/shop", "192.0.2.200", None) == (
+        "client 192.0.2.200 (region unknown) may not reach shop.acme: allowed regions eu-west"
+    )
+
+
+def test_a_client_is_of_the_region_whose_networks_hold_it_most_narrowly() -> None:
+    regions = {
+        "eu-west": (ip_network("10.0.0.0/8"),),
+        "eu-north": (ip_network("10.1.0.0/16"), ip_network("2001:db8::/32")),
+        "a-first": (ip_network("10.1.0.0/16"),),
+    }
+    assert region_holding(regions, "10.2.0.1") == "eu-west"
+    assert region_holding(regions, "10.1.0.1") == "a-first"  # equal prefixes: the first name
+    assert region_holding(regions, "2001:db8::1") == "eu-north"
+    assert region_holding(regions, "10.0.0.0/7") is None  # a subnet wider than every network
+    assert region_holding(regions, "192.0.2.1") is None
+    assert region_holding(regions, "not an address") is None
+    assert region_holding(regions, None) is None
 
 
 def test_the_central_dns_locates_the_client_for_its_region() -> None:

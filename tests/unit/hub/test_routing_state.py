@@ -41,7 +41,16 @@ def whole(fleet: FleetState) -> RoutingTable:
 
 
 def site(name: str, phase: SitePhase, max_replicas: int) -> Any:
-    made = make_site(name, lat=40.0 + SITES.index(name), lon=2.0, max_replicas=max_replicas)
+    """A site; its slots choose its region and client networks too (to vary them)."""
+    i = SITES.index(name)
+    made = make_site(
+        name,
+        lat=40.0 + i,
+        lon=2.0,
+        max_replicas=max_replicas,
+        region="us-east" if max_replicas > 7 else "eu-west",
+        networks=[f"10.{i}.{n}.0/24" for n in range(max_replicas % 3)],
+    )
     made.status.phase = phase
     return made
 
@@ -71,7 +80,11 @@ CHANGE = st.one_of(
         st.sampled_from(SITES),
         st.dictionaries(st.sampled_from(APPS), st.tuples(st.integers(0, 3), st.integers(0, 3))),
     ),
-    st.tuples(st.just("tenant"), st.sampled_from(["acme", "beta"]), st.booleans()),
+    st.tuples(
+        st.just("tenant"),
+        st.sampled_from(["acme", "beta"]),
+        st.sampled_from([None, "residency", "access"]),
+    ),
 )
 
 
@@ -111,13 +124,16 @@ def apply(fleet: FleetState, change: tuple[Any, ...]) -> FleetChanges:
         touched = set(fleet.replicas.get(name, {})) | set(counts)
         fleet._report(name, counts)
         return FleetChanges(replicas={name}, replica_apps=touched)
-    _, name, regions = change
-    if regions:
-        fleet.tenants[name] = Tenant.model_validate(
-            {"metadata": {"name": name}, "spec": {"regions": ["eu-west"]}}
-        ).spec
-    else:
+    _, name, policy = change
+    if policy is None:
         fleet.tenants.pop(name, None)
+    else:
+        spec = (
+            {"regions": ["eu-west"]}
+            if policy == "residency"
+            else {"access": {"regions": ["us-east"]}}
+        )
+        fleet.tenants[name] = Tenant.model_validate({"metadata": {"name": name}, "spec": spec}).spec
     return FleetChanges(tenants={name})
 
 

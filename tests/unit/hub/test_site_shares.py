@@ -49,6 +49,7 @@ def comparable(table: RoutingTable) -> dict[str, Any]:
         ),
         "keys": dumped["signingKeys"],
         "revoked": dumped["revokedCredentials"],
+        "regions": sorted(dumped["regions"], key=lambda r: r["name"]),
     }
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgefleet.identity.credentials import SigningKey
-from edgefleet.model import AppRoutes, RouteEndpoint, RouteSite, RoutingTable
+from edgefleet.model import AppRoutes, RouteEndpoint, RouteRegion, RouteSite, RoutingTable
 from edgefleet.routing.delta import apply_delta, diff
 
 SITES = st.builds(
@@ -35,6 +35,11 @@ APPS = st.builds(
         max_size=2,
     ),
 )
+REGIONS = st.builds(
+    RouteRegion,
+    name=st.sampled_from(["eu", "us"]),
+    networks=st.lists(st.sampled_from(["10.0.0.0/8", "192.0.2.0/24"]), max_size=2, unique=True),
+)
 KEYS = st.lists(
     st.sampled_from([SigningKey.generate().public(), SigningKey.generate().public()]),
     max_size=2,
@@ -46,12 +51,14 @@ KEYS = st.lists(
 def tables(draw: st.DrawFn) -> RoutingTable:
     sites = {s.name: s for s in draw(st.lists(SITES, max_size=4))}
     apps = {(a.tenant, a.app): a for a in draw(st.lists(APPS, max_size=4))}
+    regions = {r.name: r for r in draw(st.lists(REGIONS, max_size=2))}
     return RoutingTable(
         version=draw(st.sampled_from(["h.1", "h.2", "h.3"])),
         sites=[sites[n] for n in sorted(sites)],
         apps=[apps[k] for k in sorted(apps)],
         signing_keys=draw(KEYS),
         revoked_credentials=draw(st.lists(st.sampled_from(["j1", "j2"]), unique=True)),
+        regions=[regions[n] for n in sorted(regions)],
     )
 
 
