@@ -194,8 +194,13 @@ def test_access_is_refused_at_the_ingress_and_by_dns_to_clients_outside_the_rule
         what="an answer for the allowed client",
     )
     assert rcode == "NOERROR" and set(answer) <= eu
-    # Paris's edge DNS answers its own clients (eu-west).
-    assert rcode_and_addresses(paris, fqdn, fleet.paris_client)[0] == "NOERROR"
+    # Paris's edge DNS answers its own clients (eu-west), once its share holds the app (each
+    # site's share comes on its own).
+    wait_for(
+        lambda: rcode_and_addresses(paris, fqdn, fleet.paris_client)[0] == "NOERROR",
+        timeout=30,
+        what="Paris's edge DNS to answer a Paris client",
+    )
     # The central DNS locates each client by its address.
     assert central(fleet, fqdn, fleet.refused_ny_client) == "REFUSED"
     assert central(fleet, fqdn, fleet.paris_client) == "NOERROR"
