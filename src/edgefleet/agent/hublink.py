@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,7 +163,14 @@ class HubLink:
                 )
             return
         assert token is not None
-        body = JoinRequest(site=self.config.site).model_dump_json(by_alias=True).encode()
+        # One id for every try of this join: a try whose answer is lost (the hub spent the
+        # token, the reply never came) is answered again on the next.
+        attempt = secrets.token_urlsafe(24)
+        body = (
+            JoinRequest(site=self.config.site, attempt=attempt)
+            .model_dump_json(by_alias=True)
+            .encode()
+        )
         backoff = Backoff()
         while True:
             try:

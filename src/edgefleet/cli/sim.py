@@ -26,11 +26,11 @@ def _listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def raise_file_limit(sites: int) -> None:
+def raise_file_limit(sites: int, connections: int = DEFAULTS.connections) -> None:
     """Each site keeps two or three connections open (here, and at the hub: one started from
     this process inherits the limit): ask for enough file descriptors."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(hard, max(soft, sites * 4 + 1024))
+    wanted = min(hard, max(soft, sites * 3 + 2 * connections + 1024))
     if wanted > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     if wanted < sites * 3:
@@ -65,6 +65,10 @@ def sim(
     control: Annotated[
         str, typer.Option(help="HOST:PORT of the control API (loopback; 'off' for none).")
     ] = "127.0.0.1:7790",
+    connections: Annotated[
+        int,
+        typer.Option(min=1, help="Connections the sites' reports share (and their heartbeats)."),
+    ] = DEFAULTS.connections,
     seed: Annotated[int, typer.Option(help="Seed of the sites' places.")] = 7,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "warning",
 ) -> None:
@@ -83,7 +87,7 @@ def sim(
     )
     listen = None if control == "off" else _listen(control)
     context = load_context()
-    raise_file_limit(sites)
+    raise_file_limit(sites, connections)
     made = world_sites(sites, prefix=prefix, seed=seed)
     try:
         tokens = register(made, hub=context.hub, token=context.token, ca=context.ca, create=create)
@@ -98,6 +102,7 @@ def sim(
         watch_timeout=watch_timeout,
         demand_rps=demand_rps,
         start_over=start_over,
+        connections=connections,
     )
     where = f"; control API on http://{listen[0]}:{listen[1]}" if listen else ""
     typer.echo(f"{sites} simulated sites ({prefix}...) joining {context.hub}{where}")

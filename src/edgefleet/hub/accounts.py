@@ -6,13 +6,15 @@ replica from the next request on: there is no cache to expire.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from edgefleet.hub.schema import audit, signing_keys, tokens
@@ -43,6 +45,8 @@ class TokenRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     used_at: datetime | None
+    used_by: str | None = None
+    """Of a spent join token: the digest of the join's id (``JoinRequest.attempt``)."""
 
     def state(self, now: datetime) -> str:
         """active, expired, revoked or used (a spent join token)."""
@@ -68,11 +72,27 @@ def _record(row: Any) -> TokenRecord:
         expires_at=None if row.expires_at is None else aware(row.expires_at),
         revoked_at=None if row.revoked_at is None else aware(row.revoked_at),
         used_at=None if row.used_at is None else aware(row.used_at),
+        used_by=row.used_by,
     )
 
 
-def current(record: TokenRecord, now: datetime) -> TokenRecord:
-    """``record`` if it is active at ``now``, else Refused saying why not."""
+def attempt_digest(attempt: str) -> str:
+    """What the store keeps of a join's id."""
+    return hashlib.sha256(attempt.encode()).hexdigest()
+
+
+def current(record: TokenRecord, now: datetime, *, attempt: str | None = None) -> TokenRecord:
+    """``record`` if it is active at ``now``, else Refused saying why not. A join token spent
+    by the join whose id is ``attempt`` counts as active until it expires: that join is being
+    tried again (its answer was lost)."""
+    if (
+        attempt is not None
+        and record.used_by is not None
+        and record.revoked_at is None
+        and hmac.compare_digest(record.used_by, attempt_digest(attempt))
+        and (record.expires_at is None or record.expires_at > now)
+    ):
+        return record
     state = record.state(now)
     if state == "revoked":
         raise Refused(f"token {record.id} was revoked at {record.revoked_at:%Y-%m-%d %H:%M}Z")
@@ -209,17 +229,22 @@ class Accounts:
         return _record(row)
 
     def check(
-        self, parsed: ParsedToken, *, now: datetime, cache: TokenCache | None = None
+        self,
+        parsed: ParsedToken,
+        *,
+        now: datetime,
+        cache: TokenCache | None = None,
+        attempt: str | None = None,
     ) -> TokenRecord:
         """The stored token ``parsed`` proves, or Refused saying why (and remembered in
-        ``cache`` when it holds)."""
+        ``cache`` when it holds); ``attempt``: the id of a join (``current``)."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(tokens).where(tokens.c.id == parsed.id, tokens.c.kind == parsed.kind.value)
             ).first()
         if row is None or row.digest is None or not matches(parsed, row.digest):
             raise Refused("unknown token")
-        record = current(_record(row), now)
+        record = current(_record(row), now, attempt=attempt)
         if cache is not None and parsed.kind == TokenKind.USER:
             cache.put(row.digest, record)
         return record
@@ -264,17 +289,33 @@ class Accounts:
 
     # -- joining --------------------------------------------------------------------------------
 
-    def join(self, record: TokenRecord, *, jti: str, site: str, expires_at: datetime) -> list[str]:
+    def join(
+        self,
+        record: TokenRecord,
+        *,
+        jti: str,
+        site: str,
+        expires_at: datetime,
+        attempt: str | None = None,
+    ) -> list[str]:
         """Spend the join token ``record`` and record the site credential ``jti`` just signed,
         revoking the site's earlier ones (a site that joins again, reinstalled or moved to new
         hardware, leaves its old credential dead), in one transaction; Refused if another
-        request spent the token first. Returns the ids of the credentials it revoked."""
+        request spent the token first. Returns the ids of the credentials it revoked.
+
+        ``attempt`` is the join's id, which the agent keeps across its retries: a retry of the
+        join that spent the token may spend it again (the credential whose answer was lost is
+        revoked with the others); another join, or one without an id, may not."""
         now = utcnow()
+        digest = None if attempt is None else attempt_digest(attempt)
+        unspent = tokens.c.used_at.is_(None)
+        if digest is not None:
+            unspent = or_(unspent, tokens.c.used_by == digest)
         with audited(self.engine) as conn:
             spent = conn.execute(
                 update(tokens)
-                .where(tokens.c.id == record.id, tokens.c.used_at.is_(None))
-                .values(used_at=now)
+                .where(tokens.c.id == record.id, unspent, tokens.c.revoked_at.is_(None))
+                .values(used_at=now, used_by=digest)
             )
             if spent.rowcount != 1:
                 raise Refused(f"join token {record.id} was used already")

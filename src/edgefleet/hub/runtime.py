@@ -216,23 +216,27 @@ class Hub:
         ``routing_identity``); CredentialError if it does not hold. No I/O once the keys are
         read."""
         with self._keyring_lock:
-            if self._keyring is None:
-                self._keyring = Keyring(
-                    [k.public() for k in self.signing_keys()],
-                    self.routing.revoked,
-                    remember=KEYRING_SIZE,
-                )
-            return self._keyring.verify(token, now=now)
+            return self._held_keyring().verify(token, now=now)
+
+    def _held_keyring(self) -> Keyring:
+        """The keyring, made on first need (under ``_keyring_lock``)."""
+        if self._keyring is None:
+            self._keyring = Keyring(
+                [k.public() for k in self.signing_keys()],
+                self.routing.revoked,
+                remember=KEYRING_SIZE,
+            )
+        return self._keyring
 
     def revoked_now(self, ids: Iterable[str]) -> None:
         """This hub refuses these site credentials from now on (a revocation it just wrote;
-        the change feed brings it to the routing table and the other hubs)."""
+        the change feed brings it to the routing table and the other hubs), whether or not it
+        checked a site credential before."""
         ids = list(ids)
         if not ids:
             return
         with self._keyring_lock:
-            if self._keyring is not None:
-                self._keyring.revoke(ids)
+            self._held_keyring().revoke(ids)
 
     def key_ids(self) -> frozenset[str]:
         """The ids of the hub's signing keys."""

@@ -54,6 +54,14 @@ class JoinRequest(_Base):
     """The body of ``POST /api/v1/agent/join``; the join token goes in ``Authorization``."""
 
     site: str = Field(description="The site joining: must be the site the join token names.")
+    attempt: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=128,
+        description="An id the agent picks for this join and keeps while it retries: a retry "
+        "whose first answer was lost gets the site's credential again (the lost one is revoked); "
+        "a join with another id, or none, finds the token spent.",
+    )
 
 
 class JoinResponse(_Base):

@@ -63,6 +63,11 @@ class SimConfig:
     every site in the same instant."""
     state_dir: Path | None = None
     """Where sites keep their demand reports' queue (only with demand); None: a temp dir."""
+    connections: int = 2048
+    """Connections the sites' calls (status and demand reports, joins) share, and as many their
+    heartbeats; each long-poll holds one more. A report is answered once the hub has written
+    it, so this bounds the reports in flight: real sites, each on its own connection, have no
+    such bound."""
 
 
 class SimSite:
@@ -170,11 +175,11 @@ class SimFleet:
                 tls=tls,
             )
 
-        self.pool = pool(256)
+        self.pool = pool(config.connections)
         self.long_pool = UpstreamPool(
             max_per_host=1 << 22, idle_timeout=IDLE_TIMEOUT, connect_timeout=30.0, tls=tls
         )
-        self.beat_pool = pool(256)
+        self.beat_pool = pool(config.connections)
         self.transport = PooledTransport(
             config.hub, pool=self.pool, long_pool=self.long_pool, beat_pool=self.beat_pool
         )

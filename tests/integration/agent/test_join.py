@@ -52,6 +52,12 @@ class FakeHub:
     """When set, every call but the join is refused with 401 and this detail."""
     joins: list[str] = field(default_factory=list)
     """Join tokens offered, in order (good or not)."""
+    attempts: list[str | None] = field(default_factory=list)
+    """The join id of each join offered."""
+    lose: int = 0
+    """Answers to good joins to lose (502 after spending the token), as a proxy might."""
+    spent_by: dict[str, str | None] = field(default_factory=dict)
+    """Each spent token's join id: a retry of that join is answered again."""
     issued: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     """``Authorization`` of every call but the join."""
@@ -65,11 +71,14 @@ class FakeHub:
         ) -> Response:
             token = (authorization or "").removeprefix("Bearer ")
             self.joins.append(token)
-            if token not in self.join_tokens:
+            self.attempts.append(body.attempt)
+            retry = body.attempt is not None and self.spent_by.get(token) == body.attempt
+            if token not in self.join_tokens and not retry:
                 return JSONResponse({"detail": "join token efj_… is spent or unknown"}, 401)
             if body.site != SITE:
                 return JSONResponse({"detail": f"this join token is for site {SITE!r}"}, 403)
             self.join_tokens.discard(token)
+            self.spent_by[token] = body.attempt
             now = datetime.now(UTC)
             credential = issue(
                 self.key,
@@ -80,6 +89,9 @@ class FakeHub:
                 jti=f"c-{len(self.issued) + 1}",
             )
             self.issued.append(credential)
+            if self.lose:
+                self.lose -= 1
+                return JSONResponse({"detail": "bad gateway"}, 502)
             answer = JoinResponse(
                 site=SITE,
                 credential=credential,
@@ -381,6 +393,22 @@ def test_the_agent_retries_the_join_until_the_hub_answers(
     asyncio.run(scenario())
     assert hub.joins == ["efj_paris_1"]
     assert_no_secret_logged(caplog, "efj_paris_1", *hub.issued)
+
+
+def test_a_join_whose_answer_is_lost_is_tried_again_as_the_same_join(tmp_path: Path) -> None:
+    hub, port = FakeHub({"efj_paris_1"}, lose=1), free_port()
+    config = agent_config(tmp_path / "agent", port, join_token="efj_paris_1")
+
+    async def scenario() -> None:
+        with serving(hub, port):
+            async with running(config):
+                await until(hub.credential_used, what="the join after the lost answer")
+
+    asyncio.run(scenario())
+    assert hub.joins == ["efj_paris_1", "efj_paris_1"]
+    first, second = hub.attempts
+    assert first is not None and len(first) >= 16 and second == first
+    assert len(hub.issued) == 2
 
 
 def test_a_refused_credential_is_one_error_saying_what_to_do_and_the_site_keeps_running(

@@ -579,6 +579,50 @@ def test_join_tokens_are_one_time_expiring_and_site_bound(sqlite_fleet: LocalFle
         )
 
 
+def test_a_join_whose_answer_was_lost_is_answered_again_and_nobody_else_is(
+    sqlite_fleet: LocalFleet,
+) -> None:
+    base = sqlite_fleet.hub_url
+    with sqlite_fleet.client() as admin:
+        admin.apply(make_site("nice"))
+        join = admin.join_token("nice").token
+
+    def trade(attempt: str | None) -> httpx.Response:
+        body = {"site": "nice"} if attempt is None else {"site": "nice", "attempt": attempt}
+        return httpx.post(
+            f"{base}/api/v1/agent/join", json=body, headers={"Authorization": f"Bearer {join}"}
+        )
+
+    mine = "a" * 24
+    first = trade(mine)
+    assert first.status_code == 200, first.text  # ... and say its answer never arrived
+    # Another join with the same token, with another id or none, finds it spent.
+    for other in ("b" * 24, None):
+        refused = trade(other)
+        assert refused.status_code == 401 and "used already" in refused.json()["detail"]
+    # The retry of the same join gets a credential; the one the lost answer held is revoked.
+    again = trade(mine)
+    assert again.status_code == 200, again.text
+    lost, kept = first.json()["credential"], again.json()["credential"]
+    assert lost != kept
+
+    def watch(credential: str) -> httpx.Response:
+        return httpx.get(
+            f"{base}/api/v1/agent/sites/nice/watch",
+            headers={"Authorization": f"Bearer {credential}"},
+        )
+
+    assert watch(kept).status_code == 200
+    assert watch(lost).status_code == 401
+    with sqlite_fleet.client() as admin:
+        assert [t.state for t in admin.list_tokens(kind="site", site="nice")] == [
+            "revoked",
+            "active",
+        ]
+    # A join id too short to be unguessable is refused before the token is looked at.
+    assert trade("short").status_code == 422
+
+
 def test_audit_records_who_what_when_and_the_result(sqlite_fleet: LocalFleet) -> None:
     with sqlite_fleet.client() as admin:
         admin.apply(make_site("paris"))

@@ -187,14 +187,15 @@ async def create_join_tokens(
 @router.post("/agent/join", response_model=JoinResponse, tags=["agent"])
 async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse:
     """An agent trades its site's one-time join token (``Authorization: Bearer``) for the
-    site's credential; earlier credentials of the site stop working."""
+    site's credential; earlier credentials of the site stop working. A retry of the same join
+    (the same ``attempt``) whose answer was lost is answered again."""
     source = source_of(request)
     token = bearer(request)
     parsed = parse(token) if token else None
     assert parsed is not None  # the guard let only join tokens through
 
     def trade() -> JoinResponse:
-        record = hub.accounts.check(parsed, now=utcnow())
+        record = hub.accounts.check(parsed, now=utcnow(), attempt=body.attempt)
         if record.site != body.site:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
@@ -214,7 +215,9 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
             now=now,
             jti=jti,
         )
-        revoked = hub.accounts.join(record, jti=jti, site=body.site, expires_at=expires)
+        revoked = hub.accounts.join(
+            record, jti=jti, site=body.site, expires_at=expires, attempt=body.attempt
+        )
         hub.revoked_now(revoked)  # this hub refuses the site's earlier credentials from now on
         return JoinResponse(
             site=body.site,
