@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from edgefleet.hub.schema import audit, signing_keys, tokens
@@ -47,6 +47,8 @@ class TokenRecord:
     used_at: datetime | None
     used_by: str | None = None
     """Of a spent join token: the digest of the join's id (``JoinRequest.attempt``)."""
+    credential: str | None = None
+    """Of a spent join token: the id of the credential it was traded for."""
 
     def state(self, now: datetime) -> str:
         """active, expired, revoked or used (a spent join token)."""
@@ -73,6 +75,7 @@ def _record(row: Any) -> TokenRecord:
         revoked_at=None if row.revoked_at is None else aware(row.revoked_at),
         used_at=None if row.used_at is None else aware(row.used_at),
         used_by=row.used_by,
+        credential=row.credential,
     )
 
 
@@ -295,27 +298,25 @@ class Accounts:
         *,
         jti: str,
         site: str,
+        issued_at: datetime,
         expires_at: datetime,
         attempt: str | None = None,
     ) -> list[str]:
-        """Spend the join token ``record`` and record the site credential ``jti`` just signed,
-        revoking the site's earlier ones (a site that joins again, reinstalled or moved to new
-        hardware, leaves its old credential dead), in one transaction; Refused if another
-        request spent the token first. Returns the ids of the credentials it revoked.
+        """Spend the join token ``record`` and record the site credential ``jti`` just signed
+        (at ``issued_at``), revoking the site's earlier ones (a site that joins again,
+        reinstalled or moved to new hardware, leaves its old credential dead), in one
+        transaction; Refused if another request spent the token first. Returns the ids of the
+        credentials it revoked.
 
-        ``attempt`` is the join's id, which the agent keeps across its retries: a retry of the
-        join that spent the token may spend it again (the credential whose answer was lost is
-        revoked with the others); another join, or one without an id, may not."""
+        ``attempt`` is the join's id, which the agent keeps across its retries: the token
+        remembers it and the credential, for ``traded_for``."""
         now = utcnow()
         digest = None if attempt is None else attempt_digest(attempt)
-        unspent = tokens.c.used_at.is_(None)
-        if digest is not None:
-            unspent = or_(unspent, tokens.c.used_by == digest)
         with audited(self.engine) as conn:
             spent = conn.execute(
                 update(tokens)
-                .where(tokens.c.id == record.id, unspent, tokens.c.revoked_at.is_(None))
-                .values(used_at=now, used_by=digest)
+                .where(tokens.c.id == record.id, tokens.c.used_at.is_(None))
+                .values(used_at=now, used_by=digest, credential=jti)
             )
             if spent.rowcount != 1:
                 raise Refused(f"join token {record.id} was used already")
@@ -343,12 +344,28 @@ class Accounts:
                     tenants=[],
                     site=site,
                     digest=None,
-                    created_at=now,
+                    created_at=issued_at,
                     created_by=record.name,
                     expires_at=expires_at,
                 )
             )
         return earlier
+
+    def traded_for(self, record: TokenRecord, now: datetime) -> TokenRecord:
+        """The credential the spent join token ``record`` was traded for, while it holds (a
+        retry of that join gets it again); Refused when it does not (revoked by a later join,
+        expired) or the token was never traded."""
+        found = None
+        if record.credential is not None:
+            with self.engine.connect() as conn:
+                found = conn.execute(
+                    select(tokens).where(
+                        tokens.c.id == record.credential, tokens.c.kind == TokenKind.SITE.value
+                    )
+                ).first()
+        if found is None or _record(found).state(now) != "active":
+            raise Refused(f"join token {record.id} was used already")
+        return _record(found)
 
     def revoked_site_credentials(self) -> list[str]:
         """Ids of revoked site credentials that have not expired yet (sites refuse them too)."""

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from edgefleet.hub.lanes import Lane
+
 log = logging.getLogger(__name__)
+
+SLOW = 0.5
+"""Seconds a batch's write may take before the log says how long it took."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,6 +47,7 @@ class GroupCommit(Generic[T, R]):
         self._waiters: list[asyncio.Future[bool] | None] = []
         """Per pending item, the future its sender waits on (``submit``), or None."""
         self._wake = asyncio.Event()
+        self._lane = Lane(what.replace(" ", "-"))
         self.batches = 0
         """Batches written (for tests and metrics)."""
 
@@ -77,8 +84,15 @@ class GroupCommit(Generic[T, R]):
             return None
         batch, self._pending = self._pending, []
         waiters, self._waiters = self._waiters, []
+        started = time.monotonic()
+        began: list[float] = []
+
+        def write() -> R:
+            began.append(time.monotonic())
+            return self._write(batch)
+
         try:
-            written = await asyncio.to_thread(self._write, batch)
+            written = await self._lane.run(write)
         except Exception:
             log.exception(
                 "writing %d %s failed; they are kept or sent again", len(batch), self._what
@@ -93,6 +107,15 @@ class GroupCommit(Generic[T, R]):
             return None
         self.batches += 1
         _settle(waiters, True)
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW:
+            log.info(
+                "writing %d %s took %.2fs (%.2fs waiting for a thread)",
+                len(batch),
+                self._what,
+                elapsed,
+                began[0] - started,
+            )
         return written
 
     async def run(self) -> None:

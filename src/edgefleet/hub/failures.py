@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from edgefleet.hub.lanes import Lane
 from edgefleet.hub.store import AuthFailures
 from edgefleet.identity.failures import FailureBudget
 
@@ -49,6 +50,7 @@ class SharedFailures:
     _counted: dict[str, int] = field(default_factory=dict)
     _refused: dict[str, float] = field(default_factory=dict)
     _pruned: float = 0.0
+    _lane: Lane = field(default_factory=lambda: Lane("failures"))
 
     def failed(self, source: str) -> None:
         """Count one failed authentication from ``source``, for the next exchange."""
@@ -80,7 +82,7 @@ class SharedFailures:
         could not be written."""
         counted, self._counted = self._counted, {}
         try:
-            refused = await asyncio.to_thread(self.exchange, counted, time.time())
+            refused = await self._lane.run(self.exchange, counted, time.time())
         except Exception:
             log.exception("writing failed authentications for the other hubs failed")
             for source, n in counted.items():

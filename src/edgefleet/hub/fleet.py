@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from edgefleet.hub.lanes import Lane
 from edgefleet.hub.store import (
     AppId,
     Change,
@@ -299,6 +300,7 @@ class FeedFollower:
 
     def __init__(self, store: Store, state: FleetState, *, interval: float = 0.25) -> None:
         self._store = store
+        self._lane = Lane("feed")
         self.state = state
         self._interval = interval
         self._poke = asyncio.Event()
@@ -334,7 +336,7 @@ class FeedFollower:
     async def load(self) -> None:
         """Read everything (the first time, or when the feed was pruned past this hub)."""
         async with self._lock:
-            snapshot = await asyncio.to_thread(FleetState.read_all, self._store)
+            snapshot = await self._lane.run(FleetState.read_all, self._store)
             self._tell(self.state.apply(snapshot))
 
     async def poll(self) -> FleetChanges:
@@ -343,17 +345,17 @@ class FeedFollower:
             self.polls += 1
             started = time.monotonic()
             try:
-                rows = await asyncio.to_thread(self._store.feed.since, self.state.revision)
+                rows = await self._lane.run(self._store.feed.since, self.state.revision)
             except FellBehind as exc:
                 log.warning("%s: reading the whole fleet again", exc)
-                snapshot = await asyncio.to_thread(FleetState.read_all, self._store)
+                snapshot = await self._lane.run(FleetState.read_all, self._store)
                 changes = self.state.apply(snapshot)
                 self._tell(changes)
                 return changes
             if not rows:
                 return FleetChanges()
             changes = FleetChanges.of(rows)
-            snapshot = await asyncio.to_thread(
+            snapshot = await self._lane.run(
                 self.state.read_changes, self._store, changes, rows[-1].revision
             )
             changes = self.state.apply(snapshot)

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from edgefleet.hub.fleet import FleetChanges, FleetState
 from edgefleet.hub.health import PENDING_FACTOR, site_phase
 from edgefleet.hub.heartbeats import HeartbeatBuffer
+from edgefleet.hub.lanes import Lane
 from edgefleet.hub.store import Store, utcnow
 from edgefleet.model import Event, SitePhase
 
@@ -75,6 +76,7 @@ class HealthMonitor:
         period: float = 1.0,
     ) -> None:
         self._store = store
+        self._lane = Lane("health")
         self._fleet = fleet
         self._grace = grace
         self._period = period
@@ -143,7 +145,7 @@ class HealthMonitor:
     async def step(self) -> bool:
         """One pass: read what others wrote, then look; True when some site changed phase."""
         if not self._loaded:
-            beats, problems = await asyncio.to_thread(self._read_all)
+            beats, problems = await self._lane.run(self._read_all)
             for site, at in beats.items():
                 self.note(site, at, problems.get(site))
             self._phases = {n: s.status.phase for n, s in self._fleet.sites.items()}
@@ -160,13 +162,13 @@ class HealthMonitor:
         if silent:
             # Before a site is called silent, the store may hold a beat another hub took.
             for site, (at, problem) in (
-                await asyncio.to_thread(self._store.observed.beats_of, silent)
+                await self._lane.run(self._store.observed.beats_of, silent)
             ).items():
                 self.note(site, at, problem)
         changes = self.check(now)
         if not changes:
             return False
-        await asyncio.to_thread(self._write, changes)
+        await self._lane.run(self._write, changes)
         return True
 
     def _read_all(self) -> tuple[dict[str, datetime], dict[str, str]]:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from edgefleet.hub.lanes import Lane
 from edgefleet.hub.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class HeartbeatBuffer:
 
     def __init__(self, store: Store, *, period: float = 1.0) -> None:
         self._store = store
+        self._lane = Lane("heartbeats")
         self._period = period
         self._pending: dict[str, tuple[datetime, int, str | None]] = {}
         self._problems: dict[str, str | None] = {}
@@ -59,7 +61,7 @@ class HeartbeatBuffer:
         batch, self._pending = self._pending, {}
         beats = [(site, at, rev, problem) for site, (at, rev, problem) in batch.items()]
         try:
-            await asyncio.to_thread(self._store.observed.record_heartbeats, beats)
+            await self._lane.run(self._store.observed.record_heartbeats, beats)
         except Exception:
             log.exception("heartbeat flush failed; keeping %d heartbeats", len(beats))
             for site, at, rev, problem in beats:

@@ -25,6 +25,7 @@ from datetime import datetime
 
 from edgefleet.hub.demand import DEFAULT_TAU
 from edgefleet.hub.fleet import FleetChanges, FleetState
+from edgefleet.hub.lanes import Lane
 from edgefleet.hub.store import AppId, SiteShare, Store, utcnow
 from edgefleet.hub.views import (
     app_view,
@@ -317,6 +318,7 @@ class PlacementController:
         self._store = store
         self._fleet = fleet
         self._on_written = on_written
+        self._lane = Lane("placement")
         self._resync = resync
         self._full_every = full_every
         self._tau = demand_tau
@@ -377,7 +379,7 @@ class PlacementController:
         tenants = dict(fleet.tenants)
         current = dict(fleet.shares)
         try:
-            return await asyncio.to_thread(
+            return await self._lane.run(
                 self._pass,
                 apps=apps,
                 sites=sites,

@@ -175,9 +175,11 @@ tokens = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     # A join token is spent once: the time it was traded for a credential.
     Column("used_at", DateTime(timezone=True), nullable=True),
-    # SHA-256 of the join's id (``JoinRequest.attempt``): a retry of that join whose answer
-    # was lost may trade the token again; nobody else may.
+    # SHA-256 of the join's id (``JoinRequest.attempt``) and the credential (jti) the token
+    # was traded for: a retry of that join whose answer was lost gets that credential again;
+    # nobody else gets anything.
     Column("used_by", String(64), nullable=True),
+    Column("credential", String(64), nullable=True),
     Index("ix_tokens_site", "site"),
 )
 

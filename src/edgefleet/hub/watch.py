@@ -20,6 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
+from edgefleet.hub.lanes import Lane
 from edgefleet.hub.store import Store
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class SiteWatch:
 
     def __init__(self, store: Store, bells: Doorbells) -> None:
         self._store = store
+        self._lane = Lane("revisions")
         self._bells = bells
         self._revisions: dict[str, int] = {}
         self._high = -1
@@ -91,7 +93,7 @@ class SiteWatch:
     async def refresh(self) -> None:
         """Read revisions changed since the last refresh and ring those sites' bells."""
         async with self._lock:
-            changed = await asyncio.to_thread(self._store.revisions.changed_since, self._high)
+            changed = await self._lane.run(self._store.revisions.changed_since, self._high)
             for site, revision in changed.items():
                 self._revisions[site] = revision
                 self._high = max(self._high, revision)

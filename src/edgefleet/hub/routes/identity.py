@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -203,6 +203,17 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
             )
         if body.site not in hub.fleet.sites:
             hub.store.objects.get_site(body.site)  # a site just made at another hub, or 404
+        if record.used_at is None:
+            try:
+                return first(record)
+            except Refused:
+                if body.attempt is None:
+                    raise
+                # A twin of this request (the same join, tried again) spent it meanwhile.
+                record = hub.accounts.check(parsed, now=utcnow(), attempt=body.attempt)
+        return again(record)
+
+    def first(record: TokenRecord) -> JoinResponse:
         key = hub.signing_keys()[0]
         jti = new_jti()
         now = utcnow()
@@ -216,9 +227,34 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
             jti=jti,
         )
         revoked = hub.accounts.join(
-            record, jti=jti, site=body.site, expires_at=expires, attempt=body.attempt
+            record,
+            jti=jti,
+            site=body.site,
+            issued_at=now,
+            expires_at=expires,
+            attempt=body.attempt,
         )
         hub.revoked_now(revoked)  # this hub refuses the site's earlier credentials from now on
+        log.info("site %s joined: earlier credentials of the site are revoked", body.site)
+        return answered(credential, expires)
+
+    def again(record: TokenRecord) -> JoinResponse:
+        # The join that spent the token, tried again: the credential it was traded for, signed
+        # again with the same claims (the same credential while the signing key is the same).
+        held = hub.accounts.traded_for(record, utcnow())
+        assert held.expires_at is not None
+        credential = issue(
+            hub.signing_keys()[0],
+            subject=f"site:{body.site}",
+            site=body.site,
+            ttl=held.expires_at - held.created_at,
+            now=held.created_at,
+            jti=held.id,
+        )
+        log.info("site %s joined again with the same join: its credential sent again", body.site)
+        return answered(credential, held.expires_at)
+
+    def answered(credential: str, expires: datetime) -> JoinResponse:
         return JoinResponse(
             site=body.site,
             credential=credential,
@@ -233,7 +269,6 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
         ) from None
-    log.info("site %s joined: earlier credentials of the site are revoked", body.site)
     hub.wrote()
     return answer
 
