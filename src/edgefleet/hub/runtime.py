@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from edgefleet.hub.accounts import Accounts, TokenCache
+from edgefleet.hub.admission import Admission
 from edgefleet.hub.auth import FailureLimiter
 from edgefleet.hub.changes import Changes
 from edgefleet.hub.demand import DEFAULT_TAU, DemandBuffer
@@ -72,6 +73,11 @@ class HubConfig:
     heartbeat_rate: float = 1000.0
     """Heartbeats a second the hub asks of its agents at most: a fleet of more than
     ``heartbeat_rate * 2`` sites beats more slowly (``edgefleet.hub.health``)."""
+    join_concurrency: int = 4
+    """Joins the hub works on at once (each a signature and a transaction)."""
+    join_queue: int = 256
+    """Joins waiting for one of those at most; more are answered 503 at once, and their agents
+    come back after a backoff (``edgefleet.hub.admission``)."""
     max_watch_timeout: float = 60.0
     """Longest long-poll an agent may ask for."""
     dns_host: str = "127.0.0.1"
@@ -160,6 +166,9 @@ class Hub:
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store.engine)
         self.reports = ReportBuffer(self.store.observed)
+        self.joins = Admission(
+            concurrent=self.config.join_concurrency, waiting=self.config.join_queue
+        )
         self.failures = SharedFailures(
             self.store.auth_failures,
             FailureBudget(burst=self.config.auth_failure_burst, rate=self.config.auth_failure_rate),

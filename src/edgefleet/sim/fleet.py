@@ -63,7 +63,7 @@ class SimConfig:
     every site in the same instant."""
     state_dir: Path | None = None
     """Where sites keep their demand reports' queue (only with demand); None: a temp dir."""
-    connections: int = 2048
+    connections: int = 256
     """Connections the sites' calls (status and demand reports, joins) share, and as many their
     heartbeats; each long-poll holds one more. A report is answered once the hub has written
     it, so this bounds the reports in flight: real sites, each on its own connection, have no

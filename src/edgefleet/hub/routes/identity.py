@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from edgefleet.hub.accounts import Refused, TokenRecord, new_jti
+from edgefleet.hub.admission import Busy
 from edgefleet.hub.auth import PrincipalDep, bearer, source_of
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.hub.store import NotFound, utcnow
@@ -263,7 +264,14 @@ async def join(body: JoinRequest, request: Request, hub: HubDep) -> JoinResponse
         )
 
     try:
-        answer = await asyncio.to_thread(trade)
+        async with hub.joins.slot():
+            answer = await asyncio.to_thread(trade)
+    except Busy:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the hub is busy with other sites' joins: try again shortly",
+            headers={"Retry-After": "2"},
+        ) from None
     except Refused as exc:
         hub.limiter.failed(source)
         raise HTTPException(
