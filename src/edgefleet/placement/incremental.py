@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgefleet.placement.explicit import (
     AppKey,
@@ -239,6 +239,11 @@ class ExplicitPlanner:
         was = before is not None and eligible(app.policy.selector, before)
         now = eligible(app.policy.selector, site)
         if not was and not now:
+            return
+        if was and now and before is not None and replace(before, labels=site.labels) == site:
+            # Only its labels changed, and the app sees it still: labels matter to placement
+            # only through the selector, so this app's placement cannot move (an operator's
+            # label on one site of ten thousand costs no pass over them all).
             return
         names = self._eligible[app.key]
         if now and not was:

@@ -18,6 +18,7 @@ from edgefleet.placement import AppKey, AppView, SiteName, SiteView, place_fleet
 from edgefleet.placement.incremental import ExplicitPlanner
 from tests.unit.placement.test_explicit import (
     APP_CPU,
+    LABELS,
     SITE_CPU,
     SITE_MAX_REPLICAS,
     SITE_NAMES,
@@ -66,9 +67,13 @@ def changed_sites(
     changed: list[SiteView] = []
     removed: list[SiteName] = []
     for site in sites:
-        what = draw(st.sampled_from(["keep", "keep", "keep", "reach", "cpu", "max", "drop"]))
+        what = draw(
+            st.sampled_from(["keep", "keep", "keep", "reach", "cpu", "max", "labels", "drop"])
+        )
         new = site
-        if what == "reach":
+        if what == "labels":
+            new = replace(site, labels=draw(LABELS))
+        elif what == "reach":
             new = replace(site, reachable=not site.reachable)
         elif what == "cpu":
             new = replace(site, cpu=draw(SITE_CPU))
@@ -166,6 +171,17 @@ def test_nothing_changed_computes_nothing(fleet: Fleet) -> None:
     first = planner.full(fleet.apps, fleet.sites, fleet.current)
     settled = planner.update(fleet.apps)
     assert settled == first
+    assert planner.recomputed == 0 and planner.touched == 0
+
+
+def test_a_label_no_selector_reads_moves_nothing_and_costs_no_pass() -> None:
+    sites, everywhere, regional = _every_site_fleet(2_000)
+    counted = replace(everywhere, key=AppKey("ops/three"), policy=PlacementPolicy(replicas=3))
+    planner = ExplicitPlanner()
+    first = planner.full([everywhere, counted, regional], sites, {})
+    relabelled = replace(sites[7], labels={"rack": "b"})
+    after = planner.update([everywhere, counted, regional], sites=[relabelled])
+    assert after == first
     assert planner.recomputed == 0 and planner.touched == 0
 
 
