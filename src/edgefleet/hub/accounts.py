@@ -84,13 +84,20 @@ def attempt_digest(attempt: str) -> str:
     return hashlib.sha256(attempt.encode()).hexdigest()
 
 
+JOIN_RETRY_WINDOW = timedelta(minutes=10)
+"""How long after a join the same join may be tried again (its answer lost): long enough for an
+agent's backoff, short enough that a join request read later (a log, a proxy) mints nothing."""
+
+
 def current(record: TokenRecord, now: datetime, *, attempt: str | None = None) -> TokenRecord:
     """``record`` if it is active at ``now``, else Refused saying why not. A join token spent
-    by the join whose id is ``attempt`` counts as active until it expires: that join is being
-    tried again (its answer was lost)."""
+    by the join whose id is ``attempt`` counts as active for ``JOIN_RETRY_WINDOW`` after, and
+    while the token has not expired: that join is being tried again (its answer was lost)."""
     if (
         attempt is not None
         and record.used_by is not None
+        and record.used_at is not None
+        and now - record.used_at <= JOIN_RETRY_WINDOW
         and record.revoked_at is None
         and hmac.compare_digest(record.used_by, attempt_digest(attempt))
         and (record.expires_at is None or record.expires_at > now)
