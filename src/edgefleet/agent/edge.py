@@ -20,7 +20,7 @@ from edgefleet.agent.upstream import Upstream, UpstreamError, UpstreamPool
 from edgefleet.dns.routed import RoutedZone
 from edgefleet.dns.zone import Client, Lookup
 from edgefleet.geo import estimated_rtt_ms, great_circle_km, nearest
-from edgefleet.routing.access import allows, region_holding
+from edgefleet.routing.access import allows, client_region
 from edgefleet.routing.answer import ClientAddress, choose, locate
 from edgefleet.routing.table import AppId, Origin, RouteTable, SitePoint
 
@@ -229,12 +229,7 @@ class EdgeZone(RoutedZone):
         access = self.table.access.get(app_id(key))
         if access is None:
             return None
-        region = (
-            self.region(origin)
-            if origin is not None
-            else region_holding(self.table.region_networks, client)
-        )
-        return allows(access, client, region)
+        return allows(access, client, client_region(self.table, origin, client))
 
     def peers(
         self, tenant: str, app: str, *, limit: int = 2, wakeable: bool = False

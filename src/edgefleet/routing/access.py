@@ -27,12 +27,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from edgefleet.routing.answer import ClientAddress, _as_prefix
-from edgefleet.routing.table import AccessRule, AppAccess, Network
+from edgefleet.routing.table import AccessRule, AppAccess, Network, RouteTable
 
 __all__ = [
     "AccessRule",
     "AppAccess",
     "allows",
+    "client_region",
     "distinct_networks",
     "holding",
     "region_holding",
@@ -70,6 +71,18 @@ def holding(networks: Sequence[Network], client: ClientAddress | None) -> frozen
     if prefix is None:
         return frozenset()
     return frozenset(i for i, network in enumerate(networks) if _holds(network, prefix))
+
+
+def client_region(
+    table: RouteTable, origin: str | None, client: ClientAddress | None
+) -> str | None:
+    """The region an ingress judges a client by: that of ``origin``, the site it is nearest to
+    (None when no site of this table holds it), else that of the region whose networks hold the
+    client (``region_holding``), else None."""
+    if origin is not None:
+        point = table.sites.get(origin)
+        return point.region if point is not None else None
+    return region_holding(table.region_networks, client)
 
 
 def region_holding(

@@ -22,7 +22,7 @@ from edgefleet.model import (
     RouteSite,
     RoutingTable,
 )
-from edgefleet.routing.access import region_holding
+from edgefleet.routing.access import client_region, region_holding
 from edgefleet.routing.convert import route_table
 
 NAME = "shop.acme.edge.internal."
@@ -185,3 +185,13 @@ def test_the_central_dns_keeps_network_rules_apart_in_its_cache() -> None:
     allowed = ask(central, "192.0.2.7", subnet="10.9.0.0/16")
     (ecs,) = [o for o in allowed.options if isinstance(o, dns.edns.ECSOption)]
     assert allowed.rcode() == dns.rcode.NOERROR and ecs.scopelen == 16
+
+
+def test_the_region_an_ingress_judges_by_comes_from_the_site_else_the_region_networks() -> None:
+    share = table(EU_ONLY).model_copy(deep=True)
+    share.regions = [RouteRegion(name="eu-north", networks=["192.0.2.0/24"])]
+    routes = route_table(share)
+    assert client_region(routes, "boston", "192.0.2.1") == "us-east"  # the site decides
+    assert client_region(routes, "gone", "192.0.2.1") is None  # a site the table lacks
+    assert client_region(routes, None, "192.0.2.1") == "eu-north"
+    assert client_region(routes, None, "203.0.113.1") is None
