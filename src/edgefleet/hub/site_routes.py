@@ -226,6 +226,9 @@ class SiteShares:
                 touch(name, key)
         for key in changes.meta:
             if key in table.apps:
+                if table.residency.get(key) != old.residency.get(key):
+                    # Regions it may run in changed: which endpoints serve it did too.
+                    self._reindex(key, None)
                 # The app's rules (latency bound, regions, access) are resent whole, and its
                 # section computed again (a new bound moves it).
                 for name, share in self._shares.items():

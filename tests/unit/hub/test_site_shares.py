@@ -8,7 +8,7 @@ import asyncio
 import logging
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.hub.fleet import FleetChanges, FleetState
@@ -64,6 +64,15 @@ def afresh(routing: RoutingState, name: str) -> RoutingTable:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(CHANGE, max_size=20))
+# A tenant's residency lifted: an endpoint it kept out of a share serves there now.
+@example(
+    [
+        ("site", "s2", SitePhase.READY, 8),
+        ("tenant", "acme", "residency"),
+        ("share", ("acme", "web"), {"s2": (0, True)}),
+        ("tenant", "acme", None),
+    ]
+)
 def test_first_share_and_deltas_equal_the_share_afresh(changes: list[tuple[Any, ...]]) -> None:
     async def scenario() -> None:
         failures = Failures()
