@@ -376,9 +376,9 @@ def run_demo(
         demand_tau=5.0,
         demand_window=2.0,
         # Simulated sites beat at their own pace, all from one process: a few late beats on a
-        # busy machine must not make them Unreachable.
+        # busy machine must not make them Unreachable (one beat more than the hub's own rule).
         heartbeat_grace=(
-            max(LocalFleet.heartbeat_grace, GRACE_BEATS * SimConfig().heartbeat_interval)
+            max(LocalFleet.heartbeat_grace, (GRACE_BEATS + 1) * SimConfig().heartbeat_interval)
             if simulated
             else LocalFleet.heartbeat_grace
         ),

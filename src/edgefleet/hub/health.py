@@ -44,15 +44,24 @@ def site_phase(
     return SitePhase.READY, None
 
 
+DETECT_WITHIN = 30.0
+"""Seconds within which the hub tells a dead site apart at any fleet size (with a configured
+grace of at most 6 s, the hub keeping up): the grace plus ``PASS_SLACK``. The Kubernetes node
+lease is renewed every 10 s and lost after 40."""
+
 HEARTBEAT_CEILING = 7.0
 """Longest heartbeat interval the hub asks for, whatever the fleet's size: with ``GRACE_BEATS``
-of them, a dead site is told apart within 30 s at any size (the Kubernetes node lease is renewed
-every 10 s and lost after 40)."""
+of them (21 s) a dead site is told apart within ``DETECT_WITHIN``; 10,000 sites send 1,430
+heartbeats a second."""
 
-GRACE_BEATS = 4.0
-"""Heartbeat intervals a site may stay silent before it is Unreachable: three lost beats, or a
-hub or a site busy for a few seconds (an app rolling out at thousands of sites), never flip a
-site."""
+GRACE_BEATS = 3.0
+"""Heartbeat intervals a site may stay silent before it is Unreachable: two lost beats, or a
+site busy for a few seconds, never flip a site (silence a busy hub caused is forgiven apart:
+``edgefleet.hub.health_monitor``)."""
+
+PASS_SLACK = 2.0
+"""Seconds between a deadline passing and the phase being written and read back (a monitor
+pass, a feed poll)."""
 
 
 def heartbeat_interval(sites: int, *, rate: float, ceiling: float = HEARTBEAT_CEILING) -> float:
@@ -71,5 +80,5 @@ def heartbeat_interval(sites: int, *, rate: float, ceiling: float = HEARTBEAT_CE
 def heartbeat_grace(interval: float, configured: float) -> float:
     """Seconds without a heartbeat before a site is Unreachable: the configured grace, or more
     when the heartbeat ``interval`` asks for it (``GRACE_BEATS`` intervals). At 7 s intervals:
-    28 s, so a dead site is told apart within 30 s at any fleet size."""
+    21 s, so a dead site is told apart within ``DETECT_WITHIN`` at any fleet size."""
     return max(configured, GRACE_BEATS * interval)

@@ -4,7 +4,10 @@ only at the sites that may have changed, and follows beats other hubs wrote."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
+
+import pytest
 
 from edgefleet.hub.fleet import FeedFollower, FleetState
 from edgefleet.hub.health_monitor import HealthMonitor, Stalls
@@ -113,16 +116,24 @@ def test_beats_another_hub_wrote_keep_a_site_ready(store: Store, db_url: str) ->
     asyncio.run(scenario())
 
 
-def test_stalls_are_counted_over_a_window_and_capped() -> None:
+def test_a_site_is_given_the_stalls_after_its_last_beat_only() -> None:
     stalls = Stalls()
-    stalls.add(100.0, 0.0)
-    stalls.add(101.0, 2.5)
-    stalls.add(105.0, 1.0)
-    assert stalls.credit(10.0, 106.0) == 3.5
-    # Lags older than two graces are forgotten; the credit never exceeds one grace.
-    assert stalls.credit(1.5, 106.0) == 1.0
-    stalls.add(106.0, 50.0)
-    assert stalls.credit(3.0, 106.0) == 3.0
+    stalls.add(100.0, 0.1)  # jitter, not a stall
+    stalls.add(101.0, 2.5)  # the loop stood still from 98.5 to 101
+    stalls.add(105.0, 1.0)  # and from 104 to 105
+    # A site last heard from before both is given both.
+    assert stalls.credit(90.0, 106.0, grace=10.0) == 3.5
+    # One heard from during the first, the part of it after its beat, and the second.
+    assert stalls.credit(100.0, 106.0, grace=10.0) == 2.0
+    # One heard from after them: nothing (a site that dies after a busy spell is told in a
+    # grace, however busy the hub was before).
+    assert stalls.credit(105.0, 120.0, grace=10.0) == 0.0
+    # Never more than a grace.
+    stalls.add(160.0, 50.0)
+    assert stalls.credit(90.0, 160.0, grace=21.0) == 21.0
+    # Forgotten stalls count no more.
+    stalls.forget(170.0)
+    assert stalls.credit(90.0, 120.0, grace=10.0) == 0.0
 
 
 def test_a_hub_too_busy_to_read_beats_gives_its_sites_that_time(store: Store) -> None:
@@ -139,16 +150,42 @@ def test_a_hub_too_busy_to_read_beats_gives_its_sites_that_time(store: Store) ->
         assert await monitor.step()
         assert phases(store)["paris"] == SitePhase.READY
         await follower.poll()
-        # The hub's loop ran 2.5 s late just now: paris, silent for 4 s, is not yet called
-        # Unreachable (4 - 2.5 is within the grace of 3 s)...
-        loop = asyncio.get_running_loop()
-        monitor.stalls.add(loop.time(), 2.5)
-        await asyncio.sleep(4.0)
+        beat = utcnow().timestamp()
+        # The hub's loop stood still for 1.5 s after paris's beat: silent for 4 s, paris is
+        # not yet called Unreachable (4 - 1.5 is within the grace of 3 s)...
+        await asyncio.sleep(2.0)
+        monitor.stalls.add(time.time(), 1.5)
+        await asyncio.sleep(2.0)
         assert not await monitor.step()
         assert phases(store)["paris"] == SitePhase.READY
-        # ... but the credit is the stall's, not forever: two more seconds and it is.
-        await asyncio.sleep(2.0)
-        assert monitor.stalls.credit(3.0, loop.time()) == 0.0
+        # ... but the credit is the stall's, not forever: a second more and it is.
+        await asyncio.sleep(1.0)
+        assert monitor.stalls.credit(beat, time.time(), 3.0) == pytest.approx(1.5, abs=0.1)
+        assert await monitor.step()
+        assert phases(store)["paris"] == SitePhase.UNREACHABLE
+
+    asyncio.run(scenario())
+
+
+def test_stalls_before_a_sites_last_beat_give_it_no_time(store: Store) -> None:
+    async def scenario() -> None:
+        store.objects.put(make_site("paris"))
+        fleet = FleetState()
+        follower = FeedFollower(store, fleet)
+        await follower.load()
+        buffer = HeartbeatBuffer(store)
+        monitor = HealthMonitor(store, fleet, buffer, grace=lambda: 2.0, period=0.05)
+        follower.listen(monitor.follow)
+        # The hub stood still for 10 s (a rollout at every site), then heard from paris.
+        monitor.stalls.add(time.time(), 10.0)
+        await asyncio.sleep(0.05)
+        buffer.beat("paris", 1, None)
+        await buffer.flush()
+        assert await monitor.step()
+        await follower.poll()
+        assert phases(store)["paris"] == SitePhase.READY
+        # paris dies: it is told after the grace, not the grace and the earlier stall.
+        await asyncio.sleep(2.5)
         assert await monitor.step()
         assert phases(store)["paris"] == SitePhase.UNREACHABLE
 
