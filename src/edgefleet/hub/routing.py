@@ -241,6 +241,8 @@ class RoutingState:
         """Each app's endpoints by site."""
         self._meta: dict[AppId, _Meta] = {}
         self._endpoints: dict[AppId, tuple[Endpoint, ...]] = {}
+        self._places: dict[AppId, dict[str, int]] = {}
+        """Per app, each site's place in its sorted ``_endpoints``."""
         self._bounds: dict[AppId, float] = {}
         self._residency: dict[AppId, frozenset[str]] = {}
         self._access: dict[AppId, AppAccess] = {}
@@ -378,6 +380,7 @@ class RoutingState:
         self._meta.pop(key, None)
         self._routes.pop(key, None)
         self._endpoints.pop(key, None)
+        self._places.pop(key, None)
         self._bounds.pop(key, None)
         self._residency.pop(key, None)
         self._access.pop(key, None)
@@ -396,13 +399,36 @@ class RoutingState:
             site=site, ready=ready, headroom=self._headroom.get(site, 0.0), wakeable=wakeable
         )
 
-    def _set_endpoints(self, key: AppId, eps: dict[str, RouteEndpoint]) -> None:
+    def _set_endpoints(
+        self, key: AppId, eps: dict[str, RouteEndpoint], changed: set[str] | None = None
+    ) -> None:
+        """Take an app's endpoints; ``changed``: only these sites' changed, none came or went
+        (a report): their places in the sorted tuple are rewritten, the rest kept (an app at
+        10,000 sites costs a list copy a report, not a sort of new endpoints)."""
         self._eps[key] = eps
         self._routes.pop(key, None)  # the wire form is built again when asked
+        places = self._places.get(key)
+        old = self._endpoints.get(key)
+        if (
+            changed is not None
+            and places is not None
+            and old is not None
+            and len(old) == len(eps)
+            and all(name in places and name in eps for name in changed)
+        ):
+            items = list(old)
+            for name in changed:
+                e = eps[name]
+                items[places[name]] = Endpoint(
+                    site=e.site, ready=e.ready, headroom=e.headroom, wakeable=e.wakeable
+                )
+            self._endpoints[key] = tuple(items)
+            return
         self._endpoints[key] = tuple(
             Endpoint(site=e.site, ready=e.ready, headroom=e.headroom, wakeable=e.wakeable)
             for _, e in sorted(eps.items())
         )
+        self._places[key] = {e.site: i for i, e in enumerate(self._endpoints[key])}
 
     def _redo_endpoints(self, key: AppId, names: set[str], out: RoutingChanges) -> None:
         """Redo an app's endpoints at ``names`` only (a report, a site's room)."""
@@ -410,6 +436,7 @@ class RoutingState:
         if eps is None:
             return
         changed = set()
+        moved = False
         for name in names:
             endpoint = self._endpoint(key, name)
             if eps.get(name) != endpoint:
@@ -417,11 +444,13 @@ class RoutingState:
                 if endpoint is None:
                     del eps[name]
                     self._site_apps.get(name, set()).discard(key)
+                    moved = True
                 else:
+                    moved = moved or name not in eps
                     eps[name] = endpoint
                     self._site_apps.setdefault(name, set()).add(key)
         if changed:
-            self._set_endpoints(key, eps)
+            self._set_endpoints(key, eps, None if moved else changed)
             out.apps.add(key)
             out.endpoints.setdefault(key, set()).update(changed)
 

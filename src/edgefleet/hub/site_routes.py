@@ -168,14 +168,14 @@ class SiteShares:
             if site in self._shares:
                 touched.setdefault(site, set()).add(key)
 
-        # Sites that came, went or moved change neighbourhoods; reachability changes which
-        # endpoints serve.
+        # Sites that came, went or moved change neighbourhoods; reachability and region change
+        # which endpoints serve, a place where they are.
         endpoint_sites: dict[AppId, set[str]] = {
             key: set(sites) for key, sites in changes.endpoints.items()
         }
         for name in changes.sites:
             before, after = old.sites.get(name), table.sites.get(name)
-            if before is None or after is None or before.reachable != after.reachable:
+            if before is None or after is None or before != after:
                 for key in self._routing.apps_at(name):
                     endpoint_sites.setdefault(key, set()).add(name)
             if after is None:

@@ -73,6 +73,15 @@ def afresh(routing: RoutingState, name: str) -> RoutingTable:
         ("tenant", "acme", None),
     ]
 )
+# A site moved out of the only region an app may run in: its endpoint serves there no more.
+@example(
+    [
+        ("app", ("beta", "shop"), None),
+        ("share", ("beta", "shop"), {"s0": (0, True)}),
+        ("tenant", "beta", "residency"),
+        ("site", "s0", SitePhase.READY, 8),
+    ]
+)
 def test_first_share_and_deltas_equal_the_share_afresh(changes: list[tuple[Any, ...]]) -> None:
     async def scenario() -> None:
         failures = Failures()
