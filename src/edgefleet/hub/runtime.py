@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from edgefleet.hub import pauses
 from edgefleet.hub.accounts import Accounts, TokenCache
 from edgefleet.hub.admission import Admission
 from edgefleet.hub.auth import FailureLimiter
@@ -382,6 +383,7 @@ class Hub:
 
     async def start(self) -> None:
         """Read the fleet, then start the background loops and the central DNS."""
+        pauses.watch()
         await self.follower.load()
         await self.watch.refresh()
         await self.routing.rebuild()
