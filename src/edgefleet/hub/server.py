@@ -6,6 +6,7 @@ import socket
 
 import uvicorn
 
+from edgefleet.hub import pauses
 from edgefleet.hub.api import create_app
 from edgefleet.hub.gateway import AgentGateway
 from edgefleet.hub.runtime import Hub, HubConfig
@@ -18,6 +19,11 @@ class _HubServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
         super().__init__(config)
         self._hub = hub
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # The hub has read the fleet (the app's lifespan ran): keep that out of collections.
+        pauses.keep_loaded()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._hub.bells.close()

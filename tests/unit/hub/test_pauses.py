@@ -28,3 +28,13 @@ def test_slow_collections_are_logged_and_fast_ones_are_not(
         assert "(generation 2) stalled the hub" in caplog.records[-1].getMessage()
     finally:
         gc.callbacks.remove(watch)
+
+
+def test_what_is_kept_loaded_is_left_out_of_later_collections() -> None:
+    kept = [{"site": i} for i in range(10_000)]
+    try:
+        pauses.keep_loaded()
+        assert gc.get_freeze_count() >= len(kept)
+        assert not any(o is kept for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
