@@ -21,9 +21,9 @@ class _HubServer(uvicorn.Server):
         self._hub = hub
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # This process is the hub's alone: long-lived state stays out of full collections.
+        pauses.watch(freeze=True)
         await super().startup(sockets)
-        # The hub has read the fleet (the app's lifespan ran): keep that out of collections.
-        pauses.keep_loaded()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._hub.bells.close()

@@ -1,4 +1,4 @@
-"""The hub logs garbage collections long enough to stall it."""
+"""The hub logs garbage collections long enough to stall it, and keeps them short."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def test_slow_collections_are_logged_and_fast_ones_are_not(
     watch = pauses.watch()
     try:
         assert pauses.watch() is watch  # one per process
+        assert not watch.freezing
         watch.slow = 60.0
         with caplog.at_level(logging.INFO, logger="edgefleet.hub.pauses"):
             gc.collect()
@@ -30,11 +31,27 @@ def test_slow_collections_are_logged_and_fast_ones_are_not(
         gc.callbacks.remove(watch)
 
 
-def test_what_is_kept_loaded_is_left_out_of_later_collections() -> None:
+def test_survivors_of_a_full_collection_are_left_out_of_the_next_until_a_thaw() -> None:
+    now = [0.0]
+    watch = pauses.Collections(clock=lambda: now[0])
+    watch.freezing = True
     kept = [{"site": i} for i in range(10_000)]
+    gc.callbacks.append(watch)
     try:
-        pauses.keep_loaded()
+        gc.collect()
         assert gc.get_freeze_count() >= len(kept)
         assert not any(o is kept for o in gc.get_objects())
+        # A young collection freezes nothing more.
+        frozen = gc.get_freeze_count()
+        more = [{"site": i} for i in range(1_000)]
+        gc.collect(0)
+        assert gc.get_freeze_count() == frozen
+        # After THAW_EVERY, a full collection thaws all: the next one walks everything once.
+        now[0] = pauses.THAW_EVERY
+        gc.collect()
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert gc.get_freeze_count() >= len(kept) + len(more)
     finally:
+        gc.callbacks.remove(watch)
         gc.unfreeze()
