@@ -8,10 +8,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+import pytest
 
-from edgefleet.localfleet import LocalFleet, wait_for
+from edgefleet.localfleet import LocalFleet, free_port, wait_for
 from tests.factories import make_app, make_site
 from tests.integration.hub.test_demand_api import post, report
 
@@ -78,10 +80,25 @@ def stream(fleet: LocalFleet, headers: dict[str, str]) -> Iterator[Stream]:
         stop.set()
 
 
+@pytest.fixture
+def patient_fleet(tmp_path: Path) -> Iterator[LocalFleet]:
+    """A hub whose agentless sites stay Pending for minutes, not 30 s: a site that turns
+    Unreachable while a test waits for quiet is news the test did not make."""
+    local = LocalFleet(
+        workdir=tmp_path / "fleet",
+        hub_port=free_port(),
+        dns_port=free_port(),
+        heartbeat_grace=60.0,
+    )
+    with local.running():
+        local.start_hub()
+        yield local
+
+
 def test_the_stream_tells_each_watcher_what_changed_in_its_tenants(
-    sqlite_fleet: LocalFleet,
+    patient_fleet: LocalFleet,
 ) -> None:
-    fleet = sqlite_fleet
+    fleet = patient_fleet
     with fleet.client() as admin:
         admin.apply(make_site("paris"))
         admin.apply(make_app("a", tenant="t1"))
