@@ -164,7 +164,8 @@ class HealthMonitor:
             self._loaded = True
             self._grace_used = -1.0
         now = utcnow()
-        self.stalls.forget(now.timestamp() - 2 * max(self._grace_used, 0.0) - 60.0)
+        # A site silent for two graces is Unreachable whatever the stalls: older ones count no more.
+        self.stalls.forget(now.timestamp() - 2 * max(self._grace_used, 0.0))
         # Sites silent here, and sites not Ready: another hub may have heard from them.
         silent = self._silent(now) + [
             name for name, phase in self._phases.items() if phase != SitePhase.READY
@@ -194,9 +195,10 @@ class HealthMonitor:
             _, site = heapq.heappop(self._due)
             last = self._beats.get(site)
             if last is not None:
-                if last + timedelta(seconds=self._grace_used) > now:
+                grace = timedelta(seconds=self._grace_used)
+                if last + grace > now:
                     continue  # heard from since: that beat has its own deadline in the heap
-                deadline = self._deadline(last, now)
+                deadline = last + grace + self._credit(last, now)
                 if deadline > now:
                     later.append((deadline, site))  # the hub's stalls gave it more time
                     continue
@@ -207,12 +209,12 @@ class HealthMonitor:
             heapq.heappush(self._due, item)
         return silent
 
-    def _deadline(self, last: datetime, now: datetime) -> datetime:
-        """When a site last heard from at ``last`` is silent for too long: the grace after, and
-        as long again as the hub stalled since (at most one grace more)."""
-        grace = self._grace_used
-        credit = self.stalls.credit(last.timestamp(), now.timestamp(), grace)
-        return last + timedelta(seconds=grace + credit)
+    def _credit(self, last: datetime, now: datetime) -> timedelta:
+        """How long the hub stalled since a site's beat at ``last`` (at most a grace): silence
+        that is the hub's, not the site's."""
+        return timedelta(
+            seconds=self.stalls.credit(last.timestamp(), now.timestamp(), self._grace_used)
+        )
 
     def _schedule(self, site: str) -> None:
         grace = timedelta(seconds=self._grace_used)
@@ -249,7 +251,7 @@ class HealthMonitor:
             phase, message = site_phase(
                 last_heartbeat=last,
                 # Silence the hub's own stalls caused is not the site's.
-                now=now if last is None else now - (self._deadline(last, now) - last - grace),
+                now=now if last is None else now - self._credit(last, now),
                 grace=grace,
                 created=found.metadata.creation_timestamp,
                 problem=self._problems.get(name),

@@ -402,9 +402,10 @@ class RoutingState:
     def _set_endpoints(
         self, key: AppId, eps: dict[str, RouteEndpoint], changed: set[str] | None = None
     ) -> None:
-        """Take an app's endpoints; ``changed``: only these sites' changed, none came or went
-        (a report): their places in the sorted tuple are rewritten, the rest kept (an app at
-        10,000 sites costs a list copy a report, not a sort of new endpoints)."""
+        """Take an app's endpoints; ``changed``: only these sites' may differ. When all of them
+        had an endpoint and still have one (a report), their places in the sorted tuple are
+        rewritten and the rest kept (an app at 10,000 sites costs a list copy a report, not a
+        sort of new endpoints); else the tuple is built again."""
         self._eps[key] = eps
         self._routes.pop(key, None)  # the wire form is built again when asked
         places = self._places.get(key)
@@ -413,7 +414,6 @@ class RoutingState:
             changed is not None
             and places is not None
             and old is not None
-            and len(old) == len(eps)
             and all(name in places and name in eps for name in changed)
         ):
             items = list(old)
@@ -436,7 +436,6 @@ class RoutingState:
         if eps is None:
             return
         changed = set()
-        moved = False
         for name in names:
             endpoint = self._endpoint(key, name)
             if eps.get(name) != endpoint:
@@ -444,13 +443,11 @@ class RoutingState:
                 if endpoint is None:
                     del eps[name]
                     self._site_apps.get(name, set()).discard(key)
-                    moved = True
                 else:
-                    moved = moved or name not in eps
                     eps[name] = endpoint
                     self._site_apps.setdefault(name, set()).add(key)
         if changed:
-            self._set_endpoints(key, eps, None if moved else changed)
+            self._set_endpoints(key, eps, changed)
             out.apps.add(key)
             out.endpoints.setdefault(key, set()).update(changed)
 

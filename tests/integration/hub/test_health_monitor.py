@@ -136,15 +136,23 @@ def test_a_site_is_given_the_stalls_after_its_last_beat_only() -> None:
     assert stalls.credit(90.0, 120.0, grace=10.0) == 0.0
 
 
+async def paris_watched(
+    store: Store, *, grace: float
+) -> tuple[FeedFollower, HeartbeatBuffer, HealthMonitor]:
+    """Site paris in the store, and a monitor of it that passes every 50 ms."""
+    store.objects.put(make_site("paris"))
+    fleet = FleetState()
+    follower = FeedFollower(store, fleet)
+    await follower.load()
+    buffer = HeartbeatBuffer(store)
+    monitor = HealthMonitor(store, fleet, buffer, grace=lambda: grace, period=0.05)
+    follower.listen(monitor.follow)
+    return follower, buffer, monitor
+
+
 def test_a_hub_too_busy_to_read_beats_gives_its_sites_that_time(store: Store) -> None:
     async def scenario() -> None:
-        store.objects.put(make_site("paris"))
-        fleet = FleetState()
-        follower = FeedFollower(store, fleet)
-        await follower.load()
-        buffer = HeartbeatBuffer(store)
-        monitor = HealthMonitor(store, fleet, buffer, grace=lambda: 3.0, period=0.05)
-        follower.listen(monitor.follow)
+        follower, buffer, monitor = await paris_watched(store, grace=3.0)
         buffer.beat("paris", 1, None)
         await buffer.flush()
         assert await monitor.step()
@@ -169,13 +177,7 @@ def test_a_hub_too_busy_to_read_beats_gives_its_sites_that_time(store: Store) ->
 
 def test_stalls_before_a_sites_last_beat_give_it_no_time(store: Store) -> None:
     async def scenario() -> None:
-        store.objects.put(make_site("paris"))
-        fleet = FleetState()
-        follower = FeedFollower(store, fleet)
-        await follower.load()
-        buffer = HeartbeatBuffer(store)
-        monitor = HealthMonitor(store, fleet, buffer, grace=lambda: 2.0, period=0.05)
-        follower.listen(monitor.follow)
+        follower, buffer, monitor = await paris_watched(store, grace=2.0)
         # The hub stood still for 10 s (a rollout at every site), then heard from paris.
         monitor.stalls.add(time.time(), 10.0)
         await asyncio.sleep(0.05)
