@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -57,6 +59,17 @@ from edgefleet.model import (
 from edgefleet.routing.delta import apply_delta
 
 log = logging.getLogger(__name__)
+
+
+BEAT_JITTER = 0.05
+"""Each wait between two heartbeats is the interval give or take this fraction, drawn afresh:
+sites that one stall lined up (of the hub, of a network, of a simulator's process) drift apart
+again instead of beating together from then on."""
+
+
+def beat_wait(interval: float, draw: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before the next heartbeat: ``interval`` give or take ``BEAT_JITTER``."""
+    return interval * (1.0 + BEAT_JITTER * (2.0 * draw() - 1.0))
 
 
 @dataclass(frozen=True)
@@ -385,7 +398,7 @@ class HubLink:
         while True:
             await self.beat_once()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.beat_now.wait(), self.heartbeat_interval)
+                await asyncio.wait_for(self.beat_now.wait(), beat_wait(self.heartbeat_interval))
             self.beat_now.clear()
 
     async def run(self) -> None:

@@ -75,6 +75,7 @@ def sim(
     """Run simulated sites against the hub of the current context (EDGEFLEET_HUB,
     EDGEFLEET_TOKEN: an admin's or operator's token, to create the sites and their join tokens),
     until interrupted."""
+    from edgefleet import pauses
     from edgefleet.client import HubError
     from edgefleet.client.config import load_context
     from edgefleet.sim import world_sites
@@ -86,6 +87,8 @@ def sim(
         stream=sys.stderr,
     )
     listen = None if control == "off" else _listen(control)
+    # This process is the simulator's alone: its sites stay out of full collections.
+    pauses.watch(freeze=True)
     context = load_context()
     raise_file_limit(sites, connections)
     made = world_sites(sites, prefix=prefix, seed=seed)

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from edgefleet.hub import pauses
+from edgefleet import pauses
 from edgefleet.hub.accounts import Accounts, TokenCache
 from edgefleet.hub.admission import Admission
 from edgefleet.hub.auth import FailureLimiter

@@ -6,7 +6,7 @@ import socket
 
 import uvicorn
 
-from edgefleet.hub import pauses
+from edgefleet import pauses
 from edgefleet.hub.api import create_app
 from edgefleet.hub.gateway import AgentGateway
 from edgefleet.hub.runtime import Hub, HubConfig

@@ -1,19 +1,21 @@
-"""Garbage collections long enough to stall the hub: kept short, and logged.
+"""Garbage collections long enough to stall a process: kept short, and logged.
 
 A hub that holds ten thousand sites with their agents connected keeps millions of objects, and a
 full collection walks all of them while nothing else runs: no request is answered, no heartbeat
 read. Measured at 10,000 simulated sites (registration and a rollout, about five minutes): 43
 full collections stalled the hub 21.4 s in all, up to 0.99 s each. Such a pause shows as a late
 answer to any call that meets it (an API call's p99) and as loop lag (which the health monitor
-forgives its sites).
+forgives its sites). A simulator of ten thousand sites (``edgefleet sim``) is the same kind of
+process: unfrozen, its full collections stalled all its sites at once, 0.6 to 3.3 s about every
+8 s (more as its objects grew), and its status reports came to the hub in bursts behind them.
 
-So the hub process leaves what survived a full collection out of the next ones (``gc.freeze``):
-what lives that long is the fleet's picture, the routing table and its indexes, which change
-slowly, and a later full collection walks only what came since. The same run: 25 full
-collections, 3.4 s in all, none over 0.23 s. What was frozen and dies later is freed by its
-reference count; should it die in a reference cycle, a collection would never see it, so every
-``THAW_EVERY`` seconds the hub thaws everything and the next full collection walks (and frees)
-it all once.
+So such a process leaves what survived a full collection out of the next ones (``gc.freeze``):
+what lives that long is its long-lived state (the hub's picture of the fleet, the routing table
+and its indexes; the simulator's sites), which changes slowly, and a later full collection walks
+only what came since. The hub's run above: 25 full collections, 3.4 s in all, none over 0.23 s.
+What was frozen and dies later is freed by its reference count; should it die in a reference
+cycle, a collection would never see it, so every ``THAW_EVERY`` seconds the process thaws
+everything and the next full collection walks (and frees) it all once.
 
 Every collection over ``SLOW`` seconds is logged, so a slow answer can be told apart from a slow
 route.
@@ -61,7 +63,7 @@ class Collections:
         if took >= self.slow:
             self.slow_count += 1
             log.info(
-                "a garbage collection (generation %d) stalled the hub %.2fs: %d objects freed",
+                "a garbage collection (generation %d) stalled this process %.2fs: %d objects freed",
                 generation,
                 took,
                 info.get("collected", 0),
@@ -77,8 +79,9 @@ class Collections:
 
 def watch(*, freeze: bool = False) -> Collections:
     """Time this process's collections from now on, and with ``freeze`` keep the survivors of
-    full collections out of the next ones (the hub's own process; not a process that embeds a
-    hub beside other work). Once per process: a second call returns the watch in place."""
+    full collections out of the next ones (a process of the hub's or the simulator's own;
+    not one that embeds them beside other work). Once per process: a second call returns the
+    watch in place."""
     for callback in gc.callbacks:
         if isinstance(callback, Collections):
             callback.freezing = callback.freezing or freeze

@@ -1,4 +1,5 @@
-"""The hub logs garbage collections long enough to stall it, and keeps them short."""
+"""A long-running process logs garbage collections long enough to stall it, and keeps them
+short."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 
 import pytest
 
-from edgefleet.hub import pauses
+from edgefleet import pauses
 
 
 def test_slow_collections_are_logged_and_fast_ones_are_not(
@@ -18,15 +19,15 @@ def test_slow_collections_are_logged_and_fast_ones_are_not(
         assert pauses.watch() is watch  # one per process
         assert not watch.freezing
         watch.slow = 60.0
-        with caplog.at_level(logging.INFO, logger="edgefleet.hub.pauses"):
+        with caplog.at_level(logging.INFO, logger="edgefleet.pauses"):
             gc.collect()
         assert not caplog.records
         assert watch.longest > 0.0
         watch.slow = 0.0
-        with caplog.at_level(logging.INFO, logger="edgefleet.hub.pauses"):
+        with caplog.at_level(logging.INFO, logger="edgefleet.pauses"):
             gc.collect()
         assert watch.slow_count >= 1
-        assert "(generation 2) stalled the hub" in caplog.records[-1].getMessage()
+        assert "(generation 2) stalled this process" in caplog.records[-1].getMessage()
     finally:
         gc.callbacks.remove(watch)
 
