@@ -141,8 +141,9 @@ def decide_apply(principal: Principal, kind: str, tenant: str | None, name: str)
 class FailureLimiter:
     """Failed authentications per source address, as token buckets: ``burst`` failures at once,
     then one every ``1 / rate`` seconds (``edgefleet.identity.failures``). A source over its
-    limit is answered 429 without its token being checked, so guessing tokens from one address
-    goes nowhere fast. Counted in memory by each hub replica (the busiest ``max_sources``
+    limit is answered 429 without its token being looked up, so guessing tokens from one address
+    goes nowhere fast; only a caller that proves itself with no I/O still gets in (see
+    ``identify``). Counted in memory by each hub replica (the busiest ``max_sources``
     addresses are remembered) and, with ``shared``, across the replicas too: a source over its
     limit at any hub is refused here within a second or so (``SharedFailures``)."""
 
@@ -245,6 +246,16 @@ def authenticate_now(hub: Hub, token: str) -> Principal | None:
     )
 
 
+def _proven_now(hub: Hub, authorization: str | None) -> Principal | None:
+    """The principal the ``Authorization`` header's value proves with no I/O
+    (``authenticate_now``); None for no token, a malformed header or a refused token."""
+    try:
+        token = bearer_of(authorization)
+        return authenticate_now(hub, token) if token else None
+    except (HTTPException, Refused):
+        return None
+
+
 def authenticate(hub: Hub, token: str) -> Principal:
     """The principal ``token`` proves (blocking: may read the store or the OIDC provider's
     keys), or Refused saying why."""
@@ -327,11 +338,18 @@ async def identify(
         return None
     wait = hub.limiter.retry_after(source)
     if wait > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many failed authentications from {source}: try again in {wait:.0f} s",
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
+        # Over its limit, a source is let in only with what proves itself without I/O (a site
+        # credential, a user token this hub checked before): one bad agent behind an address
+        # many share (a NAT, a carrier's CGNAT) must not lock out every site and operator
+        # behind it. Anything else is refused unchecked: no thread, no store read, no guess.
+        known = None if key == JOIN else _proven_now(hub, authorization)
+        if known is None:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"too many failed authentications from {source}: try again in {wait:.0f} s",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+        return known
     token = bearer_of(authorization)
     if key == JOIN:
         # The route trades the join token itself; only its shape is checked here, before

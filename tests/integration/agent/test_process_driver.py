@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgefleet.agent.drivers.process import ProcessDriver, spec_hash
+from edgefleet.agent.drivers.process import ProcessDriver, proc_stat, spec_hash
 from edgefleet.model import AppAssignment, ProcessWorkload, ReplicaState
 
 SITE = "lab-1"
@@ -262,8 +262,13 @@ def test_new_driver_adopts_running_replicas(
     before = wait_for(lambda: all_ready(first, 2), what="2 ready")
     pids = processes.note(before)
     first.close()
-    # While no agent runs, replica 1 dies.
+    # While no agent runs, replica 1 dies: dead before the next agent looks (a kill takes
+    # effect a moment later, and a replica adopted alive that dies then is a crash of its own).
     os.kill(pids[1], signal.SIGKILL)
+    wait_for(
+        lambda: (stat := proc_stat(pids[1])) is None or stat[0] in ("Z", "X"),
+        what="replica 1 to be dead",
+    )
 
     second = make_driver()
     second.start(lambda: None)

@@ -417,10 +417,59 @@ def test_failed_authentications_are_rate_limited_per_source(tmp_path: Path) -> N
         assert [httpx.get(url, headers=bad).status_code for _ in range(3)] == [401] * 3
         limited = httpx.get(url, headers=bad)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
-        # While limited, even a good token from that address is not checked.
+        # While limited, a token the hub must look up is not checked, nor is no token at all.
         assert httpx.get(url, headers=fleet.headers).status_code == 429
+        assert httpx.get(url).status_code == 429
         # Health stays open.
         assert httpx.get(f"{fleet.hub_url}/healthz").status_code == 200
+
+
+def test_a_limited_address_still_lets_in_who_proves_itself_without_a_lookup(
+    tmp_path: Path,
+) -> None:
+    """Sites and operators behind one shared address (a NAT, a carrier's CGNAT): one of them
+    failing over and over must not lock the others out. A site credential (checked in memory)
+    and a user token this hub checked before still get in; a token the hub would have to look
+    up, a bad one, or none are refused unchecked."""
+    fleet = LocalFleet(
+        workdir=tmp_path / "fleet",
+        hub_port=free_port(),
+        dns_port=free_port(),
+        hub_args=["--auth-failure-burst", "3"],
+    )
+    with fleet.running():
+        fleet.start_hub()
+        with fleet.client() as admin:
+            admin.apply(make_site("paris"))
+            operator = admin.create_token("ops-on-call", "operator", tenants=[], ttl=3600)
+            unused = admin.create_token("ops-away", "operator", tenants=[], ttl=3600)
+        credential = fleet.site_credential("paris")
+        known = {"Authorization": f"Bearer {operator.token}"}
+        url = f"{fleet.hub_url}/api/v1/sites"
+        assert httpx.get(url, headers=known).status_code == 200  # checked once: known now
+        bad = {"Authorization": "Bearer efu_0123456789abcdef_" + "B" * 43}
+        assert [httpx.get(url, headers=bad).status_code for _ in range(3)] == [401] * 3
+        assert httpx.get(url, headers=bad).status_code == 429
+        # The same address, proven callers:
+        assert httpx.get(url, headers=known).status_code == 200
+        beat = httpx.post(
+            f"{fleet.hub_url}/api/v1/agent/sites/paris/heartbeat",
+            headers={"Authorization": f"Bearer {credential}"},
+            json={"site": "paris", "observedRevision": 0},
+        )
+        assert beat.status_code == 200, beat.text
+        # ... and the rest, unchecked:
+        away = {"Authorization": f"Bearer {unused.token}"}
+        assert httpx.get(url, headers=away).status_code == 429  # good, but never checked here
+        assert httpx.get(url, headers=bad).status_code == 429
+        assert httpx.get(url).status_code == 429
+        forged = credential[:-4] + ("AAAA" if not credential.endswith("AAAA") else "BBBB")
+        refused = httpx.post(
+            f"{fleet.hub_url}/api/v1/agent/sites/paris/heartbeat",
+            headers={"Authorization": f"Bearer {forged}"},
+            json={"site": "paris", "observedRevision": 0},
+        )
+        assert refused.status_code == 429
 
 
 def test_failed_authentications_are_limited_across_hub_replicas(
@@ -447,9 +496,10 @@ def test_failed_authentications_are_limited_across_hub_replicas(
         at_first = f"{first.hub_url}/api/v1/sites"
         assert [httpx.get(at_first, headers=bad).status_code for _ in range(3)] == [401] * 3
         failed = time.monotonic()
-        # The second hub has seen no failure itself; even a good token is refused there now.
+        # The second hub has seen no failure itself: a call without a token (which counts no
+        # failure) gets 401 there until the shared limit refuses the source, then 429.
         limited = wait_for(
-            lambda: (r := httpx.get(at_second, headers=second.headers)).status_code == 429 and r,
+            lambda: (r := httpx.get(at_second)).status_code == 429 and r,
             timeout=5.0,
             interval=0.05,
             what="the second hub to refuse the source",
