@@ -175,14 +175,23 @@ def answered_first(bed: Testbed, region: str) -> str:
 
 
 def warm_up(runs: list[LoadRun], seconds: float = 5.0) -> None:
-    """Let the load run until every region has been served for a few seconds."""
+    """Let the load run until every region has been served for a few seconds: each region's
+    last three seconds all answered, so that a fault comes to a fleet that serves everywhere
+    (the edge DNS of a site learns of the app's endpoints from the hub; a hub killed before a
+    region's site has heard of them leaves that region unanswered, and the fault is not what
+    the scenario measures)."""
     time.sleep(seconds)
     for run in runs:
         wait_for(
-            lambda run=run: len(run.ticks()) >= 3,  # type: ignore[misc]
-            timeout=30,
-            what=f"load from {run.region} to start",
+            lambda run=run: served(run.ticks()[-3:]),  # type: ignore[misc]
+            timeout=60,
+            what=f"load from {run.region} to be served",
         )
+
+
+def served(ticks: list[dict[str, Any]]) -> bool:
+    """Whether these seconds of load were three, each with answers and nothing failed."""
+    return len(ticks) == 3 and all(t["ok"] > 0 and not t["failed"] for t in ticks)
 
 
 def mismatch(bed: Testbed) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -114,6 +115,16 @@ def test_the_stream_tells_each_watcher_what_changed_in_its_tenants(
             timeout=30,
             what="placement of both apps",
         )
+        # ... and is done: passes started by the two creations may each write (and say so)
+        # a moment after both apps show placed; the streams open once the event log is still.
+        seen: list[int] = []
+
+        def still() -> bool:
+            seen.append(len(admin.events(limit=1000)))
+            time.sleep(0.5)
+            return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+        wait_for(still, timeout=30, what="placement to be done")
         with stream(fleet, fleet.headers) as everything, stream(fleet, dev_headers) as t1:
             assert everything.status == t1.status == 200
             assert everything.content_type.startswith("text/event-stream")
