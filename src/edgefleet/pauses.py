@@ -6,8 +6,9 @@ read. Measured at 10,000 simulated sites (registration and a rollout, about five
 full collections stalled the hub 21.4 s in all, up to 0.99 s each. Such a pause shows as a late
 answer to any call that meets it (an API call's p99) and as loop lag (which the health monitor
 forgives its sites). A simulator of ten thousand sites (``edgefleet sim``) is the same kind of
-process: unfrozen, its full collections stalled all its sites at once, 0.6 to 3.3 s about every
-8 s (more as its objects grew), and its status reports came to the hub in bursts behind them.
+process, with tens of thousands of long-lived objects: its event loop was seen stalled 0.6 to
+3.3 s at a time, about every 8 s and longer as its objects grew (on a machine another process
+kept busy; taken for collections, not timed as such), all its sites at once.
 
 So such a process leaves what survived a full collection out of the next ones (``gc.freeze``):
 what lives that long is its long-lived state (the hub's picture of the fleet, the routing table

@@ -41,12 +41,7 @@ def operations(base: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def patient_fleet(tmp_path: Path) -> Iterator[LocalFleet]:
     """A hub that lets one address fail authentication very often (tests send many)."""
-    fleet = LocalFleet(
-        workdir=tmp_path / "fleet",
-        hub_port=free_port(),
-        dns_port=free_port(),
-        hub_args=["--auth-failure-burst", "100000"],
-    )
+    fleet = own_fleet(tmp_path, ["--auth-failure-burst", "100000"])
     with fleet.running():
         fleet.start_hub()
         yield fleet
@@ -403,13 +398,15 @@ def test_token_shown_once_hashed_expires_and_revoked_everywhere(
         assert reply.status_code == 401 and "revoked" in reply.json()["detail"]
 
 
-def test_failed_authentications_are_rate_limited_per_source(tmp_path: Path) -> None:
-    fleet = LocalFleet(
-        workdir=tmp_path / "fleet",
-        hub_port=free_port(),
-        dns_port=free_port(),
-        hub_args=["--auth-failure-burst", "3"],
+def own_fleet(tmp_path: Path, hub_args: list[str]) -> LocalFleet:
+    """A fleet of this test's own, its hub started with ``hub_args``."""
+    return LocalFleet(
+        workdir=tmp_path / "fleet", hub_port=free_port(), dns_port=free_port(), hub_args=hub_args
     )
+
+
+def test_failed_authentications_are_rate_limited_per_source(tmp_path: Path) -> None:
+    fleet = own_fleet(tmp_path, ["--auth-failure-burst", "3"])
     with fleet.running():
         fleet.start_hub()
         url = f"{fleet.hub_url}/api/v1/sites"
@@ -431,12 +428,7 @@ def test_a_limited_address_still_lets_in_who_proves_itself_without_a_lookup(
     failing over and over must not lock the others out. A site credential (checked in memory)
     and a user token this hub checked before still get in; a token the hub would have to look
     up, a bad one, or none are refused unchecked."""
-    fleet = LocalFleet(
-        workdir=tmp_path / "fleet",
-        hub_port=free_port(),
-        dns_port=free_port(),
-        hub_args=["--auth-failure-burst", "3"],
-    )
+    fleet = own_fleet(tmp_path, ["--auth-failure-burst", "3"])
     with fleet.running():
         fleet.start_hub()
         with fleet.client() as admin:
@@ -511,12 +503,7 @@ def test_failed_authentications_are_limited_across_hub_replicas(
 
 
 def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
-    fleet = LocalFleet(
-        workdir=tmp_path / "fleet",
-        hub_port=free_port(),
-        dns_port=free_port(),
-        hub_args=["--log-level", "debug"],
-    )
+    fleet = own_fleet(tmp_path, ["--log-level", "debug"])
     with fleet.running():
         fleet.start_hub()
         with fleet.client() as admin:

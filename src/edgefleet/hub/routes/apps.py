@@ -18,7 +18,7 @@ from edgefleet.hub.routes.common import (
     apply_object,
     record_event,
 )
-from edgefleet.hub.routes.lists import Continue, Limit, after, answer
+from edgefleet.hub.routes.lists import Continue, Limit, after, answer, json_answer
 from edgefleet.hub.runtime import Hub, get_hub
 from edgefleet.hub.store import utcnow
 from edgefleet.identity import Principal
@@ -122,12 +122,7 @@ def create_app(tenant: str, app: App, hub: HubDep) -> App:
 @router.get("/tenants/{tenant}/apps/{name}", response_model=App, response_model_exclude_none=True)
 def get_app(tenant: str, name: str, hub: HubDep) -> Response:
     """One app with replicas per site."""
-    app = hub.store.objects.get_app(tenant, name)
-    # Dumped as is: FastAPI would dump it, validate the dump against ``App`` and dump that
-    # again, three passes over a status of ten thousand sites where one does.
-    return Response(
-        app.model_dump_json(by_alias=True, exclude_none=True), media_type="application/json"
-    )
+    return json_answer(hub.store.objects.get_app(tenant, name))
 
 
 @router.put(
