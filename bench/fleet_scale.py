@@ -101,6 +101,25 @@ def wait(check: Callable[[], bool], timeout: float, every: float = 0.2) -> float
     return None
 
 
+def routing_quiet(sims: list[SimProcess], size: int, timeout: float = 180.0) -> float | None:
+    """Seconds until the simulated sites take no routing update for as long as the hub may hold
+    one back (``SiteShares.every``: a site's deltas come at most once in size / 500 seconds),
+    or None after ``timeout``. What is measured next (an API call's CPU, the bytes of one
+    change) is then not measured on top of the tail of what came before."""
+    hold = max(3.0, size / 500 + 1.0)
+    started = time.monotonic()
+    last = sum(s.stats()["routes_taken"] for s in sims)
+    still_since = started
+    while time.monotonic() - started < timeout:
+        time.sleep(1.0)
+        now = sum(s.stats()["routes_taken"] for s in sims)
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= hold:
+            return time.monotonic() - started
+    return None
+
+
 # -- the hub, seen through its API ------------------------------------------------------------
 
 
@@ -289,6 +308,9 @@ def run(size: int, db: str, hubs: int, args: argparse.Namespace, root: Path) -> 
         row.sim_kib = sum(s["rss_bytes"] for s in stats) / size / 1024
         # API while the fleet heartbeats.
         api.put_app(EVERYWHERE + "-probe", {"replicas": 1})
+        # Every share names the probe app's one site: wait until each agent has heard of it.
+        settled_in = routing_quiet(sims, size)
+        print(f"  routing quiet {fmt(settled_in)} s after the probe app", flush=True)
         names = [s["metadata"]["name"] for s in api.sites()[:: max(1, size // 50)]]
         pid = pids[0]
         row.api["GET app"], row.api_cpu_ms["GET app"] = timed(
@@ -330,7 +352,8 @@ def run(size: int, db: str, hubs: int, args: argparse.Namespace, root: Path) -> 
         row.ready = marks
         row.rollout_cpu_ms = (sum(cpu_seconds(p) for p in pids) - cpu0) / size * 1000
         print(f"  rollout: {fmt_marks(marks)}", flush=True)
-        time.sleep(args.settle)
+        settled_in = routing_quiet(sims, size)
+        print(f"  routing quiet {fmt(settled_in)} s after the rollout", flush=True)
         # Routing: one site's address changes; its record reaches the shares that name it.
         whole = api.http.get("/api/v1/routing-table")
         row.whole_table = len(whole.content)

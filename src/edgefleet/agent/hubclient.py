@@ -17,12 +17,12 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit
 
-from edgefleet.agent.upstream import UpstreamError, UpstreamPool
+from edgefleet.agent.upstream import Response, UpstreamError, UpstreamPool
 
 if TYPE_CHECKING:
     import httpx
@@ -84,7 +84,7 @@ class HubRefused(Exception):
 
 
 Lane = Literal["call", "long", "beat"]
-"""Kinds of call: a long-poll (holds its connection while it waits), a heartbeat (must never
+"""Kinds of call: a watch (holds its connection while it waits), a heartbeat (must never
 wait behind reports, or a busy moment makes a live site look dead), any other call."""
 
 
@@ -106,9 +106,51 @@ class HubTransport(Protocol):
         a transport shared by many sites keeps each kind from waiting behind another."""
         ...
 
+    async def stream(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        lane: Lane = "call",
+    ) -> HubStream:
+        """Send a request and return once the answer's head came, its body to be read as it
+        comes (``HubStream``); raise ``HubUnreachable`` when the exchange fails."""
+        ...
+
     async def aclose(self) -> None:
         """Close the connections."""
         ...
+
+
+class HubStream(Protocol):
+    """An answer whose body is read as it comes: a watch stream."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body's parts as they come; ``HubUnreachable`` when the exchange breaks."""
+        ...
+
+    async def aclose(self) -> None:
+        """Done with it: the connection is kept when the body was read to its end."""
+        ...
+
+
+async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The lines of a body read as it comes (without their line ends), and whatever follows
+    the last line end, if anything does."""
+    held = b""
+    async for chunk in chunks:
+        held += chunk
+        if b"\n" in held:
+            *whole, held = held.split(b"\n")
+            for line in whole:
+                yield line
+    if held:
+        yield held
 
 
 def tls_context(ca: str | None) -> ssl.SSLContext:
@@ -133,10 +175,10 @@ class PooledTransport:
         ca: str | None = None,
     ) -> None:
         """``url`` is the hub's base URL (http or https); ``ca`` checks an https hub. ``pool``
-        carries the calls, ``long_pool`` the long-polls and ``beat_pool`` the heartbeats
+        carries the calls, ``long_pool`` the watch streams and ``beat_pool`` the heartbeats
         (default: all in one pool); each may be shared by many clients of one hub (the
         simulator's sites: a few connections for the calls of thousands of sites, one each for
-        their long-polls)."""
+        their watch streams)."""
         parts = urlsplit(url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"hub URL {url!r}: expected http(s)://HOST[:PORT]")
@@ -195,11 +237,60 @@ class PooledTransport:
             body=data,
         )
 
+    async def stream(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        lane: Lane = "call",
+    ) -> HubStream:
+        """See ``HubTransport.stream``."""
+        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        pool = self.long_pool if lane == "long" else self.beat_pool if lane == "beat" else self.pool
+        try:
+            reply = await pool.request(
+                method,
+                host=self.host,
+                port=self.port,
+                target=(self.prefix + target).encode("ascii"),
+                headers=fields,
+                head_timeout=timeout,
+            )
+        except (UpstreamError, OSError) as exc:
+            raise HubUnreachable(f"{self.host}:{self.port}: {exc}") from exc
+        return _PooledStream(reply, f"{self.host}:{self.port}")
+
     async def aclose(self) -> None:
         """See ``HubTransport.aclose`` (a shared pool is its owner's to close)."""
         if self._own_pool:
             for pool in {id(p): p for p in (self.pool, self.long_pool, self.beat_pool)}.values():
                 await pool.aclose()
+
+
+class _PooledStream:
+    """A ``HubStream`` over an ``UpstreamPool`` response."""
+
+    def __init__(self, reply: Response, where: str) -> None:
+        self.status = reply.status
+        self.headers: Mapping[str, str] = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reply.headers
+        }
+        self._reply = reply
+        self._where = where
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """See ``HubStream.chunks``."""
+        try:
+            async for chunk in self._reply:
+                yield chunk
+        except (UpstreamError, OSError) as exc:
+            raise HubUnreachable(f"{self._where}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """See ``HubStream.aclose``."""
+        await self._reply.aclose()
 
 
 class HttpxTransport:
@@ -235,9 +326,51 @@ class HttpxTransport:
             body=reply.content,
         )
 
+    async def stream(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        lane: Lane = "call",
+    ) -> HubStream:
+        """See ``HubTransport.stream``."""
+        import httpx
+
+        request = self.client.build_request(method, target, headers=dict(headers), timeout=timeout)
+        try:
+            reply = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise HubUnreachable(str(exc) or type(exc).__name__) from exc
+        return _HttpxStream(reply)
+
     async def aclose(self) -> None:
         """See ``HubTransport.aclose``."""
         await self.client.aclose()
+
+
+class _HttpxStream:
+    """A ``HubStream`` over an httpx response."""
+
+    def __init__(self, reply: httpx.Response) -> None:
+        self.status = reply.status_code
+        self.headers: Mapping[str, str] = {k.lower(): v for k, v in reply.headers.items()}
+        self._reply = reply
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """See ``HubStream.chunks``."""
+        import httpx
+
+        try:
+            async for chunk in self._reply.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise HubUnreachable(str(exc) or type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        """See ``HubStream.aclose``."""
+        await self._reply.aclose()
 
 
 AnswerHook = Callable[[str | None, HubReply, float], Awaitable[None]]
@@ -261,7 +394,7 @@ class HubClient:
         """Sent as ``Authorization: Bearer``: a configured token, then the site's credential."""
         self.on_answer = on_answer
         self.timeout = timeout
-        """Seconds a call other than a long-poll waits for an answer."""
+        """Seconds a call other than a watch waits for an answer."""
 
     async def call(
         self,
@@ -296,6 +429,45 @@ class HubClient:
             with contextlib.suppress(Exception):
                 await self.on_answer(used, reply, sent)
         return reply
+
+    async def stream(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        lane: Lane = "call",
+    ) -> HubStream:
+        """GET ``path`` and return once the answer's head came, its body to be read as it comes
+        (``aclose`` it when done); ``HubRefused`` (its body read) unless 2xx."""
+        target = path + ("?" + urlencode(params) if params else "")
+        used = self.token
+        headers = {"Accept": JSON}
+        if used:
+            headers["Authorization"] = f"Bearer {used}"
+        sent = time.monotonic()
+        stream = await self.transport.stream(
+            "GET",
+            target,
+            headers=headers,
+            timeout=self.timeout if timeout is None else timeout,
+            lane=lane,
+        )
+        if 200 <= stream.status < 300:
+            head = HubReply(status=stream.status, headers=stream.headers)
+            if self.on_answer is not None:
+                with contextlib.suppress(Exception):
+                    await self.on_answer(used, head, sent)
+            return stream
+        try:
+            body = b"".join([chunk async for chunk in stream.chunks()])
+        finally:
+            await stream.aclose()
+        reply = HubReply(status=stream.status, headers=stream.headers, body=body)
+        if self.on_answer is not None:
+            with contextlib.suppress(Exception):
+                await self.on_answer(used, reply, sent)
+        raise HubRefused(reply)
 
     async def get(
         self,

@@ -4,9 +4,10 @@ Every connection is opened by the site (so a site behind NAT works, and the hub 
 thousand sites):
 
 - ``POST /api/v1/agent/join`` once, with the one-time join token, for the site's credential;
-- ``GET .../watch?state=REV&routes=VERSION``: one long-poll the hub answers as soon as the
-  site's desired state or its share of the routing table changed (the share comes whole the
-  first time, then as deltas);
+- ``GET .../watch?state=REV&routes=VERSION&stream=true``: one stream of news, a line of JSON
+  each time the site's desired state or its share of the routing table changed (the share
+  comes whole the first time, then as deltas), open for minutes and opened again when it ends
+  (a hub that answers it as a long-poll, with one answer, is heard the same);
 - ``POST .../status`` when the site's replicas change (and every ``report_resync`` seconds);
 - ``POST .../heartbeat`` every ``heartbeat_interval`` seconds, or the longer interval the hub
   asks for (a big fleet beats more slowly), and at once when a neighbour's probe verdict changes;
@@ -34,7 +35,7 @@ from pydantic import ValidationError
 
 from edgefleet.agent.backoff import Backoff
 from edgefleet.agent.demand import DemandReporter
-from edgefleet.agent.hubclient import HubClient, HubRefused, HubReply, HubUnreachable
+from edgefleet.agent.hubclient import HubClient, HubRefused, HubReply, HubUnreachable, lines
 from edgefleet.agent.identity import (
     JOIN_PATH,
     JoinRefused,
@@ -79,7 +80,9 @@ class LinkConfig:
     site: str
     """The site this link speaks for."""
     watch_timeout: float = 30.0
-    """Seconds a long-poll waits at the hub."""
+    """Seconds a watch stream's head may take to come from the hub (and a long-poll waits)."""
+    stream_for: float = 300.0
+    """Seconds a watch stream is asked to stay open (the hub may end it sooner)."""
     heartbeat_interval: float = 2.0
     """Seconds between heartbeats (the hub may ask for longer)."""
     report_resync: float = 60.0
@@ -131,7 +134,7 @@ class HubLink:
         self.routes_taken = 0
         """Routing updates taken (whole shares and deltas)."""
         self.routes_bytes = 0
-        """Bytes of the long-poll answers that brought routing updates only."""
+        """Bytes of the watch's news that brought routing updates only."""
         self.report_dirty = asyncio.Event()
         """Set when what runs at the site changed: a status report goes out."""
         self.beat_now = asyncio.Event()
@@ -268,30 +271,46 @@ class HubLink:
                 self.config.site,
             )
         elif reply.ok and self._refused_since is not None and sent > self._refused_since:
-            # Only a call made since: a long-poll sent before the refusal may still succeed.
+            # Only a call made since: a watch opened before the refusal may still succeed.
             self._refused_since = None
             log.info("the hub takes this site's credential again")
 
     # -- watching --------------------------------------------------------------------------------
 
-    async def watch_once(self) -> bool:
-        """One long-poll of the site's news; True when something changed. The desired state is
-        taken first (the site converges to it), then the share of the routing table; a delta
-        that does not follow from the share held is dropped, and the share asked for whole."""
-        reply = await self.client.get(
+    async def watch_stream(self) -> int:
+        """One watch stream: the news as the hub sends it, for as long as the hub keeps it open
+        (``stream_for`` seconds, or less); returns how many lines came (keep-alives too). A
+        delta that does not follow from the share held ends the stream, and the next asks for
+        the share whole. A hub that answers the stream as a long-poll (one answer, or 204) is
+        heard the same."""
+        stream = await self.client.stream(
             self._paths["watch"],
             params={
                 "state": self.revision,
                 "routes": self.routes.version,
-                "timeout": self.config.watch_timeout,
+                "timeout": self.config.stream_for,
+                "stream": "true",
             },
             timeout=self.config.watch_timeout + 10.0,
             lane="long",
         )
-        if reply.status == 204:
-            return False
-        reply.raise_for_status()
-        answer = WatchAnswer.model_validate_json(reply.body)
+        heard = 0
+        try:
+            async for line in lines(stream.chunks()):
+                heard += 1
+                if not line.strip():
+                    continue  # the hub is there; nothing changed
+                answer = WatchAnswer.model_validate_json(line)
+                if not await self._take(answer, len(line)):
+                    break
+        finally:
+            await stream.aclose()
+        return heard
+
+    async def _take(self, answer: WatchAnswer, size: int) -> bool:
+        """Take one news: the desired state first (the site converges to it), then the share
+        of the routing table; False when a delta did not follow from the share held (it is
+        asked for whole next)."""
         if answer.desired_state is not None:
             state = answer.desired_state
             await self.site.take_desired(state)
@@ -300,9 +319,27 @@ class HubLink:
         if answer.routes is not None:
             self.routes_taken += 1
             if answer.desired_state is None:
-                self.routes_bytes += len(reply.body)
+                self.routes_bytes += size
             await self._take_routes(answer.routes)
+            return bool(self.routes.version)
         return True
+
+    async def _watch_loop(self) -> None:
+        """Watch streams one after another; after a failure, or a stream that ended with
+        nothing in it (the hub could not serve it now), the next waits out a backoff."""
+        backoff = Backoff()
+        while True:
+            try:
+                heard = await self.watch_stream()
+            except (HubUnreachable, HubRefused, ValueError) as exc:
+                delay = backoff.next()
+                log.warning("hub watch failed (%s); retrying in %.1fs", exc, delay)
+                await self.backoff_sleep(delay)
+                continue
+            if heard:
+                backoff.reset()
+            else:
+                await self.backoff_sleep(backoff.next())
 
     async def _take_routes(self, update: RoutingUpdate) -> None:
         if update.delta is not None:
@@ -327,17 +364,6 @@ class HubLink:
         """Sleep ``delay`` seconds, or until a heartbeat finds the hub reachable again."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._hub_back.wait(), delay)
-
-    async def _loop(self, what: str, once: _Once) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await once()
-                backoff.reset()
-            except (HubUnreachable, HubRefused, ValueError) as exc:
-                delay = backoff.next()
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-                await self.backoff_sleep(delay)
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -412,12 +438,8 @@ class HubLink:
                 # The credential the site has serves meanwhile: a new join token that the hub
                 # cannot take yet never holds up the watch or the heartbeats.
                 group.create_task(self.join())
-            group.create_task(self._loop("hub watch", self.watch_once))
+            group.create_task(self._watch_loop())
             group.create_task(self.report_loop())
             group.create_task(self.heartbeat_loop())
             if self.demand is not None:
                 group.create_task(self.demand.run())
-
-
-class _Once(Protocol):
-    async def __call__(self) -> bool: ...

@@ -2,7 +2,7 @@
 
 The agent composes:
 
-- its link to the hub (``edgefleet.agent.hublink``): join, the long-polls of its desired state
+- its link to the hub (``edgefleet.agent.hublink``): join, the watch stream of its desired state
   and of its share of the routing table, status reports, heartbeats, demand reports; every
   connection opened by the site, so a site behind NAT works and the hub never dials it;
 - its identity (``edgefleet.agent.identity``): the site's credential and the trust it extends;
@@ -92,7 +92,7 @@ class AgentConfig:
     heartbeat_interval: float = 2.0
     """Seconds between heartbeats."""
     watch_timeout: float = 30.0
-    """Seconds a long-poll waits at the hub."""
+    """Seconds a watch stream's head may take to come from the hub."""
     report_resync: float = 60.0
     """Seconds between full status reports when nothing changed."""
     stop_replicas_on_exit: bool = False

@@ -7,7 +7,6 @@ memory (``tests/unit/cli/test_imports.py`` keeps it so).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from edgefleet._version import __version__
+from edgefleet.cli import loop
 from edgefleet.cli.console import err, out
 from edgefleet.cli.formats import OutputFormat
 from edgefleet.cli.identity import audit, hub_app, site_app, token_app, whoami
@@ -509,14 +509,7 @@ def agent(
     except ValueError as exc:
         fail(str(exc))
     try:
-        import uvloop
-    except ImportError:  # not on every platform
-        run = asyncio.run
-    else:
-        # The ingress costs less CPU per request on uvloop (bench/ingress_overhead.py).
-        run = uvloop.run
-    try:
-        run(instance.run())
+        loop.run(instance.run())
     except JoinRefused as exc:
         fail(str(exc))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import resource
 import sys
@@ -10,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from edgefleet.cli import loop
 from edgefleet.sim import SimConfig
 
 log = logging.getLogger(__name__)
@@ -109,4 +109,4 @@ def sim(
     )
     where = f"; control API on http://{listen[0]}:{listen[1]}" if listen else ""
     typer.echo(f"{sites} simulated sites ({prefix}...) joining {context.hub}{where}")
-    asyncio.run(serve(config, tokens, control=listen))
+    loop.run(serve(config, tokens, control=listen))

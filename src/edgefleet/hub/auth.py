@@ -256,6 +256,14 @@ def _proven_now(hub: Hub, authorization: str | None) -> Principal | None:
         return None
 
 
+def still_proven(hub: Hub, authorization: str | None) -> bool:
+    """Whether the ``Authorization`` header's value still proves its caller with no I/O: a
+    site credential not revoked nor expired, a user token this hub holds checked. A stream
+    authenticated when it opened ends when this turns False (the caller opens the next one,
+    and is authenticated again, from the store if need be)."""
+    return _proven_now(hub, authorization) is not None
+
+
 def authenticate(hub: Hub, token: str) -> Principal:
     """The principal ``token`` proves (blocking: may read the store or the OIDC provider's
     keys), or Refused saying why."""

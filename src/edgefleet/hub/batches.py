@@ -119,12 +119,21 @@ class GroupCommit(Generic[T, R]):
         return written
 
     async def run(self) -> None:
-        """Write a batch as soon as items wait, at most every ``period`` seconds."""
+        """Write a batch as soon as items wait, at most every ``period`` seconds: the first
+        item of a burst waits up to ``period`` for the others to join it, and items that came
+        while a batch was written (a write longer than ``period``) go at once, together."""
+        last = -self._period
+        carried = False
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._period)  # the items of this moment join one batch
+            # A burst's first item waits for the others; items that waited through a write
+            # have had their company, and wait only for ``period`` since the last batch.
+            wait = last + self._period - time.monotonic() if carried else self._period
+            await asyncio.sleep(max(0.0, wait))
             self._wake.clear()
+            last = time.monotonic()
             await self.flush()
+            carried = bool(self._pending)
 
 
 def _settle(waiters: list[asyncio.Future[bool] | None], result: bool) -> None:

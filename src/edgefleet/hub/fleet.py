@@ -147,6 +147,17 @@ class FleetState:
     loaded: bool = False
     """Whether a full load happened."""
 
+    def app_sites(self, key: AppId) -> tuple[dict[str, int], set[str], dict[str, ReplicaCount]]:
+        """Copies of what this picture holds of one app at its sites, for a reader off the
+        loop: the replicas placement asks of each site, the sites that may start replicas
+        themselves, and what each site's agent reported."""
+        shares = self.shares.get(key, {})
+        return (
+            {site: share.replicas for site, share in shares.items()},
+            {site for site, share in shares.items() if (share.max_replicas or 0) > 0},
+            dict(self.observed.get(key, {})),
+        )
+
     def apps_at(self, site: str) -> set[AppId]:
         """Apps placed or reported at ``site``."""
         return self.site_apps.get(site, set()) | set(self.replicas.get(site, {}))

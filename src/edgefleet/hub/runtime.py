@@ -81,6 +81,9 @@ class HubConfig:
     come back after a backoff (``edgefleet.hub.admission``)."""
     max_watch_timeout: float = 60.0
     """Longest long-poll an agent may ask for."""
+    max_stream: float = 300.0
+    """Longest watch stream an agent may ask for; it is authenticated again when it opens the
+    next (and a stream ends at once when the site's credential is revoked)."""
     dns_host: str = "127.0.0.1"
     """Address of the central DNS."""
     dns_port: int = 5353
@@ -130,7 +133,7 @@ class Hub:
     shares: SiteShares
     """Each site's share of the routing table, sent to its agent."""
     bells: Doorbells
-    """The agents long-polling this hub, one per site."""
+    """The agents watching this hub (a stream or a long-poll), one per site."""
     desired: DesiredStates
     """Each site's desired state, as its agent gets it."""
     demand: DemandBuffer

@@ -13,8 +13,8 @@ from edgefleet.hub.runtime import Hub, HubConfig
 
 
 class _HubServer(uvicorn.Server):
-    """uvicorn that answers waiting long-polls and ends event streams when it stops, instead of
-    waiting them out."""
+    """uvicorn that ends watch streams, answers waiting long-polls and ends event streams when
+    it stops, instead of waiting them out."""
 
     def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
         super().__init__(config)
@@ -43,7 +43,7 @@ def serve(config: HubConfig, *, log_level: str = "info") -> None:
             host=config.host,
             port=config.port,
             log_level=log_level,
-            # Long-polls of thousands of agents stay open; keep-alive avoids reconnect churn.
+            # Watch streams of thousands of agents stay open; keep-alive avoids reconnect churn.
             timeout_keep_alive=75,
             access_log=log_level == "debug",
             # The hub trusts no forwarding header: the failed-authentication limit counts the

@@ -473,6 +473,11 @@ class SiteShares:
             return None
         return self._delta(site, share)
 
+    def sent(self, site: str) -> str:
+        """The version of ``site``'s share this hub sent last ('' if none)."""
+        share = self._shares.get(site)
+        return share.sent if share is not None else ""
+
     def forget(self, site: str) -> None:
         """Drop a site's share (the site was deleted, or went silent)."""
         share = self._shares.pop(site, None)

@@ -1,5 +1,5 @@
-"""The agents' long-poll: one per site, answered when its desired state or its share of the
-routing table changed, costing no thread while it waits.
+"""The agents' watch: one per site, a stream (or a long-poll) that carries news when its desired
+state or its share of the routing table changed, costing no thread while it waits.
 
 ``Doorbells`` holds the agents waiting, one asyncio future each, keyed by site: whatever has news
 for a site rings its bell (``ring``), and only that site's agent wakes. ``SiteWatch`` keeps every
@@ -8,8 +8,8 @@ above the highest seen" (``SiteRevisions.changed_since``): this hub's writes nud
 a periodic refresh picks up the writes of other hubs, and each site whose revision moved has its
 bell rung.
 
-One long-poll per site rather than one per kind of news: ten thousand sites are ten thousand
-open connections at the hub, not twenty thousand, and each quiet site asks again once a timeout.
+One watch per site rather than one per kind of news: ten thousand sites are ten thousand open
+connections at the hub, not twenty thousand, and each opens its next stream every few minutes.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ class Doorbells:
         """Answer every waiting agent now, and every later one at once (the hub is stopping)."""
         self._closed = True
         self.ring(list(self._waiters))
+
+    @property
+    def closed(self) -> bool:
+        """Whether the hub is stopping (``close``)."""
+        return self._closed
 
     @property
     def waiting(self) -> int:

@@ -1,6 +1,6 @@
 """Thousands of simulated sites in one process, each speaking the real agent protocol.
 
-Each site is a ``HubLink`` (the real agent's link to the hub: join, long-polls of its desired
+Each site is a ``HubLink`` (the real agent's link to the hub: join, the watch stream of its desired
 state and of its share of the routing table, status reports, heartbeats, demand reports) over a
 ``SimulatedDriver`` whose replicas are records that become ready after ``ready_delay``. The hub
 cannot tell them from real sites. What a simulated site does not have is a data plane: no
@@ -38,6 +38,12 @@ from edgefleet.model import AppReport, DesiredState, Heartbeat, RoutingTable, St
 log = logging.getLogger(__name__)
 
 
+JOINS = 64
+"""Joins the simulated sites have in flight at most: as many as the hub takes at once and a
+little more (``HubConfig.join_concurrency``, ``join_queue``), so that starting thousands of sites
+does not turn into thousands of refused joins tried again."""
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """How a simulated fleet runs. Every field has the documented default."""
@@ -51,7 +57,7 @@ class SimConfig:
     heartbeat_interval: float = 2.0
     """Seconds between each site's heartbeats (the hub may ask for longer)."""
     watch_timeout: float = 30.0
-    """Seconds each long-poll waits at the hub."""
+    """Seconds each watch stream's head may take to come from the hub."""
     report_resync: float = 300.0
     """Seconds between a site's full status reports when nothing changed."""
     demand_rps: float = 0.0
@@ -63,11 +69,12 @@ class SimConfig:
     every site in the same instant."""
     state_dir: Path | None = None
     """Where sites keep their demand reports' queue (only with demand); None: a temp dir."""
-    connections: int = 256
+    connections: int = 1024
     """Connections the sites' calls (status and demand reports, joins) share, and as many their
-    heartbeats; each long-poll holds one more. A report is answered once the hub has written
-    it, so this bounds the reports in flight: real sites, each on its own connection, have no
-    such bound."""
+    heartbeats; each watch stream holds one more. A report is answered once the hub has written
+    it, so this bounds the reports in flight (real sites, each on its own connection, have no
+    such bound): with 10,000 sites, 1,024 lets ten batches of reports take a rollout's reports
+    where 256 needed forty."""
 
 
 class SimSite:
@@ -143,7 +150,7 @@ class SimStats:
     routes_taken: int = 0
     """Routing updates the sites took (whole shares and deltas)."""
     routes_bytes: int = 0
-    """Bytes of the long-poll answers that brought routing updates only."""
+    """Bytes of the watch's news that brought routing updates only."""
 
     @property
     def bytes_per_site(self) -> float:
@@ -164,7 +171,7 @@ class SimFleet:
         self.config = config
         tls = tls_context(config.ca) if config.hub.startswith("https") else None
 
-        # The sites' calls share a few connections; each site's long-poll holds one of its own;
+        # The sites' calls share a few connections; each site's watch stream holds one of its own;
         # heartbeats never wait behind a burst of reports, as each real site's do not.
         def pool(connections: int) -> UpstreamPool:
             return UpstreamPool(
@@ -185,6 +192,7 @@ class SimFleet:
         )
         """One transport for every site."""
         self._timer: LoopTimer | None = None
+        self._joins: asyncio.Semaphore | None = None
         self._sites: dict[str, _Running] = {}
         self._demand_task: asyncio.Task[None] | None = None
         self._state_dir = config.state_dir
@@ -234,6 +242,7 @@ class SimFleet:
         without a credential), their first calls spread over ``start_over`` seconds."""
         loop = asyncio.get_running_loop()
         self._timer = LoopTimer(loop)
+        self._joins = asyncio.Semaphore(JOINS)
         names = sorted(sites)
         for name in names:
             self._sites[name] = self._link(name, sites[name])
@@ -250,6 +259,9 @@ class SimFleet:
         await asyncio.sleep(delay)
         running = self._sites[name]
         try:
+            if self._joins is not None:
+                async with self._joins:
+                    await running.link.join()
             await running.link.run()
         except asyncio.CancelledError:
             raise

@@ -47,8 +47,17 @@ class LoopTimer:
         self.loop = loop
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        """See ``Timer`` (thread-safe)."""
-        self.loop.call_soon_threadsafe(self.loop.call_later, delay, fn)
+        """See ``Timer`` (thread-safe). On the loop's own thread (the simulator's sites take
+        their desired states there) the call is scheduled directly, without waking the loop
+        through its self-pipe."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self.loop.call_later(delay, fn)
+        else:
+            self.loop.call_soon_threadsafe(self.loop.call_later, delay, fn)
 
 
 @dataclass

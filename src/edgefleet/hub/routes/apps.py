@@ -20,7 +20,7 @@ from edgefleet.hub.routes.common import (
 )
 from edgefleet.hub.routes.lists import Continue, Limit, after, answer, json_answer
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.hub.store import utcnow
+from edgefleet.hub.store import app_status, utcnow
 from edgefleet.identity import Principal
 from edgefleet.model import App, AppDemand
 
@@ -120,9 +120,28 @@ def create_app(tenant: str, app: App, hub: HubDep) -> App:
 
 
 @router.get("/tenants/{tenant}/apps/{name}", response_model=App, response_model_exclude_none=True)
-def get_app(tenant: str, name: str, hub: HubDep) -> Response:
-    """One app with replicas per site."""
-    return json_answer(hub.store.objects.get_app(tenant, name))
+async def get_app(tenant: str, name: str, hub: HubDep) -> Response:
+    """One app with replicas per site: the app as stored, its replicas as this hub's picture
+    of the fleet holds them (which follows the store's change feed: a hub's own writes at once,
+    other hubs' within a feed poll). Reading them from the store instead would cost two reads
+    of a row per site of the app."""
+    fleet = hub.fleet
+    if not fleet.loaded:
+        return json_answer(await asyncio.to_thread(hub.store.objects.get_app, tenant, name))
+    desired, wakeable, observed = fleet.app_sites((tenant, name))
+
+    def compose() -> Response:
+        app = hub.store.objects.get_app_alone(tenant, name)
+        status = app_status(
+            desired,
+            wakeable,
+            observed,
+            observed_generation=app.status.observed_generation,
+            message=app.status.message,
+        )
+        return json_answer(app.model_copy(update={"status": status}))
+
+    return await asyncio.to_thread(compose)
 
 
 @router.put(

@@ -39,7 +39,7 @@ from edgefleet.hub.store.engine import (
 from edgefleet.hub.store.events import EventStore
 from edgefleet.hub.store.feed import Change, Feed, FeedKind, FellBehind
 from edgefleet.hub.store.leadership import Leadership
-from edgefleet.hub.store.objects import ObjectStore, Page, Written
+from edgefleet.hub.store.objects import ObjectStore, Page, Written, app_status
 from edgefleet.hub.store.observed import ObservedStore, ReplicaCount
 from edgefleet.hub.store.placement import PlacementStore, SiteShare
 from edgefleet.hub.store.revisions import SiteRevisions
@@ -106,6 +106,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Written",
+    "app_status",
     "aware",
     "utcnow",
 ]
