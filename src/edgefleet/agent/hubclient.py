@@ -202,6 +202,31 @@ class PooledTransport:
             if given is not None and tls is not None and given.tls is None:
                 raise ValueError("a shared pool for an https hub must be made with its TLS context")
 
+    async def _send(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float,
+        lane: Lane,
+    ) -> Response:
+        """Send a request on the pool of its lane; the answer once its head came."""
+        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        pool = self.long_pool if lane == "long" else self.beat_pool if lane == "beat" else self.pool
+        try:
+            return await pool.request(
+                method,
+                host=self.host,
+                port=self.port,
+                target=(self.prefix + target).encode("ascii"),
+                headers=fields,
+                body=body,
+                head_timeout=timeout,
+            )
+        except (UpstreamError, OSError) as exc:
+            raise HubUnreachable(f"{self.host}:{self.port}: {exc}") from exc
+
     async def request(
         self,
         method: str,
@@ -213,29 +238,13 @@ class PooledTransport:
         lane: Lane = "call",
     ) -> HubReply:
         """See ``HubTransport.request``."""
-        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        pool = self.long_pool if lane == "long" else self.beat_pool if lane == "beat" else self.pool
+        reply = await self._send(method, target, headers, body, timeout, lane)
+        stream = _PooledStream(reply, f"{self.host}:{self.port}")
         try:
-            reply = await pool.request(
-                method,
-                host=self.host,
-                port=self.port,
-                target=(self.prefix + target).encode("ascii"),
-                headers=fields,
-                body=body,
-                head_timeout=timeout,
-            )
-            async with reply:
-                data = await reply.read()
-        except UpstreamError as exc:
-            raise HubUnreachable(f"{self.host}:{self.port}: {exc}") from exc
-        except OSError as exc:
-            raise HubUnreachable(f"{self.host}:{self.port}: {exc}") from exc
-        return HubReply(
-            status=reply.status,
-            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reply.headers},
-            body=data,
-        )
+            data = b"".join([chunk async for chunk in stream.chunks()])
+        finally:
+            await stream.aclose()
+        return HubReply(status=stream.status, headers=stream.headers, body=data)
 
     async def stream(
         self,
@@ -247,19 +256,7 @@ class PooledTransport:
         lane: Lane = "call",
     ) -> HubStream:
         """See ``HubTransport.stream``."""
-        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        pool = self.long_pool if lane == "long" else self.beat_pool if lane == "beat" else self.pool
-        try:
-            reply = await pool.request(
-                method,
-                host=self.host,
-                port=self.port,
-                target=(self.prefix + target).encode("ascii"),
-                headers=fields,
-                head_timeout=timeout,
-            )
-        except (UpstreamError, OSError) as exc:
-            raise HubUnreachable(f"{self.host}:{self.port}: {exc}") from exc
+        reply = await self._send(method, target, headers, None, timeout, lane)
         return _PooledStream(reply, f"{self.host}:{self.port}")
 
     async def aclose(self) -> None:

@@ -20,7 +20,7 @@ from edgefleet.hub.routes.common import (
 )
 from edgefleet.hub.routes.lists import Continue, Limit, after, answer, json_answer
 from edgefleet.hub.runtime import Hub, get_hub
-from edgefleet.hub.store import app_status, utcnow
+from edgefleet.hub.store import NotFound, app_status, utcnow
 from edgefleet.identity import Principal
 from edgefleet.model import App, AppDemand
 
@@ -131,7 +131,10 @@ async def get_app(tenant: str, name: str, hub: HubDep) -> Response:
     desired, wakeable, observed = fleet.app_sites((tenant, name))
 
     def compose() -> Response:
-        app = hub.store.objects.get_app_alone(tenant, name)
+        found = hub.store.objects.bare_apps([(tenant, name)])
+        if not found:
+            raise NotFound(f"app {name!r} not found in tenant {tenant!r}")
+        app = found[0]
         status = app_status(
             desired,
             wakeable,

@@ -218,34 +218,14 @@ class ObjectStore:
     def bare_apps(self, keys: Collection[AppId] | None = None) -> list[App]:
         """Apps (all, or those of ``keys`` that exist) with only the status placement writes
         (observed generation and message)."""
-        return [
-            App(
-                metadata=meta_of(row),
-                spec=AppSpec.model_validate(row.spec),
-                status=AppStatus(
-                    observed_generation=row.status.get("observedGeneration"),
-                    message=row.status.get("message"),
-                ),
-            )
-            for row in self._rows("App", keys)
-        ]
+        return [_bare_app(row) for row in self._rows("App", keys)]
 
     def bare_apps_of(self, tenant: str) -> list[App]:
         """The apps of one tenant, as ``bare_apps`` gives them."""
         query = select(objects).where(objects.c.kind == "App", objects.c.tenant == tenant)
         with self.engine.connect() as conn:
             rows = list(conn.execute(query.order_by(objects.c.name)))
-        return [
-            App(
-                metadata=meta_of(row),
-                spec=AppSpec.model_validate(row.spec),
-                status=AppStatus(
-                    observed_generation=row.status.get("observedGeneration"),
-                    message=row.status.get("message"),
-                ),
-            )
-            for row in rows
-        ]
+        return [_bare_app(row) for row in rows]
 
     def bare_tenants(self, names: Collection[str] | None = None) -> list[Tenant]:
         """Tenants' policies (all, or those of ``names`` that exist), without usage."""
@@ -292,12 +272,6 @@ class ObjectStore:
         """One app with its observed status; NotFound if absent."""
         missing = f"app {name!r} not found in tenant {tenant!r}"
         return self._one("App", tenant, name, missing, self._apps)
-
-    def get_app_alone(self, tenant: str, name: str) -> App:
-        """One app with the status its own row holds (observed generation, message) and no
-        replicas: for a reader that holds the fleet's replicas itself (``app_status``)."""
-        missing = f"app {name!r} not found in tenant {tenant!r}"
-        return self._one("App", tenant, name, missing, _apps_alone)
 
     def list_apps(self, tenant: str | None = None) -> list[App]:
         """Every app (of one tenant if given), by tenant and name."""
@@ -716,21 +690,16 @@ class ObjectStore:
         return out
 
 
-def _apps_alone(conn: Connection, rows: Sequence[Any]) -> list[App]:
-    return [
-        App(
-            metadata=meta_of(row),
-            spec=AppSpec.model_validate(row.spec),
-            status=app_status(
-                {},
-                (),
-                {},
-                observed_generation=row.status.get("observedGeneration"),
-                message=row.status.get("message"),
-            ),
-        )
-        for row in rows
-    ]
+def _bare_app(row: Any) -> App:
+    """An app as its row holds it, with only the status placement writes."""
+    return App(
+        metadata=meta_of(row),
+        spec=AppSpec.model_validate(row.spec),
+        status=AppStatus(
+            observed_generation=row.status.get("observedGeneration"),
+            message=row.status.get("message"),
+        ),
+    )
 
 
 def app_status(
