@@ -22,7 +22,7 @@ from edgefleet.dns.zone import Client, Lookup
 from edgefleet.geo import estimated_rtt_ms, great_circle_km, nearest
 from edgefleet.routing.access import allows, client_region
 from edgefleet.routing.answer import ClientAddress, choose, locate
-from edgefleet.routing.table import AppId, Origin, RouteTable, SitePoint
+from edgefleet.routing.table import AppId, Endpoint, Origin, RouteTable, SitePoint
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +129,26 @@ def overlay(table: RouteTable, ready: Mapping[str, Mapping[AppId, int]]) -> Rout
 
     ``ready`` maps a site to its ready replicas per app, as the site itself last told us (our own
     driver, or a neighbour's health answer); an app missing there has none ready at that site.
+    A site with ready replicas of an app the table lists without it (the hub has not heard its
+    report yet, or cannot be reached) becomes one of the app's endpoints, where the app may run
+    (its residency): a site that starts an app answers with itself at once, hub or no hub.
     """
     if not ready:
         return table
-    apps = {
-        app_id: tuple(
-            replace(e, ready=ready[e.site].get(app_id, 0)) if e.site in ready else e
-            for e in endpoints
+    apps = {}
+    for key, endpoints in table.apps.items():
+        listed = {e.site for e in endpoints}
+        regions = table.residency.get(key)
+        apps[key] = tuple(
+            replace(e, ready=ready[e.site].get(key, 0)) if e.site in ready else e for e in endpoints
+        ) + tuple(
+            Endpoint(site=site, ready=counts[key])
+            for site, counts in sorted(ready.items())
+            if counts.get(key, 0) > 0
+            and site not in listed
+            and site in table.sites
+            and (regions is None or table.sites[site].region in regions)
         )
-        for app_id, endpoints in table.apps.items()
-    }
     return replace(table, apps=apps)
 
 

@@ -97,6 +97,25 @@ def test_overlay_replaces_ready_counts_of_sites_we_know_better() -> None:
     assert overlay(table, {}) is table
 
 
+def test_a_site_that_runs_an_app_the_table_lists_without_it_serves_it() -> None:
+    """The hub's share can lag a site's own replicas (the report is on its way, or the hub is
+    away): the site answers with itself as soon as a replica is ready."""
+    table = RouteTable(
+        version="v",
+        sites={"a": point("a", 0, 0), "b": point("b", 0, 1), "far": point("far", 0, 2)},
+        apps={("t", "x"): (Endpoint("b", 2),), ("t", "eu"): ()},
+        residency={("t", "eu"): frozenset({"eu"})},
+    )
+    fresh = overlay(table, {"a": {("t", "x"): 1, ("t", "eu"): 1, ("t", "unknown"): 1}})
+    assert fresh.apps[("t", "x")] == (Endpoint("b", 2), Endpoint("a", 1))
+    # Not where the app may not run, nor an app the share does not hold (its rules unknown).
+    assert fresh.apps[("t", "eu")] == ()
+    assert ("t", "unknown") not in fresh.apps
+    # Nothing ready, or a site the table does not hold: nothing added.
+    assert overlay(table, {"a": {("t", "x"): 0}}).apps[("t", "x")] == (Endpoint("b", 2),)
+    assert overlay(table, {"nowhere": {("t", "x"): 3}}).apps[("t", "x")] == (Endpoint("b", 2),)
+
+
 def test_overlay_keeps_latency_bounds_and_wakeable_sites() -> None:
     table = RouteTable(
         version="v",
