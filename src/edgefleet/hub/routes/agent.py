@@ -157,6 +157,8 @@ async def news_stream(
     if first is not None:
         yield first + b"\n"
     while True:
+        if not allowed():
+            return
         try:
             body, state = await _news(hub, site, state, routes)
         except (HTTPException, NotFound):
@@ -169,7 +171,7 @@ async def news_stream(
         if left <= 0:
             return
         rang = await hub.bells.wait(site, min(left, KEEPALIVE))
-        if hub.bells.closed or not allowed():
+        if hub.bells.closed:
             return
         if not rang:
             yield b"\n"
