@@ -239,12 +239,12 @@ class PooledTransport:
     ) -> HubReply:
         """See ``HubTransport.request``."""
         reply = await self._send(method, target, headers, body, timeout, lane)
-        stream = _PooledStream(reply, f"{self.host}:{self.port}")
         try:
-            data = b"".join([chunk async for chunk in stream.chunks()])
-        finally:
-            await stream.aclose()
-        return HubReply(status=stream.status, headers=stream.headers, body=data)
+            async with reply:
+                data = await reply.read()
+        except (UpstreamError, OSError) as exc:
+            raise HubUnreachable(f"{self.host}:{self.port}: {exc}") from exc
+        return HubReply(status=reply.status, headers=_lowered(reply.headers), body=data)
 
     async def stream(
         self,
@@ -266,14 +266,17 @@ class PooledTransport:
                 await pool.aclose()
 
 
+def _lowered(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header fields as text, names in lower case."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in fields}
+
+
 class _PooledStream:
     """A ``HubStream`` over an ``UpstreamPool`` response."""
 
     def __init__(self, reply: Response, where: str) -> None:
         self.status = reply.status
-        self.headers: Mapping[str, str] = {
-            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reply.headers
-        }
+        self.headers: Mapping[str, str] = _lowered(reply.headers)
         self._reply = reply
         self._where = where
 
@@ -370,6 +373,11 @@ class _HttpxStream:
         await self._reply.aclose()
 
 
+def _target(path: str, params: Mapping[str, Any] | None) -> str:
+    """The request target: the path and its query."""
+    return path + ("?" + urlencode(params) if params else "")
+
+
 AnswerHook = Callable[[str | None, HubReply, float], Awaitable[None]]
 """Told of each answer: the token the call was made with, the answer, when it was sent
 (monotonic)."""
@@ -406,25 +414,17 @@ class HubClient:
     ) -> HubReply:
         """One call (``token`` instead of the client's, for a join; ``lane``: what kind of call,
         see ``Lane``); ``HubUnreachable``."""
-        target = path + ("?" + urlencode(params) if params else "")
         used = token if token is not None else self.token
-        headers = {"Accept": JSON}
-        if used:
-            headers["Authorization"] = f"Bearer {used}"
-        if body is not None:
-            headers["Content-Type"] = JSON
         sent = time.monotonic()
         reply = await self.transport.request(
             method,
-            target,
-            headers=headers,
+            _target(path, params),
+            headers=self._headers(used, json_body=body is not None),
             body=body,
             timeout=self.timeout if timeout is None else timeout,
             lane=lane,
         )
-        if self.on_answer is not None:
-            with contextlib.suppress(Exception):
-                await self.on_answer(used, reply, sent)
+        await self._told(used, reply, sent)
         return reply
 
     async def stream(
@@ -437,34 +437,41 @@ class HubClient:
     ) -> HubStream:
         """GET ``path`` and return once the answer's head came, its body to be read as it comes
         (``aclose`` it when done); ``HubRefused`` (its body read) unless 2xx."""
-        target = path + ("?" + urlencode(params) if params else "")
         used = self.token
-        headers = {"Accept": JSON}
-        if used:
-            headers["Authorization"] = f"Bearer {used}"
         sent = time.monotonic()
         stream = await self.transport.stream(
             "GET",
-            target,
-            headers=headers,
+            _target(path, params),
+            headers=self._headers(used, json_body=False),
             timeout=self.timeout if timeout is None else timeout,
             lane=lane,
         )
         if 200 <= stream.status < 300:
-            head = HubReply(status=stream.status, headers=stream.headers)
-            if self.on_answer is not None:
-                with contextlib.suppress(Exception):
-                    await self.on_answer(used, head, sent)
+            await self._told(used, HubReply(status=stream.status, headers=stream.headers), sent)
             return stream
         try:
             body = b"".join([chunk async for chunk in stream.chunks()])
         finally:
             await stream.aclose()
         reply = HubReply(status=stream.status, headers=stream.headers, body=body)
+        await self._told(used, reply, sent)
+        raise HubRefused(reply)
+
+    @staticmethod
+    def _headers(token: str | None, *, json_body: bool) -> dict[str, str]:
+        """What every call sends: JSON accepted, the token, the type of a JSON body."""
+        headers = {"Accept": JSON}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if json_body:
+            headers["Content-Type"] = JSON
+        return headers
+
+    async def _told(self, used: str | None, reply: HubReply, sent: float) -> None:
+        """Tell ``on_answer`` of an answer (its failures are not the call's)."""
         if self.on_answer is not None:
             with contextlib.suppress(Exception):
                 await self.on_answer(used, reply, sent)
-        raise HubRefused(reply)
 
     async def get(
         self,

@@ -188,7 +188,7 @@ class AgentGateway:
             await respond(send, 500, json_body({"detail": "internal error"}))
             return
         if isinstance(result, StreamingResponse):
-            # A watch stream: sent as it comes; a client gone is noticed at the next line.
+            # A watch stream, sent as it comes; a client gone ends it (Starlette listens).
             with contextlib.suppress(ClientDisconnect, OSError):
                 await result(scope, receive, send)
         elif isinstance(result, Response):

@@ -301,30 +301,6 @@ def _placed_message(counts: Mapping[str, int], had: Mapping[str, int]) -> str:
     )
 
 
-REMEMBER = 30.0
-"""Seconds a pass's writes stand in for the hub's picture at most: the feed brings them back
-within a poll, and whoever writes after (another hub that led meanwhile) is believed then."""
-
-
-@dataclass(frozen=True)
-class _Wrote:
-    """What a pass wrote of one app: its assignments and its placement status."""
-
-    shares: dict[str, SiteShare]
-    generation: int
-    message: str | None
-    at: float
-    """When (monotonic)."""
-
-    def shown(self, app: App, shares: Mapping[str, SiteShare], now: float) -> bool:
-        """Whether the picture shows this write now (or it is too old to stand in for it)."""
-        return now - self.at > REMEMBER or (
-            dict(shares) == self.shares
-            and (app.status.observed_generation, app.status.message)
-            == (self.generation, self.message)
-        )
-
-
 class PlacementController:
     """Keeps the assignments equal to what placement computes from apps, sites and health."""
 
@@ -351,8 +327,6 @@ class PlacementController:
         self._changed_sites: set[str] = set()
         self._full = True
         self._last_full = 0.0
-        self._wrote: dict[AppId, _Wrote] = {}
-        """What the last passes wrote of each app, until the hub's picture shows it."""
         self.passes = 0
         self.is_leader: Callable[[], bool] = lambda: True
 
@@ -382,30 +356,29 @@ class PlacementController:
             self._dirty.clear()
             if not self.is_leader():
                 self._full = True  # whoever led meanwhile wrote what we do not remember
-                self._wrote.clear()
                 continue
             if time.monotonic() - self._last_full > self._full_every:
                 self._full = True
             try:
-                changed = await self.reconcile_async()
+                await self.reconcile_async()
             except Exception:
                 # A failed pass (database away) is retried on the next change or resync.
                 log.exception("placement pass failed")
                 self._full = True
-                continue
-            if changed:
-                await self._on_written()
 
     async def reconcile_async(self) -> set[str]:
-        """One pass: inputs taken on the event loop, placement and writes in a thread."""
+        """One pass: inputs taken on the event loop, placement and writes in a thread; once it
+        wrote, ``on_written`` brings its writes into the hub's picture before the next pass
+        reads it (else that pass would place, write and announce the same again)."""
         full, self._full = self._full, False
         changed_sites, self._changed_sites = self._changed_sites, set()
         fleet = self._fleet
-        apps, current = self._inputs()
+        apps = priority(list(fleet.apps.values()))
         sites = dict(fleet.sites)
         tenants = dict(fleet.tenants)
+        current = dict(fleet.shares)
         try:
-            return await self._lane.run(
+            wrote, changed = await self._lane.run(
                 self._pass,
                 apps=apps,
                 sites=sites,
@@ -416,30 +389,9 @@ class PlacementController:
         except BaseException:
             self._full = True
             raise
-
-    def _inputs(self) -> tuple[list[App], dict[AppId, Mapping[str, SiteShare]]]:
-        """The apps and their assignments as the hub's picture holds them, with what the last
-        passes wrote that the picture does not show yet (the feed brings a pass's writes back
-        a moment after it): a pass right after another does not place, write and announce
-        again what the one before did."""
-        now = time.monotonic()
-        fleet = self._fleet
-        current: dict[AppId, Mapping[str, SiteShare]] = dict(fleet.shares)
-        apps = []
-        for key, app in fleet.apps.items():
-            wrote = self._wrote.get(key)
-            if wrote is not None and wrote.shown(app, fleet.shares.get(key, {}), now):
-                del self._wrote[key]
-            elif wrote is not None:
-                current[key] = wrote.shares
-                status = app.status.model_copy(
-                    update={"observed_generation": wrote.generation, "message": wrote.message}
-                )
-                app = app.model_copy(update={"status": status})
-            apps.append(app)
-        for key in self._wrote.keys() - fleet.apps.keys():
-            del self._wrote[key]  # deleted meanwhile
-        return priority(apps), current
+        if wrote:
+            await self._on_written()
+        return changed
 
     def _pass(
         self,
@@ -449,7 +401,9 @@ class PlacementController:
         tenants: Mapping[str, TenantSpec],
         current: Mapping[AppId, Mapping[str, SiteShare]],
         changed_sites: Collection[str] | None,
-    ) -> set[str]:
+    ) -> tuple[bool, set[str]]:
+        """Place, and write what differs; whether anything was written, and the sites whose
+        assignments changed."""
         self.passes += 1
         started = time.monotonic()
         now = utcnow()
@@ -470,7 +424,6 @@ class PlacementController:
         written = self._store.placement.write(decision.placement)
         self._store.objects.set_app_placement_status(decision.statuses)
         self._store.events.add(decision.events)
-        self._remember(apps, decision, current)
         elapsed = time.monotonic() - started
         if elapsed > 1.0 or changed_sites is None:
             log.info(
@@ -481,40 +434,18 @@ class PlacementController:
                 len(decision.placement),
                 elapsed,
             )
-        return written
-
-    def _remember(
-        self,
-        apps: Sequence[App],
-        decision: Decision,
-        current: Mapping[AppId, Mapping[str, SiteShare]],
-    ) -> None:
-        """Keep what this pass wrote until the picture shows it (``_inputs``)."""
-        at = time.monotonic()
-        by_key = {(a.metadata.tenant or "", a.metadata.name): a for a in apps}
-        for key in decision.placement.keys() | decision.statuses.keys():
-            app = by_key.get(key)
-            if app is None:
-                continue
-            placed = decision.placement.get(key)
-            shares = (
-                {site: share for site, share in placed[1].items() if share.placed}
-                if placed is not None
-                else dict(current.get(key, {}))
-            )
-            generation, message = decision.statuses.get(
-                key, (app.status.observed_generation or 0, app.status.message)
-            )
-            self._wrote[key] = _Wrote(shares, generation, message, at)
+        wrote = bool(decision.placement or decision.statuses or decision.events)
+        return wrote, written
 
     def reconcile(self) -> set[str]:
         """One full pass, blocking (for tests and tools)."""
         fleet = self._fleet
         self._full = False
-        return self._pass(
+        _, written = self._pass(
             apps=priority(list(fleet.apps.values())),
             sites=dict(fleet.sites),
             tenants=dict(fleet.tenants),
             current=dict(fleet.shares),
             changed_sites=None,
         )
+        return written

@@ -292,9 +292,10 @@ class Hub:
         )
 
         async def placed() -> None:
-            # New assignments: wake the sites' watches now; the feed brings the rest.
+            # New assignments: wake the sites' watches now, and take the writes into the
+            # picture the next pass reads.
             await watch.refresh()
-            follower.poke()
+            await follower.poll()
 
         placement = PlacementController(
             store,

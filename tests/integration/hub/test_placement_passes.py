@@ -1,5 +1,5 @@
-"""Placement passes one right after another, before the hub's picture of the fleet has taken
-the first one's writes back from the store: the second writes and announces nothing again."""
+"""Placement passes one right after another: a pass brings its writes into the hub's picture of
+the fleet before the next reads it, so the second writes and announces nothing again."""
 
 from __future__ import annotations
 
@@ -18,12 +18,10 @@ def test_a_pass_right_after_another_does_not_place_again(tmp_path: Path) -> None
         hub.store.objects.put(make_app("shop", placement={"replicas": 1}))
         await hub.follower.load()
         assert await hub.placement.reconcile_async() == {"paris"}
-        # The picture still holds the app unplaced: the feed has not been read since.
-        assert ("demo", "shop") not in hub.fleet.shares
-        assert await hub.placement.reconcile_async() == set()
-        # Once the picture shows the write, it is what the next pass starts from.
-        await hub.follower.poll()
+        # The pass took its own writes into the picture, without waiting for the feed's poll.
         assert ("demo", "shop") in hub.fleet.shares
+        assert hub.fleet.apps[("demo", "shop")].status.observed_generation == 1
+        assert await hub.placement.reconcile_async() == set()
         assert await hub.placement.reconcile_async() == set()
 
     asyncio.run(passes())

@@ -82,19 +82,19 @@ async def watch(
     await _table_holds(hub, site)
     if stream:
         # The first news is found before the answer starts: a 503 or 404 is a status.
-        first, state = await _news(hub, site, state, routes)
+        first, state, routes = await _news(hub, site, state, routes)
         lines = news_stream(
             hub,
             site,
             first=first,
             state=state,
-            routes=routes if first is None else hub.shares.sent(site),
+            routes=routes,
             timeout=timeout,
             allowed=lambda: still_proven(hub, authorization),
         )
         return StreamingResponse(lines, media_type=STREAM)
     while True:
-        body, _ = await _news(hub, site, state, routes)
+        body, _, _ = await _news(hub, site, state, routes)
         if body is not None:
             return Response(body, media_type="application/json")
         left = deadline - loop.time()
@@ -111,9 +111,10 @@ async def _table_holds(hub: Hub, site: str) -> None:
         await hub.routing.wait(hub.routing.version, settled - loop.time())
 
 
-async def _news(hub: Hub, site: str, state: int, routes: str) -> tuple[bytes | None, int]:
+async def _news(hub: Hub, site: str, state: int, routes: str) -> tuple[bytes | None, int, str]:
     """What a site that holds desired-state revision ``state`` and share version ``routes``
-    has not heard (a ``WatchAnswer`` body), or None; and the revision it will then hold.
+    has not heard (a ``WatchAnswer`` body), or None; and the revision and share version it
+    will then hold.
     404 for a site deleted meanwhile, 503 while the hub catches up with the store."""
     if site not in hub.fleet.sites:
         await _known(hub, site)  # deleted meanwhile: 404
@@ -130,9 +131,9 @@ async def _news(hub: Hub, site: str, state: int, routes: str) -> tuple[bytes | N
         desired = hub.desired.body(site, revision)
     share = hub.shares.answer(site, routes)
     if desired is None and share is None:
-        return None, state
+        return None, state, routes
     body = b'{"desiredState":' + (desired or b"null") + b',"routes":' + (share or b"null") + b"}"
-    return body, revision if desired is not None else state
+    return body, revision if desired is not None else state, hub.shares.sent(site)
 
 
 async def news_stream(
@@ -160,11 +161,10 @@ async def news_stream(
         if not allowed():
             return
         try:
-            body, state = await _news(hub, site, state, routes)
+            body, state, routes = await _news(hub, site, state, routes)
         except (HTTPException, NotFound):
             return
         if body is not None:
-            routes = hub.shares.sent(site)
             yield body + b"\n"
             continue
         left = deadline - loop.time()
